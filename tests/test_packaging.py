@@ -1,0 +1,64 @@
+"""environment.yml, binder/environment.yml and pyproject.toml list the same dependencies."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_NAMES = {"redis": "redis-py"}  # PyPI name -> conda-forge name where they differ
+
+
+def _split(req: str) -> tuple[str, str]:
+    m = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*(.*)", req)
+    assert m, req
+    return m.group(1).lower(), m.group(2).replace(" ", "")
+
+
+def _env(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    conda, pip, in_pip = {}, {}, False
+    text = path.read_text()
+    for line in text[text.index("dependencies:"):].splitlines():
+        if re.match(r"^\s+- pip:\s*$", line):
+            in_pip = True
+            continue
+        m = re.match(r"^(\s+)- (.+)$", line)
+        if not m:
+            continue
+        item = m.group(2).strip()
+        if in_pip and len(m.group(1)) > 4:
+            if not item.startswith("-e"):
+                pip.update([_split(item)])
+        else:
+            in_pip = False
+            name, spec = _split(item)
+            conda[name] = spec
+    return conda, pip
+
+
+def _pyproject() -> dict[str, str]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    reqs = data["project"]["dependencies"] + data["project"]["optional-dependencies"]["test"]
+    return dict(_split(r) for r in reqs)
+
+
+def test_environment_yml_matches_pyproject():
+    conda, pip = _env(ROOT / "environment.yml")
+    wanted = _pyproject()
+    got = {**{k: v for k, v in conda.items() if k not in ("python", "pip", "redis-server")}, **pip}
+    expected = {CONDA_NAMES.get(k, k): v for k, v in wanted.items()}
+    assert got == expected
+    assert conda["python"] == ">=3.11"
+    assert conda["redis-server"] == ">=8"
+
+
+def test_binder_environment_matches_root():
+    assert _env(ROOT / "binder" / "environment.yml") == _env(ROOT / "environment.yml")
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "./run test" in readme and "./run lab" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.strip().splitlines()[-1] == "exec ./run test"

@@ -1,0 +1,45 @@
+"""Provisioning: where sources come from, how binaries are found, which modules load."""
+
+from __future__ import annotations
+
+from redistutor import provision
+
+
+def test_apt_mirrors_reads_deb822_and_one_line_sources(tmp_path):
+    apt = tmp_path / "etc" / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nEnabled: no\nURIs: http://disabled.example/debian\nSuites: x\n"
+    )
+    (apt / "sources.list").write_text(
+        "# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://other.example/ubuntu noble main\n"
+        "deb-src http://mirror.example/debian bookworm main\n"
+    )
+    assert provision.apt_mirrors(tmp_path) == [
+        "http://other.example/ubuntu",
+        "http://mirror.example/debian",
+        "http://mirror.example/debian-security",
+    ]
+
+
+def test_debian_source_urls_use_the_configured_mirror():
+    src = next(s for s in provision.SOURCES if s.kind == "debian")
+    urls = provision.source_urls(src, ["http://m.example/debian"])
+    assert urls == [f"http://m.example/debian/pool/main/r/redis/{src.filename}"]
+
+
+def test_pinned_sources_are_redis8_with_sha256():
+    assert provision.SOURCES[0].kind == "upstream"  # upstream first, then the apt mirror
+    for s in provision.SOURCES:
+        assert s.version.startswith("8.0.") and len(s.sha256) == 64
+
+
+def test_found_binary_is_redis8_with_modules():
+    binary = provision.ensure(allow_build=False)
+    assert binary.version >= (8, 0, 0)
+    modules = provision.loadable_modules(binary.path)
+    assert {"ReJSON", "bf", "search"} <= set(modules)
+    for path in modules.values():
+        assert path.stat().st_mode & 0o111, "module copies must be executable"

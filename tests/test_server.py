@@ -1,0 +1,197 @@
+"""Server lifecycle: start, stop, cleanup on exit and on kill -9, attach mode, capabilities."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+
+from redistutor.server import AttachedServer, RedisServer, start_server
+
+from .helpers import redistutor_servers, wait_gone
+
+
+def test_start_returns_self_and_stop_is_idempotent():
+    server = RedisServer()
+    assert server.start() is server
+    pid, tmp = server.pid, server._tmp
+    assert server.running and server.client().ping()
+    server.stop()
+    server.stop()
+    assert not server.running
+    assert not wait_gone({pid}), "server process still alive after stop()"
+    assert not Path(tmp).exists(), "temp dir left behind"
+
+
+def test_context_manager_and_repr_show_no_port_or_password():
+    with RedisServer() as server:
+        text = repr(server)
+        assert text.startswith("RedisServer(running, redis=8.")
+        assert str(server.port) not in text and server.password not in text
+    assert repr(server) .startswith("RedisServer(stopped")
+
+
+def test_loopback_only_password_required_no_persistence():
+    with RedisServer() as server:
+        c = server.client()
+        assert c.config_get("bind")["bind"] == "127.0.0.1"
+        assert c.config_get("save")["save"] == ""
+        assert c.config_get("appendonly")["appendonly"] == "no"
+        anonymous = redis.Redis(host="127.0.0.1", port=server.port)
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            anonymous.ping()
+        # The password is not on the command line, where `ps` would show it.
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode()
+        assert server.password not in cmdline
+
+
+def test_each_server_gets_its_own_port_and_password():
+    with RedisServer() as a, RedisServer() as b:
+        assert a.port != b.port and a.password != b.password
+        a.client().set("k", "a")
+        assert b.client().get("k") is None
+
+
+def test_capabilities_include_redis8_vector_sets_json_and_bloom(redis_server):
+    caps = redis_server.capabilities
+    assert caps.version >= (8, 0)
+    for feature in ("vector-sets", "json", "bloom", "cuckoo", "count-min-sketch", "top-k",
+                    "t-digest", "hash-field-ttl", "client-tracking"):
+        assert caps.has(feature), feature
+    card = redis_server.card()
+    assert card.startswith(f"Redis {caps.version_str} (")
+    assert "vector sets ✓" in card and "JSON ✓" in card and "Bloom family ✓" in card
+
+
+def test_modules_work_end_to_end(r):
+    assert r.vset().vadd("vs", [0.1, 0.2, 0.3], "a") == 1
+    assert r.vset().vdim("vs") == 3
+    r.json().set("doc", "$", {"a": [1, 2]})
+    assert r.json().get("doc", "$.a") == [[1, 2]]
+    assert r.bf().add("bloom", "x") and r.bf().exists("bloom", "x")
+
+
+def test_rerunning_setup_cell_replaces_the_old_server():
+    first = start_server("rerun", quiet=True)
+    pid = first.pid
+    second = start_server("rerun", quiet=True)
+    try:
+        assert not first.running and second.running
+        assert not wait_gone({pid})
+    finally:
+        second.stop()
+
+
+def test_persistence_modes_configure_the_server(tmp_path):
+    with RedisServer(persistence="aof-always", data_dir=tmp_path) as server:
+        c = server.client()
+        assert c.config_get("appendonly")["appendonly"] == "yes"
+        assert c.config_get("appendfsync")["appendfsync"] == "always"
+        c.set("k", "v")
+        server.kill()
+        server.restart()
+        assert server.client().get("k") == "v"
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from redistutor.server import start_server
+    s = start_server("child", quiet=True)
+    print(s.pid, s._tmp, flush=True)
+    if sys.argv[1] == "exit":
+        sys.exit(0)
+    time.sleep(600)
+    """
+)
+
+
+def _spawn_child(mode: str) -> tuple[subprocess.Popen, int, Path]:
+    env = dict(os.environ)
+    env.pop("REDIS_URL", None)
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, mode], stdout=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline().split()
+    assert line, "child did not start a server"
+    return proc, int(line[0]), Path(line[1])
+
+
+def test_server_dies_when_parent_is_killed_with_sigkill():
+    before = redistutor_servers()
+    proc, pid, tmp = _spawn_child("sleep")
+    try:
+        assert pid in redistutor_servers()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not wait_gone({pid}), "redis-server survived kill -9 of its parent"
+    assert not (redistutor_servers() - before)
+    assert not wait_gone_path(tmp), "temp dir survived kill -9 of its parent"
+
+
+def wait_gone_path(path: Path, timeout: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.exists()
+
+
+def test_server_stops_on_normal_interpreter_exit():
+    proc, pid, tmp = _spawn_child("exit")
+    proc.wait(timeout=30)
+    assert not wait_gone({pid}), "redis-server survived a normal exit of its parent"
+    assert not tmp.exists()
+
+
+def test_server_started_from_a_thread_outlives_the_thread():
+    # prctl(PDEATHSIG) would kill it when the thread ends; the guardian must not.
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("s", RedisServer().start()))
+    t.start()
+    t.join()
+    server = box["s"]
+    try:
+        assert server.client().ping()
+    finally:
+        server.stop()
+
+
+# -- attach mode ------------------------------------------------------------------------------
+
+
+def test_attach_mode_uses_a_private_prefix_and_removes_only_its_keys(monkeypatch):
+    with RedisServer() as host:
+        host.client().set("someone-else:key", "keep me")
+        monkeypatch.setenv("REDIS_URL", host.url)
+        a = start_server("nb", quiet=True)
+        b = start_server("other", quiet=True)
+        try:
+            assert a.backend == "attached" and a.namespace and a.namespace != b.namespace
+            ra, rb = a.client(), b.client()
+            ra.set(a.key("x"), 1)
+            rb.set(b.key("x"), 2)
+            a.stop()
+            c = host.client()
+            assert c.get(b.key("x")) == "2" and c.get("someone-else:key") == "keep me"
+            assert c.get(a.key("x")) is None
+        finally:
+            a.stop()
+            b.stop()
+
+
+def test_attached_server_capabilities_are_probed():
+    with RedisServer() as host:
+        server = AttachedServer(host.url, name="probe").start()
+        try:
+            assert server.capabilities.version >= (8, 0)
+            assert server.capabilities.backend == "attached"
+        finally:
+            server.stop()
