@@ -49,6 +49,8 @@ class Database:
         self._lock = threading.Lock()
         self.counts: collections.Counter[str] = collections.Counter()
         self._failures: collections.Counter[str] = collections.Counter()
+        self._in_flight = 0
+        self.peak_in_flight = 0  # most queries in progress at once (a stampede shows here)
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
             " email TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1)"
@@ -59,8 +61,18 @@ class Database:
         """Run one statement (counted as ``kind``: "read" for SELECT, else "write")."""
         kind = kind or ("read" if sql.lstrip().upper().startswith("SELECT") else "write")
         delay = self.write_latency if (kind == "write" and self.write_latency is not None) else self.latency
-        if delay:
-            time.sleep(delay)
+        with self._lock:
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            if delay:
+                time.sleep(delay)
+            return self._run(sql, params, kind)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _run(self, sql: str, params: tuple | dict, kind: str) -> list[tuple]:
         with self._lock:
             self.counts[kind] += 1
             if self._failures[kind] > 0:
@@ -76,6 +88,7 @@ class Database:
     def reset_counts(self) -> None:
         with self._lock:
             self.counts.clear()
+            self.peak_in_flight = self._in_flight
 
     @contextlib.contextmanager
     def slow(self, latency: float) -> Iterator["Database"]:
