@@ -1,0 +1,127 @@
+"""WriteThrough on a real Redis and a real SQLite: read-after-write, DB failures, the writer race."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from redistutor.db import Database, DatabaseError
+from redistutor.patterns.write_through import WriteThrough
+from redistutor.race import PausePoint, run_in_thread
+from redistutor.server import RedisServer
+
+
+@pytest.fixture
+def db():
+    with Database() as d:
+        d.seed_users(20)
+        yield d
+
+
+def cached(r, key):
+    raw = r.get(key)
+    return json.loads(raw) if raw else None
+
+
+def test_read_after_write_hits_and_equals_db(r, db):
+    wt = WriteThrough(r, db)
+    row = wt.write(1, name="Ada")
+    db.reset_counts()
+    assert wt.get(1) == row == db.get_user(1)
+    assert db.counts["read"] == 1  # only the explicit db.get_user above
+    assert wt.stats.hits == 1 and wt.stats.misses == 0
+    assert cached(r, "user:1") == row and r.ttl("user:1") == -1
+
+
+def test_each_write_is_one_db_write_and_one_cache_write(r, db):
+    wt = WriteThrough(r, db, ttl=60)
+    for i in range(5):
+        wt.write(2, name=f"n{i}")
+    assert db.counts == {"write": 5}
+    assert cached(r, "user:2")["name"] == "n4" and cached(r, "user:2")["version"] == 6
+    assert 0 < r.ttl("user:2") <= 60
+
+
+def test_db_failure_leaves_redis_untouched(r, db):
+    wt = WriteThrough(r, db)
+    before = wt.write(3, name="kept")
+    db.fail_next("write")
+    with pytest.raises(DatabaseError):
+        wt.write(3, name="refused")
+    assert cached(r, "user:3") == before == db.get_user(3)
+    assert wt.stats.db_failures == 1
+
+
+def test_naive_cache_first_diverges_on_db_failure(r, db):
+    """The broken variant the notebook shows: SET first, then UPDATE."""
+    db.fail_next("write")
+    r.set("user:4", json.dumps({"id": 4, "name": "refused"}))
+    with pytest.raises(DatabaseError):
+        db.update_user(4, name="refused")
+    assert cached(r, "user:4")["name"] == "refused" and db.get_user(4)["name"] == "user-4"
+
+
+def test_unknown_user_raises_keyerror_and_caches_nothing(r, db):
+    wt = WriteThrough(r, db)
+    with pytest.raises(KeyError):
+        wt.write(999, name="x")
+    assert r.exists("user:999") == 0
+
+
+@pytest.mark.parametrize("versioned, stale", [(False, True), (True, False)])
+def test_two_writers_race(r, db, versioned, stale):
+    pause = PausePoint("after_db_write")
+    a = WriteThrough(r, db, versioned=versioned, hooks={"after_db_write": pause})
+    b = WriteThrough(r, db, versioned=versioned)
+    writer_a = run_in_thread(lambda: a.write(5, name="A"))  # run_in_thread takes name= itself
+    (row_a,) = pause.wait_reached()
+    row_b = b.write(5, name="B")
+    pause.release()
+    writer_a.result(timeout=5)
+    assert (row_a["version"], row_b["version"]) == (2, 3)
+    assert db.get_user(5) == row_b
+    in_redis = cached(r, "user:5")
+    assert (in_redis == row_a) is stale
+    assert (in_redis == row_b) is not stale
+    assert a.stats.rejected_sets == (0 if stale else 1)
+
+
+def test_versioned_set_compares_numbers_not_strings(r, db):
+    wt = WriteThrough(r, db)
+    r.set("user:6", json.dumps({"id": 6, "name": "v10", "email": "e", "version": 10}))
+    assert wt._cache({"id": 6, "name": "v9", "email": "e", "version": 9}) is False
+    assert wt._cache({"id": 6, "name": "v11", "email": "e", "version": 11}) is True
+    assert cached(r, "user:6")["version"] == 11
+
+
+def test_miss_fills_cache_from_db(r, db):
+    wt = WriteThrough(r, db, ttl=30)
+    assert wt.get(7)["name"] == "user-7"
+    assert wt.get(7)["name"] == "user-7"
+    assert db.counts["read"] == 1 and (wt.stats.hits, wt.stats.misses) == (1, 1)
+    assert 0 < r.ttl("user:7") <= 30
+
+
+def test_ttl_expires_unread_rows(r, db):
+    wt = WriteThrough(r, db, ttl=0.2)
+    wt.write(8, name="rarely read")
+    assert r.exists("user:8") == 1
+    import time
+    deadline = time.monotonic() + 5
+    while r.exists("user:8") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert r.exists("user:8") == 0
+
+
+def test_redis_down_after_db_commit_still_succeeds(db):
+    server = RedisServer().start()
+    try:
+        wt = WriteThrough(server.client(fail_fast=True), db)
+        wt.write(9, name="before")
+        server.kill()
+        row = wt.write(9, name="during outage")
+        assert row["name"] == "during outage" and db.get_user(9)["name"] == "during outage"
+        assert wt.stats.cache_errors == 1
+    finally:
+        server.stop()
