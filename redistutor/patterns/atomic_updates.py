@@ -1,0 +1,458 @@
+"""Atomic updates: keep a read-modify-write correct when many clients run it at once.
+
+Every single Redis command is atomic. A *read-modify-write* that spans several round trips is
+not: two clients can both read the same old value and both write, and one update is lost::
+
+    time 0  client A: GET counter -> 7
+    time 1  client B: GET counter -> 7
+    time 2  client A: SET counter 8
+    time 3  client B: SET counter 8          <- A's increment is gone (expected 9)
+
+Four ways to put the whole read-modify-write in one indivisible step, all here:
+
+* **Optimistic transaction** (``WATCH`` / ``MULTI`` / ``EXEC``): watch the key, read, compute,
+  then ``EXEC``. If anyone changed a watched key in between, ``EXEC`` does nothing and returns
+  nil; the client retries. Cheap when conflicts are rare, a retry storm when they are not.
+* **A Lua script**: the read, the decision and the write run on the server with no other
+  command in between. One round trip, no retries.
+* **Shadow key + RENAME**: build the replacement under a temporary name, then ``RENAME`` it over
+  the live key. Readers see the old value or the new one, never a half-built one.
+* **Idempotency keys** (``SET key pending NX``): a request retried by the network is applied once.
+
+Two facts people get wrong: ``MULTI``/``EXEC`` has no rollback (a command failing at ``EXEC``
+time does not undo the others), and neither has Lua (writes before a script's runtime error
+stay). Validate first, write last.
+
+Classes: :class:`Counter` (naive / WATCH / Lua / CAS increments), :class:`Accounts` (transfers
+that must keep the total constant), :class:`ShadowHash` (rebuild a hash without readers seeing a
+partial one), :class:`Idempotency` (run a side effect once per request id).
+
+Notebook: notebooks/06-atomic-updates.ipynb
+Redis: https://redis.io/docs/latest/develop/interact/transactions/ ·
+https://redis.io/docs/latest/develop/interact/programmability/eval-intro/ ·
+https://redis.io/commands/rename/ · https://redis.io/commands/set/
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import redis
+
+from ..race import call_hook
+
+
+class RetriesExhausted(RuntimeError):
+    """A WATCH transaction kept aborting: more contention than ``max_retries`` allows."""
+
+
+class InsufficientFunds(ValueError):
+    """A transfer was refused because the source balance is too low (nothing was changed)."""
+
+
+class InProgress(RuntimeError):
+    """Another request with the same idempotency key is still running."""
+
+
+@dataclass
+class TxStats:
+    """Thread-safe counters of what the optimistic transactions did."""
+
+    attempts: int = 0  # EXEC calls (or CAS calls)
+    commits: int = 0  # ... that applied
+    aborts: int = 0  # ... that found a watched key changed (EXEC returned nil / CAS returned 0)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.attempts = self.commits = self.aborts = 0
+
+
+class Counter:
+    """An integer counter updated by read-modify-write, four ways.
+
+    ``naive_incr`` is the bug; ``watch_incr``, ``lua_incr`` and ``cas_incr`` are the fixes. (For a
+    plain counter ``INCRBY`` is the right answer: it *is* a server-side read-modify-write. The
+    counter stands in for any update Redis has no single command for.)
+
+    Hooks (see :mod:`redistutor.race`): ``"after_get"`` is called with ``(name, value_read)``
+    between the read and the write of ``naive_incr``, ``watch_incr`` and ``cas_incr``. A
+    ``threading.Barrier`` plugged in there makes every thread read before any thread writes.
+
+    Args:
+        r: the client.
+        prefix: keys are ``<prefix>:<name>``.
+        hooks: pause points, e.g. ``{"after_get": barrier.wait}``.
+        max_retries: attempts per WATCH / CAS increment before :class:`RetriesExhausted`.
+    """
+
+    # KEYS[1] = the counter
+    # ARGV[1] = the increment (integer)
+    # Returns the new value. GET, add, SET run with no other client's command in between.
+    LUA_INCR = """
+    local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+    v = v + tonumber(ARGV[1])
+    redis.call('SET', KEYS[1], v)
+    return v
+    """
+
+    # KEYS[1] = the key
+    # ARGV[1] = the value the caller expects the key to hold ('' means "the key must not exist")
+    # ARGV[2] = the new value
+    # Returns 1 if the key held ARGV[1] and now holds ARGV[2]; 0 (and no change) otherwise.
+    LUA_CAS = """
+    local cur = redis.call('GET', KEYS[1])
+    if (cur or '') == ARGV[1] then
+      redis.call('SET', KEYS[1], ARGV[2])
+      return 1
+    end
+    return 0
+    """
+
+    def __init__(self, r: redis.Redis, *, prefix: str = "counter",
+                 hooks: dict[str, Callable[..., Any]] | None = None, max_retries: int = 1000) -> None:
+        self.r = r
+        self.prefix = prefix
+        self.hooks = hooks
+        self.max_retries = max_retries
+        self.stats = TxStats()
+        self._incr = r.register_script(self.LUA_INCR)
+        self._cas = r.register_script(self.LUA_CAS)
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
+
+    def value(self, name: str) -> int:
+        return int(self.r.get(self.key(name)) or 0)
+
+    def naive_incr(self, name: str, by: int = 1) -> int:
+        """GET, add, SET: two round trips with a gap between them. Loses updates under load."""
+        key = self.key(name)
+        current = int(self.r.get(key) or 0)
+        call_hook(self.hooks, "after_get", name, current)
+        self.r.set(key, current + by)
+        return current + by
+
+    def watch_incr(self, name: str, by: int = 1) -> int:
+        """WATCH, GET, MULTI/SET/EXEC; retry when EXEC aborts because the key changed."""
+        key = self.key(name)
+        # One pipeline = one connection: WATCH state lives on the connection, so WATCH, GET and
+        # EXEC must all go through the same one (redis-py's pipeline guarantees it).
+        with self.r.pipeline(transaction=True) as pipe:
+            for _ in range(self.max_retries):
+                try:
+                    pipe.watch(key)  # from here on, a write to `key` by anyone aborts our EXEC
+                    current = int(pipe.get(key) or 0)  # immediate mode: runs now, on this connection
+                    call_hook(self.hooks, "after_get", name, current)
+                    pipe.multi()
+                    pipe.set(key, current + by)
+                    self.stats.add("attempts")
+                    pipe.execute()  # EXEC; raises WatchError if it returned nil
+                    self.stats.add("commits")
+                    return current + by
+                except redis.WatchError:
+                    self.stats.add("aborts")
+                    continue  # pipe.execute()/reset() already sent UNWATCH; start over
+        raise RetriesExhausted(f"{key}: {self.max_retries} WATCH attempts all aborted")
+
+    def lua_incr(self, name: str, by: int = 1) -> int:
+        """The whole read-modify-write as one Lua script: one round trip, nothing to retry."""
+        self.stats.add("attempts")
+        self.stats.add("commits")
+        return int(self._incr(keys=[self.key(name)], args=[by]))
+
+    def cas(self, name: str, expected: str | int | None, new: str | int) -> bool:
+        """Compare-and-set: write ``new`` only if the key still holds ``expected`` (None: absent)."""
+        exp = "" if expected is None else str(expected)
+        return bool(self._cas(keys=[self.key(name)], args=[exp, new]))
+
+    def cas_incr(self, name: str, by: int = 1) -> int:
+        """Optimistic increment without WATCH: GET, then CAS(old -> old+by); retry if it failed."""
+        key = self.key(name)
+        for _ in range(self.max_retries):
+            raw = self.r.get(key)
+            current = int(raw or 0)
+            call_hook(self.hooks, "after_get", name, current)
+            self.stats.add("attempts")
+            if self.cas(name, raw, current + by):
+                self.stats.add("commits")
+                return current + by
+            self.stats.add("aborts")
+        raise RetriesExhausted(f"{key}: {self.max_retries} CAS attempts all failed")
+
+
+class Accounts:
+    """Account balances in Redis strings, and money moved between them.
+
+    The invariant: a transfer moves money, it never creates or destroys any, and no balance goes
+    below zero. ``naive_transfer`` breaks it when two transfers from the same account overlap::
+
+        time 0  T1: GET acct:a -> 100   (wants to send 80 to b: 100 >= 80, ok)
+        time 1  T2: GET acct:a -> 100   (wants to send 80 to c: 100 >= 80, ok)
+        time 2  T2: SET acct:a 20, SET acct:c 80
+        time 3  T1: SET acct:a 20, SET acct:b 80    <- 160 paid out of 100
+
+    ``watch_transfer`` (WATCH both keys) and ``transfer`` (one Lua script) keep it.
+
+    Hooks: ``"after_read"`` is called with ``(src_balance, dst_balance)`` after the balances are
+    read and checked, before anything is written (naive and WATCH paths).
+
+    Cluster note: keys used together in a WATCH or a script must hash to one slot; name accounts
+    with a hash tag (``acct:{bank}:a``) there.
+    """
+
+    # KEYS[1] = source account, KEYS[2] = destination account
+    # ARGV[1] = amount (a positive integer)
+    # Returns the source's new balance; or an error reply "INSUFFICIENT_FUNDS <balance>" with
+    # nothing changed. The check comes before the first write: Lua has no rollback either.
+    LUA_TRANSFER = """
+    local amount = tonumber(ARGV[1])
+    local have = tonumber(redis.call('GET', KEYS[1]) or '0')
+    if have < amount then
+      return redis.error_reply('INSUFFICIENT_FUNDS ' .. have)
+    end
+    redis.call('DECRBY', KEYS[1], amount)
+    redis.call('INCRBY', KEYS[2], amount)
+    return have - amount
+    """
+
+    def __init__(self, r: redis.Redis, *, prefix: str = "acct",
+                 hooks: dict[str, Callable[..., Any]] | None = None, max_retries: int = 1000) -> None:
+        self.r = r
+        self.prefix = prefix
+        self.hooks = hooks
+        self.max_retries = max_retries
+        self.stats = TxStats()
+        self._transfer = r.register_script(self.LUA_TRANSFER)
+
+    def key(self, account: str) -> str:
+        return f"{self.prefix}:{account}"
+
+    def open(self, **balances: int) -> None:
+        """Set opening balances: ``accounts.open(a=100, b=0)``."""
+        self.r.mset({self.key(a): int(v) for a, v in balances.items()})
+
+    def balance(self, account: str) -> int:
+        return int(self.r.get(self.key(account)) or 0)
+
+    def balances(self, *accounts: str) -> dict[str, int]:
+        values = self.r.mget([self.key(a) for a in accounts])
+        return {a: int(v or 0) for a, v in zip(accounts, values)}
+
+    def total(self, *accounts: str) -> int:
+        return sum(self.balances(*accounts).values())
+
+    @staticmethod
+    def _check(amount: int) -> None:
+        if amount <= 0:
+            raise ValueError("amount must be a positive integer")
+
+    def naive_transfer(self, src: str, dst: str, amount: int) -> int:
+        """Read both balances, check, write both: correct alone, wrong when two overlap."""
+        self._check(amount)
+        s, d = self.balances(src, dst).values()
+        if s < amount:
+            raise InsufficientFunds(f"{src} has {s}, needs {amount}")
+        call_hook(self.hooks, "after_read", s, d)
+        self.r.set(self.key(src), s - amount)
+        self.r.set(self.key(dst), d + amount)
+        return s - amount
+
+    def watch_transfer(self, src: str, dst: str, amount: int) -> int:
+        """The same steps inside WATCH src dst ... MULTI ... EXEC, retried on abort."""
+        self._check(amount)
+        ks, kd = self.key(src), self.key(dst)
+        with self.r.pipeline(transaction=True) as pipe:
+            for _ in range(self.max_retries):
+                try:
+                    pipe.watch(ks, kd)
+                    s, d = (int(v or 0) for v in pipe.mget(ks, kd))
+                    if s < amount:
+                        pipe.unwatch()  # leave the connection clean before giving up
+                        raise InsufficientFunds(f"{src} has {s}, needs {amount}")
+                    call_hook(self.hooks, "after_read", s, d)
+                    pipe.multi()
+                    pipe.set(ks, s - amount)
+                    pipe.set(kd, d + amount)
+                    self.stats.add("attempts")
+                    pipe.execute()
+                    self.stats.add("commits")
+                    return s - amount
+                except redis.WatchError:
+                    self.stats.add("aborts")
+        raise RetriesExhausted(f"transfer {src}->{dst}: {self.max_retries} attempts aborted")
+
+    def transfer(self, src: str, dst: str, amount: int) -> int:
+        """The check and both writes in one Lua script (one round trip, no retries)."""
+        self._check(amount)
+        try:
+            return int(self._transfer(keys=[self.key(src), self.key(dst)], args=[amount]))
+        except redis.ResponseError as exc:
+            if str(exc).startswith("INSUFFICIENT_FUNDS"):
+                raise InsufficientFunds(f"{src} has {str(exc).split()[1]}, needs {amount}") from None
+            raise
+
+
+class ShadowHash:
+    """Replace a whole hash so that readers never see it half-built.
+
+    ``naive_rebuild`` deletes the live hash and writes the new fields in chunks (a big hash is
+    written in several round trips). A reader between two chunks sees a missing key or a partial
+    hash. ``rebuild`` writes the chunks to a private temporary key and then ``RENAME``s it over
+    the live key: one atomic command, so a reader sees the old hash or the new one::
+
+        naive:   DEL live · HSET live chunk1 · [reader: 1/3 of the fields] · HSET live chunk2 ...
+        shadow:  HSET tmp chunk1 · [reader: the whole old hash] · ... · RENAME tmp live
+
+    Details that matter: ``RENAME`` gives the live key the *temporary* key's TTL (none, unless
+    you set one), so ``rebuild`` sets the TTL on the temporary key inside the same ``MULTI``; the
+    temporary key gets a safety TTL while it is built, so a writer that dies mid-build leaves no
+    garbage; each rebuild uses its own temporary name, so two writers cannot mix their fields.
+    ``RENAME`` frees the old value on the main thread (``lazyfree-lazy-server-del`` is ``no`` by
+    default): for a huge hash, turn that on or ``UNLINK`` separately. In a cluster, both names
+    need the same hash tag.
+
+    Hooks: ``"after_chunk"`` is called with ``(chunk_index, fields_written)`` after each chunk.
+    """
+
+    def __init__(self, r: redis.Redis, *, prefix: str = "profile", chunk: int = 100,
+                 build_ttl: float = 60.0, hooks: dict[str, Callable[..., Any]] | None = None) -> None:
+        self.r = r
+        self.prefix = prefix
+        self.chunk = chunk
+        self.build_ttl = build_ttl
+        self.hooks = hooks
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
+
+    def _chunks(self, mapping: dict[str, Any]):
+        items = list(mapping.items())
+        for i in range(0, len(items), self.chunk):
+            yield dict(items[i:i + self.chunk])
+
+    def naive_rebuild(self, name: str, mapping: dict[str, Any]) -> None:
+        """DEL, then HSET chunk by chunk, on the live key."""
+        key = self.key(name)
+        self.r.delete(key)
+        written = 0
+        for i, part in enumerate(self._chunks(mapping)):
+            self.r.hset(key, mapping=part)
+            written += len(part)
+            call_hook(self.hooks, "after_chunk", i, written)
+
+    def rebuild(self, name: str, mapping: dict[str, Any], *, ttl: float | None = None) -> str:
+        """Build under a temporary name, then RENAME it over the live key. Returns the temp name."""
+        key = self.key(name)
+        tmp = f"{key}:building:{uuid.uuid4().hex[:12]}"
+        written = 0
+        for i, part in enumerate(self._chunks(mapping)):
+            with self.r.pipeline(transaction=False) as p:
+                p.hset(tmp, mapping=part)
+                p.pexpire(tmp, int(self.build_ttl * 1000))  # garbage-collects a crashed build
+                p.execute()
+            written += len(part)
+            call_hook(self.hooks, "after_chunk", i, written)
+        with self.r.pipeline(transaction=True) as p:  # MULTI: TTL and swap land together
+            if ttl is None:
+                p.persist(tmp)
+            else:
+                p.pexpire(tmp, int(ttl * 1000))
+            p.rename(tmp, key)
+            p.execute()
+        return tmp
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :meth:`Idempotency.run` did: the result, and whether this call executed it."""
+
+    result: Any
+    executed: bool
+
+
+class Idempotency:
+    """Apply a side effect once per request id, however many times the request is retried.
+
+    ``SET idem:<id> pending NX PX <lease>`` claims the id; only the caller that gets ``OK`` runs
+    the side effect, then stores the result over the claim (``SET ... XX PX <ttl>``). Later
+    calls with the same id get the stored result back without running anything. A concurrent
+    call that finds ``pending`` waits for the result (or raises :class:`InProgress` with
+    ``wait=0``). If the side effect raises, the claim is deleted so a retry can run it.
+
+    The naive check-then-act (GET; if absent, run; SET) lets two overlapping retries both see
+    "absent" and both run::
+
+        time 0  retry 1: GET idem:42 -> nil
+        time 1  retry 2: GET idem:42 -> nil
+        time 2  retry 1: charge card;  retry 2: charge card     <- charged twice
+
+    Hooks: ``"after_check"`` is called with ``(request_id,)`` in ``naive_run`` between the GET and
+    the side effect.
+    """
+
+    PENDING = "__pending__"
+
+    # KEYS[1] = idempotency key
+    # ARGV[1] = the pending marker the claim was made with
+    # Deletes the key only if it still holds our pending claim; returns 1 if deleted, else 0.
+    LUA_RELEASE = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then
+      return redis.call('DEL', KEYS[1])
+    end
+    return 0
+    """
+
+    def __init__(self, r: redis.Redis, *, prefix: str = "idem", ttl: float = 86400,
+                 lease: float = 30.0, hooks: dict[str, Callable[..., Any]] | None = None) -> None:
+        self.r = r
+        self.prefix = prefix
+        self.ttl = ttl
+        self.lease = lease
+        self.hooks = hooks
+        self._release = r.register_script(self.LUA_RELEASE)
+
+    def key(self, request_id: str) -> str:
+        return f"{self.prefix}:{request_id}"
+
+    def naive_run(self, request_id: str, fn: Callable[[], Any]) -> Outcome:
+        key = self.key(request_id)
+        stored = self.r.get(key)
+        if stored is not None:
+            return Outcome(json.loads(stored), False)
+        call_hook(self.hooks, "after_check", request_id)
+        result = fn()
+        self.r.set(key, json.dumps(result), px=int(self.ttl * 1000))
+        return Outcome(result, True)
+
+    def run(self, request_id: str, fn: Callable[[], Any], *, wait: float = 10.0) -> Outcome:
+        """Run ``fn()`` once for ``request_id``; every call returns the same (JSON-able) result."""
+        key = self.key(request_id)
+        deadline = time.monotonic() + wait
+        while True:
+            marker = f"{self.PENDING}{uuid.uuid4().hex}"
+            if self.r.set(key, marker, nx=True, px=int(self.lease * 1000)):
+                try:
+                    result = fn()
+                except BaseException:
+                    self._release(keys=[key], args=[marker])  # let a retry run it
+                    raise
+                self.r.set(key, json.dumps(result), xx=True, px=int(self.ttl * 1000))
+                return Outcome(result, True)
+            stored = self.r.get(key)
+            if isinstance(stored, bytes):
+                stored = stored.decode()
+            if stored is not None and not stored.startswith(self.PENDING):
+                return Outcome(json.loads(stored), False)
+            if time.monotonic() >= deadline:
+                raise InProgress(f"request {request_id!r} is still being processed")
+            time.sleep(0.005)  # poll until the first caller stores its result (or gives up)

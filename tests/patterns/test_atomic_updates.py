@@ -1,0 +1,276 @@
+"""Atomic updates on a real Redis with real threads: lost updates, WATCH, Lua, RENAME, idempotency."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from redistutor.db import Database
+from redistutor.patterns.atomic_updates import (
+    Accounts,
+    Counter,
+    Idempotency,
+    InsufficientFunds,
+    ShadowHash,
+)
+from redistutor.race import PausePoint, run_in_thread
+
+
+def run_threads(n, fn):
+    """Start n threads running fn(i); wait for all; re-raise the first error."""
+    errors = []
+
+    def target(i):
+        try:
+            fn(i)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads), "threads hung"
+    if errors:
+        raise errors[0]
+
+
+def once_per_thread_barrier(n):
+    """A hook that makes each of n threads wait for the others at its first call only."""
+    barrier = threading.Barrier(n, timeout=10)
+    seen, lock = set(), threading.Lock()
+
+    def hook(*_):
+        me = threading.get_ident()
+        with lock:
+            first = me not in seen
+            seen.add(me)
+        if first:
+            barrier.wait()
+
+    return hook
+
+
+def test_naive_incr_loses_updates_deterministically(r):
+    barrier = threading.Barrier(10, timeout=10)
+    c = Counter(r, hooks={"after_get": lambda *_: barrier.wait()})
+    run_threads(10, lambda i: [c.naive_incr("n") for _ in range(20)])
+    # every round all 10 threads read the same value, so each round adds 1, not 10
+    assert c.value("n") == 20
+
+
+def test_watch_incr_is_exact_and_aborts_when_raced(r):
+    c = Counter(r, hooks={"after_get": once_per_thread_barrier(8)})
+    run_threads(8, lambda i: [c.watch_incr("n") for _ in range(10)])
+    assert c.value("n") == 80
+    assert c.stats.commits == 80
+    assert c.stats.aborts >= 7  # the first round: one EXEC wins, the other 7 abort
+    assert c.stats.attempts == c.stats.commits + c.stats.aborts
+
+
+def test_watch_incr_without_contention_never_aborts(r):
+    c = Counter(r)
+    for _ in range(50):
+        c.watch_incr("n")
+    assert c.value("n") == 50 and c.stats.aborts == 0
+
+
+def test_lua_and_cas_incr_are_exact_under_threads(r):
+    c = Counter(r, hooks={"after_get": once_per_thread_barrier(6)})
+    run_threads(6, lambda i: [c.lua_incr("lua") for _ in range(50)])
+    run_threads(6, lambda i: [c.cas_incr("cas") for _ in range(50)])
+    assert c.value("lua") == 300 and c.value("cas") == 300
+    assert c.stats.aborts >= 5  # CAS: first round, one wins, five fail and retry
+
+
+def test_cas_refuses_wrong_expected_value(r):
+    c = Counter(r)
+    assert c.cas("k", None, "a")  # absent -> "a"
+    assert not c.cas("k", None, "b")  # no longer absent
+    assert not c.cas("k", "x", "b")
+    assert r.get("counter:k") == "a"
+    assert c.cas("k", "a", "b") and r.get("counter:k") == "b"
+
+
+def _overlapping(accounts, method):
+    """T1 (a->b 80) is paused after its read; T2 (a->c 80) runs fully; T1 resumes."""
+    pause = PausePoint("after_read")
+    accounts.hooks = {"after_read": pause}
+    accounts.open(a=100, b=0, c=0)
+    t1 = run_in_thread(getattr(accounts, method), "a", "b", 80)
+    pause.wait_reached()
+    accounts.hooks = None
+    getattr(accounts, method)("a", "c", 80)
+    pause.release()
+    return t1
+
+
+def test_naive_transfer_pays_out_twice(r):
+    acc = Accounts(r)
+    _overlapping(acc, "naive_transfer").result(timeout=10)
+    assert acc.balances("a", "b", "c") == {"a": 20, "b": 80, "c": 80}
+    assert acc.total("a", "b", "c") == 180  # 80 created out of nothing
+
+
+def test_watch_transfer_aborts_then_refuses(r):
+    acc = Accounts(r)
+    t1 = _overlapping(acc, "watch_transfer")
+    with pytest.raises(InsufficientFunds):
+        t1.result(timeout=10)
+    assert acc.balances("a", "b", "c") == {"a": 20, "b": 0, "c": 80}
+    assert acc.stats.aborts == 1 and acc.stats.commits == 1
+
+
+def test_lua_transfer_keeps_total_under_concurrency(r):
+    acc = Accounts(r)
+    acc.open(a=500, b=500, c=500)
+    names = "abc"
+    refused = []
+    barrier = threading.Barrier(8, timeout=10)
+
+    def worker(i):
+        barrier.wait()
+        for j in range(25):
+            src, dst = names[(i + j) % 3], names[(i + 2 * j + 1) % 3]
+            if src == dst:
+                continue
+            try:
+                acc.transfer(src, dst, 37 + i)
+            except InsufficientFunds:
+                refused.append(1)
+
+    run_threads(8, worker)
+    bal = acc.balances(*names)
+    assert sum(bal.values()) == 1500 and min(bal.values()) >= 0
+
+
+def test_lua_transfer_refuses_without_writing(r):
+    acc = Accounts(r)
+    acc.open(a=10, b=0)
+    with pytest.raises(InsufficientFunds, match="a has 10"):
+        acc.transfer("a", "b", 11)
+    assert acc.balances("a", "b") == {"a": 10, "b": 0}
+    assert acc.transfer("a", "b", 10) == 0 and acc.balance("b") == 10
+
+
+def test_multi_has_no_rollback(r):
+    r.set("bal", 100)
+    r.set("name", "alice")
+    with r.pipeline(transaction=True) as p:
+        p.decrby("bal", 30)
+        p.incr("name")  # fails at EXEC time
+        p.set("log", "x")
+        res = p.execute(raise_on_error=False)
+    assert res[0] == 70 and isinstance(res[1], redis.ResponseError) and res[2] is True
+    assert r.mget("bal", "name", "log") == ["70", "alice", "x"]
+
+
+def _versioned(version, n=500):
+    return {f"f{i}": f"v{version}" for i in range(n)}
+
+
+@pytest.mark.parametrize("method, partial_seen", [("naive_rebuild", True), ("rebuild", False)])
+def test_rebuild_visibility_at_each_chunk(r, redis_server, method, partial_seen):
+    reader = redis_server.client()
+    snapshots = []
+    sh = ShadowHash(r, chunk=100, hooks={"after_chunk": lambda i, n: snapshots.append(reader.hgetall("profile:p"))})
+    sh.hooks, hooks = None, sh.hooks
+    sh.rebuild("p", _versioned(1))
+    sh.hooks = hooks
+    getattr(sh, method)("p", _versioned(2))
+    assert len(snapshots) == 5
+    complete = [len(s) == 500 and len(set(s.values())) == 1 for s in snapshots]
+    assert (not all(complete)) is partial_seen
+    assert r.hgetall("profile:p") == _versioned(2)
+    if not partial_seen:
+        assert all(s == _versioned(1) for s in snapshots)
+
+
+def test_rebuild_sets_ttl_and_leaves_no_temp_key(r):
+    sh = ShadowHash(r)
+    r.hset("profile:p", "x", "1")
+    r.expire("profile:p", 1000)
+    sh.rebuild("p", {"a": "1"})
+    assert r.ttl("profile:p") == -1  # ttl=None: the new hash has no TTL (RENAME takes tmp's)
+    sh.rebuild("p", {"a": "2"}, ttl=60)
+    assert 0 < r.ttl("profile:p") <= 60
+    assert r.keys("profile:p:building:*") == []
+
+
+def test_shadow_rebuild_free_running_reader_never_sees_partial(r, redis_server):
+    sh = ShadowHash(r, chunk=50)
+    sh.rebuild("p", _versioned(0, 300))
+    reader = redis_server.client()
+    stop = threading.Event()
+    bad, samples = [], [0]
+
+    def read():
+        while not stop.is_set():
+            h = reader.hgetall("profile:p")
+            samples[0] += 1
+            if len(h) != 300 or len(set(h.values())) != 1:
+                bad.append(len(h))
+
+    t = threading.Thread(target=read)
+    t.start()
+    for v in range(1, 8):
+        sh.rebuild("p", _versioned(v, 300))
+    stop.set()
+    t.join(10)
+    assert samples[0] > 0 and bad == []
+
+
+@pytest.fixture
+def db():
+    with Database() as d:
+        d.execute("CREATE TABLE payments (request_id TEXT, amount INTEGER)")
+        yield d
+
+
+def test_naive_idempotency_charges_twice_when_retries_overlap(r, db):
+    barrier = threading.Barrier(2, timeout=10)
+    idem = Idempotency(r, hooks={"after_check": lambda *_: barrier.wait()})
+
+    def charge():
+        db.execute("INSERT INTO payments VALUES ('req-1', 50)")
+        return {"charged": 50}
+
+    run_threads(2, lambda i: idem.naive_run("req-1", charge))
+    assert db.execute("SELECT COUNT(*) FROM payments")[0][0] == 2
+
+
+def test_idempotency_runs_once_under_concurrent_retries(r, db):
+    idem = Idempotency(r)
+    barrier = threading.Barrier(10, timeout=10)
+    outcomes = []
+
+    def charge():
+        db.execute("INSERT INTO payments VALUES ('req-2', 50)")
+        return {"charged": 50, "payment": 1}
+
+    def retry(i):
+        barrier.wait()
+        outcomes.append(idem.run("req-2", charge))
+
+    run_threads(10, retry)
+    assert db.execute("SELECT COUNT(*) FROM payments")[0][0] == 1
+    assert sum(o.executed for o in outcomes) == 1
+    assert all(o.result == {"charged": 50, "payment": 1} for o in outcomes)
+    assert 0 < r.ttl("idem:req-2") <= 86400
+
+
+def test_idempotency_failure_releases_the_claim(r):
+    idem = Idempotency(r)
+
+    def boom():
+        raise RuntimeError("card declined")
+
+    with pytest.raises(RuntimeError):
+        idem.run("req-3", boom)
+    assert r.exists("idem:req-3") == 0
+    first, again = idem.run("req-3", lambda: "ok"), idem.run("req-3", lambda: "other")
+    assert (first.result, first.executed) == ("ok", True)
+    assert (again.result, again.executed) == ("ok", False)
