@@ -1,0 +1,166 @@
+"""Stampede prevention on a real Redis and a real SQLite: rebuild counts are exact, not sampled."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import threading
+
+import pytest
+
+from redistutor.db import Database
+from redistutor.patterns.cache_stampede_prevention import (
+    CoalescingCache,
+    LockedCache,
+    NaiveCache,
+    XFetchCache,
+    garbled_should_refresh,
+    refresh_probability,
+    simulate_xfetch,
+    stampede,
+    xfetch_should_refresh,
+)
+from redistutor.race import PausePoint, run_in_thread
+
+
+@pytest.fixture
+def db():
+    with Database(latency=0.05) as d:
+        yield d
+
+
+@pytest.fixture
+def loader(db):
+    def load(name: str) -> str:
+        (n,) = db.execute("SELECT 42")[0]
+        return json.dumps({"name": name, "answer": n})
+    return load
+
+
+@pytest.mark.parametrize("cls, rebuilds", [(NaiveCache, 40), (LockedCache, 1), (CoalescingCache, 1)])
+def test_stampede_rebuild_counts_are_exact(r, db, loader, cls, rebuilds):
+    cache = cls(r, loader, prefix="hot", ttl=60)
+    res = stampede(cache, "top", readers=40)
+    assert res.rebuilds == rebuilds == db.counts["read"]
+    assert db.peak_in_flight == rebuilds
+    assert res.values == {loader("top")}  # every reader got the rebuilt value
+    assert 0 < r.pttl("hot:top") <= 60_000
+    assert r.exists("hot:lock:top") == 0  # the lock (if any) is released
+
+
+def test_lock_holds_token_with_px_while_rebuilding(r, loader):
+    pause = PausePoint("before_rebuild")
+    cache = LockedCache(r, loader, prefix="hot", lock_ttl=5, hooks={"before_rebuild": pause})
+    fut = run_in_thread(cache.get, "top")
+    _, token = pause.wait_reached()
+    assert r.get("hot:lock:top") == token and 0 < r.pttl("hot:lock:top") <= 5000
+    assert r.exists("hot:top") == 0
+    pause.release()
+    assert fut.result(timeout=5) == loader("top")
+    assert r.exists("hot:lock:top") == 0
+
+
+@pytest.mark.parametrize("mode, second_lock_survives", [("token", True), ("del", False)])
+def test_overrunning_holder_and_release_mode(r, loader, mode, second_lock_survives):
+    """A holds past its PX, B takes the lock; A's release must not delete B's lock."""
+    pause = PausePoint("before_release")
+    a = LockedCache(r, loader, prefix="hot", lock_ttl=0.2, release=mode, hooks={"before_release": pause})
+    fut = run_in_thread(a.get, "top")
+    _, token_a = pause.wait_reached()
+    waited = 0
+    while r.exists("hot:lock:top"):  # poll until A's lock expires (PX 200 ms)
+        threading.Event().wait(0.01)
+        waited += 1
+        assert waited < 500
+    assert r.set("hot:lock:top", "token-b", nx=True, px=5000)  # B acquires
+    pause.release()
+    fut.result(timeout=5)
+    assert (r.get("hot:lock:top") == "token-b") is second_lock_survives
+    if mode == "token":
+        assert a.foreign_releases == 1
+
+
+def test_lock_waiters_take_over_from_a_dead_holder(r, db, loader):
+    # The "dead" holder: a lock with a token nobody will ever release, PX 300 ms.
+    r.set("hot:lock:top", "dead-holder", px=300)
+    cache = LockedCache(r, loader, prefix="hot", lock_ttl=5)
+    futs = [run_in_thread(cache.get, "top") for _ in range(10)]
+    values = {f.result(timeout=10) for f in futs}
+    assert cache.stats.rebuilds == 1 and db.counts["read"] == 1
+    assert values == {loader("top")}
+
+
+def test_coalescing_leader_error_reaches_waiters(r):
+    gate = threading.Barrier(5, timeout=5)
+    cache = None
+
+    def failing(name):
+        for _ in range(2000):  # fail only once the 4 others wait on the leader's future
+            if cache.stats.waits >= 4:
+                break
+            threading.Event().wait(0.005)
+        raise RuntimeError("db down")
+
+    cache = CoalescingCache(r, failing, prefix="hot", hooks={"after_miss": lambda *_: gate.wait()})
+    futs = [run_in_thread(cache.get, "top") for _ in range(5)]
+    errors = [f.exception(timeout=5) for f in futs]
+    assert all(isinstance(e, RuntimeError) for e in errors)
+    assert cache.stats.rebuilds == 1 and cache._inflight == {}
+
+
+def test_xfetch_formula_sign():
+    rng = random.Random(1)
+    delta, beta, expiry = 1.0, 1.0, 100.0
+    now = 99.0  # one delta before expiry
+    draws = [1.0 - rng.random() for _ in range(2000)]
+    good = sum(xfetch_should_refresh(now, delta, beta, expiry, u) for u in draws)
+    bad = sum(garbled_should_refresh(now, delta, beta, expiry, u) for u in draws)
+    assert bad == 0
+    assert abs(good / len(draws) - math.exp(-1)) < 0.05  # P = exp(-tte / (delta*beta))
+    # At or after expiry both fire; rand = 1 never refreshes early.
+    assert xfetch_should_refresh(100.0, delta, beta, expiry, 0.5)
+    assert not xfetch_should_refresh(99.99, delta, beta, expiry, 1.0)
+    assert refresh_probability(1.0, 1.0, 1.0) == pytest.approx(math.exp(-1))
+    assert refresh_probability(0.0, 1.0, 1.0) == 1.0
+
+
+def test_xfetch_get_with_injected_clock(r, db, loader):
+    clock = [1000.0]
+
+    def slow_loader(name):
+        clock[0] += 0.5  # the rebuild takes 0.5 simulated seconds
+        return loader(name)
+
+    cache = XFetchCache(r, slow_loader, prefix="x", ttl=10, clock=lambda: clock[0], rng=random.Random(3))
+    cache.get("top")
+    v, delta, exp = cache.read("top")
+    assert v == loader("top") and delta == 0.5 and exp == 1010.5
+    assert 3500 < r.ttl("x:top") <= 3600  # physical TTL outlives the logical one
+    assert cache.get("top", now=1001.0) == v and cache.stats.rebuilds == 1  # far from expiry
+    cache.get("top", now=1010.5)  # at the logical expiry: a miss, rebuilt
+    assert cache.stats.misses == 2 and cache.stats.rebuilds == 2
+
+
+def test_simulated_steady_load(r, db, loader):
+    db.latency = 0
+    runs = {}
+    for beta in (0.5, 1.0, 2.0):
+        c = XFetchCache(r, loader, prefix="x", ttl=2, beta=beta, rng=random.Random(11))
+        runs[beta] = simulate_xfetch(c, "top", periods=10, rate=100, delta=0.2)
+    assert runs[1.0].misses == 0 and runs[2.0].misses == 0
+    assert len(runs[1.0].per_generation) >= 10
+    assert all(lead > 0 for lead in runs[1.0].leads)
+    meds = [statistics.median(runs[b].leads) for b in (0.5, 1.0, 2.0)]
+    assert meds[0] < meds[1] < meds[2]
+
+    locked = XFetchCache(r, loader, prefix="x", ttl=2, beta=1, rng=random.Random(11), refresh_lock=True)
+    run = simulate_xfetch(locked, "top", periods=10, rate=100, delta=0.2)
+    assert run.misses == 0 and set(run.per_generation) == {1}
+
+    garbled = XFetchCache(r, loader, prefix="x", ttl=2, beta=1, rng=random.Random(11),
+                          check=garbled_should_refresh)
+    bad = simulate_xfetch(garbled, "top", periods=10, rate=100, delta=0.2)
+    assert bad.refreshes == [] and bad.misses == bad.rebuilds
+    assert min(bad.per_generation) >= 19  # every reader in the 200 ms rebuild window rebuilds
