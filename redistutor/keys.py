@@ -1,0 +1,317 @@
+"""Read key state: resolve a target (server or client), scan sorted, take snapshots.
+
+Every function accepts either a server (``start_server(...)``) or a ``redis.Redis``. With a
+server, patterns and key names are *inside its namespace* (empty for a private server, a unique
+prefix in attach mode) and displayed names have the prefix stripped, so outputs are the same in
+both modes. With a client, pass ``namespace=`` to get the same effect.
+
+A :class:`Snapshot` records, per key: type, encoding, TTL, memory, a short preview, the absolute
+expiry time and a digest of the value (SHA-1 of ``DUMP``). The last two are never displayed;
+:mod:`redistutor.diff` uses them to tell changed, expired and deleted keys apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import weakref
+from typing import Any, Iterable
+
+import redis
+
+from .options import option
+
+# Friendly names for TYPE replies (module types have odd names).
+TYPE_NAMES = {
+    "MBbloom--": "bloom",
+    "MBbloomCF": "cuckoo",
+    "CMSk-TYPE": "cms",
+    "TopK-TYPE": "topk",
+    "TDIS-TYPE": "tdigest",
+    "ReJSON-RL": "json",
+}
+GLOB = re.compile(r"(?<!\\)[*?\[]")
+SCAN_LIMIT = 10_000  # keys read per snapshot; tutorials are small, and a runaway SCAN is not
+
+_server_clients: "weakref.WeakKeyDictionary[Any, redis.Redis]" = weakref.WeakKeyDictionary()
+
+
+def is_server(target: Any) -> bool:
+    return not isinstance(target, redis.Redis) and hasattr(target, "client") and hasattr(target, "namespace")
+
+
+def resolve(target: Any, namespace: str | None = None) -> tuple[redis.Redis, str]:
+    """(client, namespace) for a server or a client.
+
+    A server gets one cached client (created through ``server.client()``, so ``server.stop()``
+    closes it) and its own namespace unless ``namespace`` overrides it.
+    """
+    if isinstance(target, redis.Redis):
+        return target, namespace or ""
+    if is_server(target):
+        c = _server_clients.get(target)
+        if c is None:
+            c = target.client()
+            _server_clients[target] = c
+        return c, target.namespace if namespace is None else namespace
+    raise TypeError(f"expected a server from start_server() or a redis.Redis client, got {type(target).__name__}")
+
+
+def strip(key: str, namespace: str) -> str:
+    return key[len(namespace):] if namespace and key.startswith(namespace) else key
+
+
+def has_glob(pattern: str) -> bool:
+    return bool(GLOB.search(pattern))
+
+
+def scan_sorted(r: redis.Redis, pattern: str = "*", *, limit: int = SCAN_LIMIT) -> list[str]:
+    """Keys matching ``pattern``, sorted (SCAN order follows the hash table: never show it)."""
+    keys: set[str] = set()
+    for k in r.scan_iter(match=pattern, count=1000):
+        keys.add(k.decode() if isinstance(k, bytes) else k)
+        if len(keys) >= limit:
+            break
+    return sorted(keys)
+
+
+# -- formatting helpers shared by views and the diff --------------------------------------------
+
+_TTL_LADDER = [  # upper bounds (seconds) and labels: TTLs are shown as "≤ bucket" (stable output)
+    (1, "1 s"), (2, "2 s"), (5, "5 s"), (10, "10 s"), (30, "30 s"), (60, "1 min"),
+    (120, "2 min"), (300, "5 min"), (600, "10 min"), (1800, "30 min"), (3600, "1 h"),
+    (7200, "2 h"), (21600, "6 h"), (43200, "12 h"), (86400, "1 d"), (7 * 86400, "7 d"),
+    (30 * 86400, "30 d"),
+]
+
+
+def fmt_ttl(ttl_ms: int | None) -> str:
+    """A remaining TTL as a bucket: "none", "≤ 1 min", "≤ 1 h", ... (exact values change every
+    millisecond; the bucket stays put while a cell runs)."""
+    if ttl_ms is None or ttl_ms < 0:
+        return "none"
+    for bound, label in _TTL_LADDER:
+        if ttl_ms <= bound * 1000:
+            return f"≤ {label}"
+    return "> 30 d"
+
+
+def fmt_idle(idle_ms: int | None) -> str:
+    """Idle time of a pending stream entry, bucketed (it grows while you read it)."""
+    if idle_ms is None:
+        return ""
+    for bound, label in ((10_000, "< 10 s"), (60_000, "< 1 min"), (600_000, "< 10 min")):
+        if idle_ms < bound:
+            return label
+    return "≥ 10 min"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+    return f"{n} B"  # pragma: no cover
+
+
+def fmt_value(v: Any) -> str:
+    """A scalar as a learner would type it: numbers bare, other strings quoted."""
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "backslashreplace")
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return _num(v)
+    s = str(v)
+    if re.fullmatch(r"-?\d+(\.\d+)?", s):
+        return s
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _num(x: float | int) -> str:
+    if isinstance(x, float):
+        if math.isfinite(x) and x == int(x) and abs(x) < 1e15:
+            return str(int(x))
+        return f"{x:.6g}"
+    return str(x)
+
+
+def shorten(s: str, width: int | None = None) -> str:
+    width = width or option("preview_width")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+# -- snapshots ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyInfo:
+    """One key's state. ``key`` is the displayed name (namespace stripped)."""
+
+    key: str
+    type: str  # string, hash, list, set, zset, stream, json, vectorset, hyperloglog, bloom, ...
+    encoding: str
+    ttl_ms: int | None  # remaining TTL (None: no TTL)
+    memory: int | None  # MEMORY USAGE, bytes
+    preview: str
+    expire_at_ms: int | None = None  # absolute, server clock (PEXPIRETIME); for the diff only
+    digest: str = ""  # SHA-1 of DUMP; for the diff only
+
+    @property
+    def ttl(self) -> str:
+        return fmt_ttl(self.ttl_ms)
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """The keys matching a pattern at one moment (server clock ``time_ms``)."""
+
+    pattern: str
+    namespace: str
+    time_ms: int
+    rows: tuple[KeyInfo, ...]
+
+    @property
+    def keys(self) -> list[str]:
+        return [row.key for row in self.rows]
+
+    def __getitem__(self, key: str) -> KeyInfo:
+        for row in self.rows:
+            if row.key == key:
+                return row
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return any(row.key == key for row in self.rows)
+
+    def view(self):
+        from .viz import KeyTable
+
+        return KeyTable.from_snapshot(self)
+
+    def __repr__(self) -> str:
+        return repr(self.view())
+
+    def _repr_html_(self) -> str:
+        return self.view()._repr_html_()
+
+    def to_frame(self):
+        return self.view().to_frame()
+
+
+def server_time_ms(r: redis.Redis) -> int:
+    sec, usec = r.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def snapshot(target: Any, pattern: str = "*", *, namespace: str | None = None) -> Snapshot:
+    """Read every key matching ``pattern`` (inside the namespace): one pipeline, then previews."""
+    r, ns = resolve(target, namespace)
+    full = scan_sorted(r, ns + pattern)
+    now = server_time_ms(r)
+    rows = [info(r, k, ns, _pre) for k, _pre in zip(full, _prefetch(r, full))]
+    return Snapshot(pattern, ns, now, tuple(rows))
+
+
+def _prefetch(r: redis.Redis, keys: list[str]) -> list[list[Any]]:
+    """TYPE, OBJECT ENCODING, PTTL, PEXPIRETIME, MEMORY USAGE, DUMP per key, in one round trip."""
+    if not keys:
+        return []
+    p = r.pipeline(transaction=False)
+    for k in keys:
+        p.type(k)
+        p.object("encoding", k)
+        p.pttl(k)
+        p.pexpiretime(k)
+        p.memory_usage(k)
+        p.dump(k)
+    out = p.execute(raise_on_error=False)
+    return [out[i:i + 6] for i in range(0, len(out), 6)]
+
+
+def info(r: redis.Redis, key: str, namespace: str = "", pre: list[Any] | None = None) -> KeyInfo | None:
+    """The :class:`KeyInfo` of one full key name (None if it does not exist)."""
+    if pre is None:
+        pre = _prefetch(r, [key])[0]
+    rtype, enc, pttl, expire_at, mem, dump = [None if isinstance(x, Exception) else x for x in pre]
+    rtype = rtype.decode() if isinstance(rtype, bytes) else rtype
+    if rtype in (None, "none"):
+        return None
+    kind = TYPE_NAMES.get(rtype, rtype)
+    if kind == "string" and r.getrange(key, 0, 3) == "HYLL":
+        kind = "hyperloglog"
+    try:
+        preview = shorten(preview_of(r, key, kind))
+    except redis.exceptions.RedisError as exc:  # e.g. a module command missing in attach mode
+        preview = f"({type(exc).__name__})"
+    return KeyInfo(
+        key=strip(key, namespace), type=kind, encoding=str(enc or ""),
+        ttl_ms=pttl if isinstance(pttl, int) and pttl >= 0 else None,
+        memory=mem if isinstance(mem, int) else None, preview=preview,
+        expire_at_ms=expire_at if isinstance(expire_at, int) and expire_at >= 0 else None,
+        digest=hashlib.sha1(dump).hexdigest() if isinstance(dump, bytes) else "",
+    )
+
+
+def _join(items: Iterable[str], total: int, shown: int) -> str:
+    body = ", ".join(items)
+    return body + (", …" if total > shown else "")
+
+
+def preview_of(r: redis.Redis, key: str, kind: str) -> str:
+    """A one-line summary of a value, deterministic (sorted where Redis has no order)."""
+    n = 5
+    if kind == "string":
+        return fmt_value(r.get(key))
+    if kind == "hash":
+        total = r.hlen(key)
+        fields = sorted(r.hgetall(key).items())[:n] if total <= 200 else []
+        if not fields:
+            return f"({total} fields)"
+        return "{" + _join((f"{f}: {fmt_value(v)}" for f, v in fields), total, len(fields)) + "}"
+    if kind == "list":
+        total = r.llen(key)
+        items = r.lrange(key, 0, n - 1)
+        return "[" + _join(map(fmt_value, items), total, len(items)) + "]"
+    if kind == "set":
+        total = r.scard(key)
+        if total > 200:
+            return f"({total} members)"
+        items = sorted(r.smembers(key))[:n]
+        return "{" + _join(map(fmt_value, items), total, len(items)) + "}"
+    if kind == "zset":
+        total = r.zcard(key)
+        items = r.zrange(key, 0, n - 1, withscores=True)
+        return _join((f"{m}={_num(s)}" for m, s in items), total, len(items))
+    if kind == "stream":
+        length = r.xlen(key)
+        groups = len(r.xinfo_groups(key))
+        return f"{length} entries, {groups} group{'s' * (groups != 1)}"
+    if kind == "json":
+        return json.dumps(r.json().get(key, "$")[0], separators=(",", ":"), ensure_ascii=False)
+    if kind == "vectorset":
+        vi = r.vset().vinfo(key)
+        return f"{vi['size']} × dim {vi['vector-dim']} ({vi['quant-type']})"
+    if kind == "hyperloglog":
+        return f"≈ {r.pfcount(key)} distinct"
+    if kind == "bloom":
+        bi = r.bf().info(key)
+        return f"{bi['Number of items inserted']} items, capacity {bi['Capacity']}"
+    if kind == "cuckoo":
+        ci = r.cf().info(key)
+        return f"{ci['Number of items inserted']} items, {ci['Number of buckets']} buckets"
+    if kind == "cms":
+        mi = r.cms().info(key)
+        return f"{mi['width']}×{mi['depth']}, count {mi['count']}"
+    if kind == "topk":
+        top = r.topk().list(key)
+        return f"k={r.topk().info(key)['k']}: " + ", ".join(str(x) for x in top if x is not None)
+    if kind == "tdigest":
+        ti = r.tdigest().info(key)
+        return f"{ti['Observations']} observations"
+    return ""
