@@ -4,29 +4,52 @@ Notebooks import only these top-level names; patterns come from their own module
 (``from redistutor.patterns.cache_aside import CacheAside``).
 """
 
+from . import check  # learner-facing checks: check.key_equals(server, "k", "v"), check.ttl_between(...)
 from .check import Exercise  # exercise definitions in redistutor/exercises/*
+from .diff import changes, diff  # "what changed?": with changes(server, "user:*") as d: ...
+from .events import EventLog  # one clock for race timelines and lab faults
 from .exceptions import (  # what learners may see raised, each with a one-sentence fix
     CheckFailed,
     MissingCapability,
     RedistutorError,
 )
+from .keys import snapshot  # a Snapshot of a pattern, for diffs and tables
+from .options import get_options, set_options  # display="text" switch (call or with-block)
 from .server import (  # every notebook's setup cell
     AttachedServer,
     RedisServer,
     connect,
     start_server,
 )
+from .timeline import Timeline, max_concurrent, run_threads  # race labs: N threads, one timeline
+from .trace import trace  # record commands and round trips: with trace(r) as t: ...
+from .viz import show, view  # show(server, "user:*") table; show(server, "user:1") typed view
+from .watch import watch  # live view from keyspace notifications (ipywidgets, text fallback)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AttachedServer",
     "CheckFailed",
+    "EventLog",
     "Exercise",
     "MissingCapability",
     "RedisServer",
     "RedistutorError",
+    "Timeline",
     "__version__",
+    "changes",
+    "check",
     "connect",
+    "diff",
+    "get_options",
+    "max_concurrent",
+    "run_threads",
+    "set_options",
+    "show",
+    "snapshot",
     "start_server",
+    "trace",
+    "view",
+    "watch",
 ]

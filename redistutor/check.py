@@ -166,3 +166,165 @@ def _display(obj: Any) -> None:
     except ImportError:
         pass
     print(repr(obj))
+
+
+# ---------------------------------------------------------------------------------------------
+# Learner-facing checks: each shows ✓ or ✗ (with expected vs actual) and raises CheckFailed on ✗.
+# ``target`` is a server (the key is inside its namespace) or a redis.Redis client.
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one learner-facing check (text and HTML from the same fields)."""
+
+    what: str
+    passed: bool
+    expected: Any = None
+    actual: Any = None
+
+    def __repr__(self) -> str:
+        if self.passed:
+            return f"✓ {self.what}"
+        return f"✗ {self.what}\n  expected: {self.expected!r}\n  actual:   {self.actual!r}"
+
+    def _repr_html_(self) -> str:
+        from .options import text_mode
+
+        if text_mode():
+            return f"<pre>{html.escape(repr(self))}</pre>"
+        colour = "#1a7f37" if self.passed else "#cf222e"
+        body = "" if self.passed else (
+            f"<pre style='margin:0'>expected: {html.escape(repr(self.expected))}\n"
+            f"actual:   {html.escape(repr(self.actual))}</pre>")
+        return (f"<div style='border-left:4px solid {colour};padding:2px 8px'>"
+                f"<b style='color:{colour}'>{'✓' if self.passed else '✗'}</b> {html.escape(self.what)}{body}</div>")
+
+
+class _VerdictFailed(CheckFailed):
+    """CheckFailed whose Jupyter traceback is one line (the ✗ box above shows the details)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(repr(verdict))
+        self.verdict = verdict
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"CheckFailed: {self.verdict.what} (see above)"]
+
+
+def verdict(what: str, passed: bool, expected: Any = None, actual: Any = None, *, show: bool = True) -> Verdict:
+    """Show a verdict and raise CheckFailed if it failed (the building block of every check)."""
+    v = Verdict(what, bool(passed), expected, actual)
+    if show:
+        _display(v)
+    if not v.passed:
+        raise _VerdictFailed(v)
+    return v
+
+
+def _target(target: Any, key: str):
+    from .keys import resolve
+
+    r, ns = resolve(target)
+    return r, ns + key
+
+
+def _value(r: Any, full: str) -> Any:
+    """A key's value as plain Python: str, dict, list, set, {member: score}; None if missing."""
+    t = r.type(full)
+    t = t.decode() if isinstance(t, bytes) else t
+    if t == "none":
+        return None
+    if t == "string":
+        return r.get(full)
+    if t == "hash":
+        return r.hgetall(full)
+    if t == "list":
+        return r.lrange(full, 0, -1)
+    if t == "set":
+        return set(r.smembers(full))
+    if t == "zset":
+        return dict(r.zrange(full, 0, -1, withscores=True))
+    if t == "ReJSON-RL":
+        return r.json().get(full, "$")[0]
+    raise CheckFailed(f"key_equals cannot compare a {t} key; use a view (show) and assert on it")
+
+
+def _normalise(expected: Any, actual: Any) -> Any:
+    """Let learners write numbers where Redis stores strings: 3 == "3", {"n": 1} == {"n": "1"}."""
+    def s(x: Any) -> Any:
+        return str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
+
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        if all(isinstance(v, (int, float)) for v in actual.values()):  # a sorted set
+            return {k: float(v) for k, v in expected.items()}
+        return {k: s(v) for k, v in expected.items()}
+    if isinstance(expected, (list, tuple)):
+        return [s(x) for x in expected]
+    if isinstance(expected, (set, frozenset)):
+        return {s(x) for x in expected}
+    return s(expected)
+
+
+def key_equals(target: Any, key: str, expected: Any, *, show: bool = True) -> Verdict:
+    """``key`` holds ``expected`` (a string/number, dict for a hash, list, set, {member: score})."""
+    r, full = _target(target, key)
+    actual = _value(r, full)
+    want = _normalise(expected, actual)
+    return verdict(f"`{key}` equals {expected!r}", actual == want, want,
+                   "key does not exist" if actual is None else actual, show=show)
+
+
+def key_exists(target: Any, key: str, expected: bool = True, *, show: bool = True) -> Verdict:
+    r, full = _target(target, key)
+    actual = bool(r.exists(full))
+    what = f"`{key}` exists" if expected else f"`{key}` does not exist"
+    return verdict(what, actual == expected, "exists" if expected else "missing",
+                   "exists" if actual else "missing", show=show)
+
+
+def ttl_between(target: Any, key: str, lo: float, hi: float, *, show: bool = True) -> Verdict:
+    """``key`` exists and expires in ``lo``..``hi`` seconds (inclusive; measured with PTTL)."""
+    r, full = _target(target, key)
+    pttl = r.pttl(full)
+    actual: Any = {-2: "key does not exist", -1: "no TTL (the key never expires)"}.get(pttl, pttl / 1000)
+    ok = pttl >= 0 and lo <= pttl / 1000 <= hi
+    return verdict(f"`{key}` expires in {lo:g}..{hi:g} s", ok, f"{lo:g}..{hi:g} s",
+                   actual if isinstance(actual, str) else f"{actual:g} s", show=show)
+
+
+def type_is(target: Any, key: str, expected: str, *, show: bool = True) -> Verdict:
+    """``key`` has this type: string, hash, list, set, zset, stream, json, vectorset, bloom, ..."""
+    from .keys import TYPE_NAMES
+
+    r, full = _target(target, key)
+    t = r.type(full)
+    t = t.decode() if isinstance(t, bytes) else t
+    actual = TYPE_NAMES.get(t, t)
+    return verdict(f"`{key}` is a {expected}", actual == expected, expected,
+                   "key does not exist" if actual == "none" else actual, show=show)
+
+
+def max_concurrent(log: Any, limit: int = 1, *, start_kind: Any = "acquire", end_kind: Any = "release",
+                   show: bool = True) -> Verdict:
+    """At most ``limit`` actors held the resource at once (spans from start_kind to end_kind)."""
+    from .timeline import max_concurrent as _max, overlaps
+
+    actual = _max(log, start_kind, end_kind)
+    what = f"at most {limit} holder{'s' * (limit != 1)} at a time"
+    if actual > limit:
+        pairs = ", ".join(" & ".join(p) for p in overlaps(log, start_kind, end_kind)[:3])
+        return verdict(what, False, f"≤ {limit}", f"{actual} at once ({pairs})", show=show)
+    return verdict(what, True, f"≤ {limit}", actual, show=show)
+
+
+def commands_were(t: Any, expected: list[str], *, thread: str | None = None, show: bool = True) -> Verdict:
+    """The traced commands (names, in order) were exactly ``expected``, e.g. ["GET", "SET"]."""
+    actual = t.names(thread=thread)
+    want = [n.upper() for n in expected]
+    return verdict(f"commands sent: {' then '.join(want) or 'none'}", actual == want, want, actual, show=show)
+
+
+def round_trips(t: Any, expected: int, *, show: bool = True) -> Verdict:
+    """The traced block used exactly ``expected`` round trips (a pipeline counts as one)."""
+    return verdict(f"{expected} round trip{'s' * (expected != 1)}", t.round_trips == expected,
+                   expected, t.round_trips, show=show)
