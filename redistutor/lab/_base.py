@@ -9,14 +9,13 @@ running. ``kill -9`` of the kernel is covered separately by :mod:`redistutor._gu
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import tempfile
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 from .. import _guard
 from ..events import EventLog
@@ -102,12 +101,3 @@ def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     if errors:
         raise errors[0]
     return [f.result() for f in futures]
-
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1
-
-
-def describe(obj: Any) -> str:
-    """Name of a node-like object or the string itself (for event details)."""
-    return getattr(obj, "name", str(obj))

@@ -1,0 +1,279 @@
+"""Run a pattern's worker function in N real OS processes, crash one, and collect the timeline.
+
+Threads share one interpreter and can never be ``kill -9``-ed on their own; a lock that must
+survive a client crash has to be tested with processes. Each worker is started with the
+``spawn`` context (a fresh interpreter: nothing inherited from a half-initialised kernel), so its
+function must be importable: a module-level function, e.g. :func:`lock_worker` below.
+
+How the timeline survives a ``kill -9``: a worker appends each event as one JSON line to its own
+file with a single ``write`` (kept by the OS page cache even if the process dies the next
+instant). The parent reads the files (:meth:`Workers.collect`) and merges the rows into the
+lab's EventLog; their ``t`` values are raw ``time.monotonic()``, comparable across processes.
+
+Cleanup: every worker PID is registered with the guardian (killed if the kernel dies), and each
+worker also exits on its own when its parent disappears.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .. import _guard
+from ..events import Event, EventLog
+from ._base import LabObject, lab_dir, remove_dir
+
+
+@dataclass
+class Endpoint:
+    """How a worker reaches one node (host, port, password): passed through a pipe, not argv."""
+
+    host: str
+    port: int
+    password: str | None = None
+    name: str = ""
+
+
+@dataclass
+class WorkerContext:
+    """What a worker function receives: who it is, where the nodes are, how to record events."""
+
+    index: int
+    name: str
+    endpoints: list[Endpoint]
+    events_path: str
+    _clients: list[Any] = field(default_factory=list, repr=False)
+
+    def clients(self) -> list[Any]:
+        """One fail-fast ``redis.Redis`` per node, in the lab's node order (created once)."""
+        if not self._clients:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            self._clients = [
+                redis.Redis(host=e.host, port=e.port, password=e.password, decode_responses=True,
+                            protocol=3, retry=Retry(NoBackoff(), 0), socket_timeout=1.0,
+                            socket_connect_timeout=1.0)
+                for e in self.endpoints
+            ]
+        return self._clients
+
+    def client(self, i: int = 0) -> Any:
+        return self.clients()[i]
+
+    def record(self, kind: str, detail: str = "", *, t: float | None = None, end: float | None = None) -> None:
+        """Append one event (one ``write``: survives this process being killed right after)."""
+        row = {"t": time.monotonic() if t is None else t, "actor": self.name, "kind": kind,
+               "detail": detail, "end": end}
+        line = (json.dumps(row) + "\n").encode()
+        fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Belt and braces next to the guardian: leave if the process that started us is gone."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)
+        time.sleep(0.2)
+
+
+def _bootstrap(fn: Callable[..., Any], ctx: WorkerContext, args: tuple, kwargs: dict, parent: int) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    fn(ctx, *args, **kwargs)
+
+
+class Workers(LabObject):
+    """``n`` processes each running ``fn(ctx, *args, **kwargs)`` against the given nodes.
+
+    Args:
+        fn: an importable module-level function taking a :class:`WorkerContext` first.
+        n: number of processes, named "w1".."wN".
+        nodes: nodes (anything with host/port/password, e.g. a Fleet or its nodes) in order.
+        args, kwargs: extra arguments for ``fn``.
+        log: the timeline to merge events into.
+        context: "spawn" (default) or "forkserver".
+    """
+
+    def __init__(self, fn: Callable[..., Any], n: int = 3, *, nodes: Sequence[Any] = (),
+                 args: tuple = (), kwargs: dict | None = None, log: EventLog | None = None,
+                 context: str = "spawn") -> None:
+        super().__init__(log)
+        self.fn = fn
+        self.n = n
+        self.names = [f"w{i}" for i in range(1, n + 1)]
+        self.endpoints = [Endpoint(nd.host, nd.port, getattr(nd, "password", None), getattr(nd, "name", ""))
+                          for nd in nodes]
+        self.args = args
+        self.kwargs = dict(kwargs or {})
+        self.context = context
+        self.procs: dict[str, Any] = {}
+        self._dir: Path | None = None
+        self._offsets: dict[str, int] = {}
+        self._seen: list[dict] = []
+        self.killed: list[str] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> "Workers":
+        if self.procs:
+            return self  # started once; a Workers object is not reusable
+        self._dir = lab_dir("workers")
+        mp = multiprocessing.get_context(self.context)
+        self._registered()
+        try:
+            for i, name in enumerate(self.names, 1):
+                ctx = WorkerContext(i, name, self.endpoints, str(self._dir / f"{name}.jsonl"))
+                proc = mp.Process(target=_bootstrap, name=f"redistutor-{name}",
+                                  args=(self.fn, ctx, self.args, self.kwargs, os.getpid()), daemon=True)
+                proc.start()
+                _guard.watch_pid(proc.pid)
+                self.procs[name] = proc
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Kill any worker still running, collect what they recorded, clean up. Idempotent.
+
+        ``exitcodes`` and ``pids`` stay readable afterwards.
+        """
+        if self._dir is None:
+            return
+        for proc in self.procs.values():
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+            _guard.release_pid(proc.pid)
+        self.collect()
+        remove_dir(self._dir)
+        self._dir = None
+        self._unregistered()
+
+    def join(self, timeout: float = 30.0) -> "Workers":
+        """Wait for every worker to finish, then collect its events."""
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+        self.collect()
+        still = [name for name, p in self.procs.items() if p.is_alive()]
+        if still:
+            raise TimeoutError(f"workers {', '.join(still)} still running after {timeout:g} s")
+        return self
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.procs.items()}
+
+    @property
+    def exitcodes(self) -> dict[str, int | None]:
+        """Exit codes by worker (-9 for one killed with SIGKILL)."""
+        return {name: p.exitcode for name, p in self.procs.items()}
+
+    # -- events -------------------------------------------------------------------------------
+    def _read_new(self) -> list[dict]:
+        rows: list[dict] = []
+        if self._dir is None:
+            return rows
+        for name in self.names:
+            path = self._dir / f"{name}.jsonl"
+            try:
+                with open(path, "rb") as f:
+                    f.seek(self._offsets.get(name, 0))
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            complete = data[: data.rfind(b"\n") + 1]  # a half-written last line waits
+            self._offsets[name] = self._offsets.get(name, 0) + len(complete)
+            rows += [json.loads(line) for line in complete.splitlines() if line.strip()]
+        self._seen += rows
+        return rows
+
+    def collect(self) -> int:
+        """Merge events recorded since the last call into the log; returns how many."""
+        rows = self._read_new()
+        self.log.extend(rows)
+        return len(rows)
+
+    def wait_for(self, kind: str, *, actor: str | None = None, timeout: float = 10.0) -> Event:
+        """Block until some worker (or ``actor``) has recorded an event of ``kind``; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.collect()
+            for ev in self.log.events:
+                if ev.kind == kind and ev.actor in self.names and (actor is None or ev.actor == actor):
+                    return ev
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no worker recorded {kind!r} within {timeout:g} s")
+            time.sleep(0.005)
+
+    # -- faults -------------------------------------------------------------------------------
+    def kill(self, name: str) -> None:
+        """``kill -9`` one worker, wherever it is (e.g. inside its critical section)."""
+        proc = self.procs[name]
+        self.log.record(name, "fault", "kill -9")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(5)
+        _guard.release_pid(proc.pid)
+        self.killed.append(name)
+
+    def __repr__(self) -> str:
+        alive = sum(p.is_alive() for p in self.procs.values())
+        return f"Workers({getattr(self.fn, '__name__', 'fn')}, n={self.n}, alive={alive})"
+
+
+def run_workers(fn: Callable[..., Any], n: int = 3, *, timeout: float = 30.0, **kwargs: Any) -> Workers:
+    """Start ``n`` workers, wait for all of them, collect their events; returns the Workers."""
+    workers = Workers(fn, n, **kwargs).start()
+    try:
+        workers.join(timeout)
+    finally:
+        workers.stop()
+    return workers
+
+
+# -- workers a lab can run as is ----------------------------------------------------------------
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def lock_worker(ctx: WorkerContext, key: str = "lab:lock", *, hold: float = 0.2, ttl_ms: int = 1000,
+                deadline: float = 10.0) -> None:
+    """Take a single-node lock (SET NX PX), hold it ``hold`` s, release it if still ours.
+
+    Records "acquire" when it gets the lock and "release" when it gives it back, so a lab can
+    check that holders never overlap, and kill a worker between the two (a crash that leaves
+    the lock to expire after ``ttl_ms``).
+    """
+    r = ctx.client(0)
+    token = f"{ctx.name}:{os.getpid()}"
+    give_up = time.monotonic() + deadline
+    while time.monotonic() < give_up:
+        if r.set(key, token, nx=True, px=ttl_ms):
+            ctx.record("acquire", key)
+            time.sleep(hold)  # the critical section
+            released = r.eval(_RELEASE, 1, key, token)
+            ctx.record("release", key if released else f"{key} (expired before release)")
+            return
+        time.sleep(0.01)
+    ctx.record("give-up", key)
+
+
+def counter_worker(ctx: WorkerContext, key: str = "lab:counter", *, n: int = 100) -> None:
+    """INCR ``key`` ``n`` times on node 0 and record one "write" span."""
+    r = ctx.client(0)
+    t = time.monotonic()
+    for _ in range(n):
+        r.incr(key)
+    ctx.record("write", f"INCR {key} x{n}", t=t, end=time.monotonic())

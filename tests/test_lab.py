@@ -1,0 +1,431 @@
+"""The multi-node lab on real redis-servers: fleets, replication, a cluster, faults, workers.
+
+Every test checks that what it started is gone afterwards (the ``no_leftovers`` fixture), and one
+test kills a whole lab-building Python with ``kill -9`` and checks that nothing survives it.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing.resource_tracker
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+from redis.exceptions import RedisClusterException
+
+from redistutor import _guard, lab
+from redistutor.lab import _base
+
+from .helpers import wait_gone
+
+
+def _children() -> set[int]:
+    """Live descendants of this test process, minus its long-lived helpers."""
+    me = psutil.Process()
+    keep = {_guard.guardian_pid()}
+    tracker = getattr(multiprocessing.resource_tracker._resource_tracker, "_pid", None)
+    keep.add(tracker)
+    out = set()
+    for p in me.children(recursive=True):
+        try:
+            if p.pid not in keep and p.status() != psutil.STATUS_ZOMBIE:
+                out.add(p.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    """No process, proxy thread or lab object started by a test outlives it."""
+    before = _children()
+    threads_before = {t.name for t in threading.enumerate()}
+    yield
+    leftover = wait_gone(_children() - before)
+    assert not leftover, f"processes left behind: {[psutil.Process(p).cmdline()[:2] for p in leftover]}"
+    proxies = {t.name for t in threading.enumerate() if t.name.startswith("latency-proxy")} - threads_before
+    assert not proxies, f"proxy threads left running: {proxies}"
+
+
+# -- fleets ---------------------------------------------------------------------------------------
+
+
+def test_fleet_of_five_one_killed_and_restarted():
+    with lab.Fleet(5) as fleet:
+        assert fleet.up() == ["n1", "n2", "n3", "n4", "n5"]
+        assert len({node.port for node in fleet}) == 5
+        assert len({node.pid for node in fleet}) == 5
+        for i, c in enumerate(fleet.clients):
+            c.set("who", f"n{i + 1}")
+        # Independent: each node has only its own write.
+        assert [node.r.get("who") for node in fleet] == ["n1", "n2", "n3", "n4", "n5"]
+        port, pid = fleet["n3"].port, fleet["n3"].pid
+
+        fleet["n3"].kill()
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert fleet.up() == ["n1", "n2", "n4", "n5"]
+        t = time.monotonic()
+        with pytest.raises(redis.ConnectionError):
+            fleet["n3"].r.get("who")
+        assert time.monotonic() - t < 0.5  # fail fast: no retry storm
+        assert fleet["n1"].r.get("who") == "n1"  # the others do not care
+
+        fleet["n3"].restart()
+        assert fleet["n3"].port == port  # clients configured with the old address still work
+        assert fleet["n3"].r.ping() is True
+        assert fleet["n3"].r.get("who") is None  # persistence="none": the crash lost it
+        faults = [(e.actor, e.detail) for e in fleet.log.of_kind("fault")]
+        assert faults == [("n3", "kill -9"), ("n3", "restart")]
+        pids = {node.pid for node in fleet}
+    assert not wait_gone(pids)
+    assert fleet.nodes == []
+    fleet.stop()  # idempotent
+
+
+def test_fleet_names_and_repr_are_deterministic():
+    fleet = lab.Fleet(names=["a", "b", "c"])
+    with fleet:
+        assert fleet["b"].name == "b" and fleet[2].name == "c"
+        with pytest.raises(KeyError, match="no node named 'z'"):
+            fleet["z"]
+        text = repr(fleet) + repr(fleet["a"])
+        assert str(fleet["a"].port) not in text and str(fleet["a"].pid) not in text
+        assert repr(fleet) == "Fleet(3 nodes, up=3, persistence='none')"
+
+
+# -- replication ----------------------------------------------------------------------------------
+
+
+def test_promoted_replica_lacks_the_acknowledged_unreplicated_write():
+    with lab.Replicated(replicas=1) as rep:
+        assert rep.set_and_wait("order:41", "paid", replicas=1) == 1
+        assert rep["replica-1"].r.get("order:41") == "paid"
+
+        rep.partition("replica-1")
+        acked = rep.set_and_wait("order:42", "paid", replicas=1, timeout_ms=100)
+        assert acked == 0  # the primary said OK; no replica has it
+        assert rep.primary.r.get("order:42") == "paid"
+        rep.primary.kill()
+        new = rep.promote("replica-1")
+
+        assert new.name == "replica-1" and rep.primary is new
+        assert rep.role("replica-1") == "master"
+        assert new.r.get("order:41") == "paid"  # replicated before the partition
+        assert new.r.get("order:42") is None  # acknowledged, then lost on failover
+        new.r.set("after", "failover")  # the new primary takes writes
+
+        # The old primary comes back empty-handed and follows the new one.
+        rep["primary"].restart(wipe=True)
+        rep.rejoin("primary")
+        rep.wait_in_sync()
+        assert rep.role("primary") == "slave"
+        assert rep["primary"].r.get("after") == "failover"
+        order = [(e.actor, e.kind, e.detail) for e in rep.log.events]
+        assert order[:5] == [
+            ("primary", "write", "SET order:41 (WAIT: 1 replica(s))"),
+            ("replica-1 link", "fault", "partition (bytes dropped)"),
+            ("primary", "write", "SET order:42 (WAIT: 0 replica(s))"),
+            ("primary", "fault", "kill -9"),
+            ("replica-1", "fault", "promote (REPLICAOF NO ONE)"),
+        ]
+
+
+def test_slow_replica_link_shows_in_wait():
+    with lab.Replicated(replicas=2) as rep:
+        rep.link("replica-2").set_delay(300)
+        t = time.monotonic()
+        assert rep.set_and_wait("k", "v", replicas=2, timeout_ms=100) == 1  # only the fast one
+        assert time.monotonic() - t < 0.3
+        assert rep.set_and_wait("k2", "v", replicas=2, timeout_ms=3000) == 2  # the slow one later
+
+
+# -- cluster --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = lab.Cluster(3, replicas=1).start()
+    pids = {n.pid for n in c}
+    yield c
+    c.stop()
+    assert not wait_gone(pids)
+
+
+def test_cluster_formed_and_a_slots_owner_identified(cluster):
+    assert cluster.ready_seconds is not None
+    assert sorted(cluster.masters()) == ["m1", "m2", "m3"]
+    assert cluster.keyslot("foo") == 12182  # CRC16("foo") mod 16384, as in the Redis docs
+    assert cluster.keyslot("{user:7}:cart") == cluster.keyslot("user:7")
+    owner = cluster.owner("foo")
+    assert owner.name == "m3" and cluster.slots_of("m3") == ["10923-16383"]
+    cluster.rc.set("foo", "bar")
+    assert owner.r.get("foo") == "bar"
+    other = cluster["m1"]
+    with pytest.raises(redis.exceptions.MovedError) as moved:
+        other.r.get("foo")  # a plain client talking to the wrong master is redirected
+    assert moved.value.slot_id == 12182 and moved.value.port == owner.port
+
+
+def test_cross_slot_multi_key_rejected_but_hash_tag_works(cluster):
+    rc = cluster.rc
+    assert cluster.keyslot("cart:1") != cluster.keyslot("stock:1")
+    with pytest.raises(RedisClusterException, match="same key slot"):
+        rc.mset({"cart:1": "x", "stock:1": "y"})  # refused by the client before sending
+    with pytest.raises(redis.ResponseError, match="CROSSSLOT|same slot"):
+        cluster["m1"].r.mset({"cart:1": "x", "stock:1": "y"})  # and by the server
+    assert rc.mset({"{order:1}:cart": "x", "{order:1}:stock": "y"}) is True
+    assert rc.mget(["{order:1}:cart", "{order:1}:stock"]) == ["x", "y"]
+
+
+def test_slot_migrated_with_its_keys_still_readable(cluster):
+    rc = cluster.rc
+    keys = [f"{{acct:9}}:{i}" for i in range(150)]  # one slot, more than one MIGRATE batch
+    rc.mset({k: str(i) for i, k in enumerate(keys)})
+    slot = cluster.keyslot(keys[0])
+    src = cluster.owner(slot=slot)
+    dst = next(n for n in ("m1", "m2", "m3") if n != src.name)
+    assert cluster.migrate_slot(slot, dst) == 150
+    assert cluster.owner(slot=slot).name == dst
+    assert str(slot) in cluster.slots_of(dst)
+    assert rc.mget(keys) == [str(i) for i in range(150)]  # the client followed MOVED
+    assert cluster[dst].r.get(keys[0]) == "0"  # really on the new owner
+    assert cluster.log.of_kind("reshard")[-1].detail == f"slot {slot}: {src.name} -> {dst} (150 keys)"
+
+
+def test_manual_cluster_failover_promotes_the_replica(cluster):
+    rc = cluster.rc
+    slot_of_m1 = int(cluster.slots_of("m1")[0].split("-")[0])
+    key = next(f"k{i}" for i in range(10_000) if cluster.keyslot(f"k{i}") == slot_of_m1)
+    rc.set(key, "before")
+    cluster.failover("r1")
+    assert cluster.role("r1") == "master" and cluster.role("m1") == "slave"
+    assert cluster.owner(key).name == "r1"
+    assert rc.get(key) == "before"  # coordinated failover: nothing lost
+    rc.set(key, "after")
+    assert cluster["r1"].r.get(key) == "after"
+    assert ("r1", "CLUSTER FAILOVER") in [(e.actor, e.detail) for e in cluster.log.of_kind("fault")]
+
+
+# -- persistence ----------------------------------------------------------------------------------
+
+
+def _fstype(path: Path) -> str:
+    best = max((p for p in psutil.disk_partitions(all=True) if str(path).startswith(p.mountpoint)),
+               key=lambda p: len(p.mountpoint))
+    return best.fstype
+
+
+def test_aof_always_loses_no_acknowledged_write_across_20_kill9():
+    node = lab.Node("aof", persistence="aof-always").start()
+    try:
+        assert _fstype(node.data_dir) not in ("tmpfs", "ramfs"), "needs a real disk"
+        acked: list[int] = []
+        seq = 0
+        for cycle in range(20):
+            writer = node.client()
+            stop = threading.Event()
+
+            def write() -> None:
+                nonlocal seq
+                while not stop.is_set():
+                    seq += 1
+                    try:
+                        writer.set(f"w:{seq}", cycle)
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        return  # not acknowledged: the server died under it
+                    acked.append(seq)
+
+            t = threading.Thread(target=write)
+            t.start()
+            time.sleep(0.02)  # a few dozen writes in flight, then a crash mid-stream
+            node.kill()
+            stop.set()
+            t.join()
+            writer.close()
+            node.restart()
+            present = node.r.exists(*[f"w:{s}" for s in acked]) if acked else 0
+            assert present == len(acked), f"cycle {cycle}: {len(acked) - present} acknowledged writes lost"
+        assert len(acked) >= 100
+        assert len(node.log.of_kind("fault")) == 40
+    finally:
+        node.stop()
+
+
+def test_persistence_modes_survive_restart_or_not():
+    with lab.Fleet(names=["none", "rdb"], persistence="none") as fleet:
+        fleet["none"].r.set("k", "v")
+        fleet["none"].shutdown()
+        fleet["none"].restart()
+        assert fleet["none"].r.get("k") is None  # no persistence: gone
+    rdb = lab.Node("rdb", persistence="rdb").start()
+    try:
+        rdb.r.set("k", "v")
+        rdb.shutdown()  # graceful: SHUTDOWN saves the RDB
+        rdb.restart()
+        assert rdb.r.get("k") == "v"
+        rdb.restart(wipe=True)
+        assert rdb.r.get("k") is None
+        assert [e.detail for e in rdb.log.of_kind("fault")] == [
+            "shutdown (graceful)", "restart", "restart (wiped)"]
+    finally:
+        rdb.stop()
+
+
+# -- faults ---------------------------------------------------------------------------------------
+
+
+def test_paused_node_times_out_then_resumes():
+    with lab.Node("p") as node:
+        node.r.set("k", "v")
+        node.pause()
+        t = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            node.r.get("k")
+        assert 0.9 < time.monotonic() - t < 1.5  # the 1 s socket timeout, no retries
+        assert node.paused and node.running
+        node.resume()
+        assert node.client().get("k") == "v"
+        assert [e.detail for e in node.log.of_kind("fault")] == ["pause (SIGSTOP)", "resume (SIGCONT)"]
+        node.pause()  # stopping a paused node must not hang
+
+
+def test_client_pause_and_debug_sleep_delay_but_do_not_fail():
+    with lab.Node("slow") as node:
+        node.client_pause(300, writes_only=True)
+        t = time.monotonic()
+        assert node.client().get("k") is None  # reads are not paused
+        assert time.monotonic() - t < 0.2
+        node.client().set("k", "v")  # writes wait for the pause to end
+        assert time.monotonic() - t > 0.2
+        done = node.debug_sleep(0.3)
+        time.sleep(0.05)
+        t = time.monotonic()
+        assert node.client().ping() is True
+        assert time.monotonic() - t > 0.15  # answered only when the server woke up
+        done.result(timeout=5)
+
+
+def test_latency_proxy_delays_partitions_heals_and_stops():
+    with lab.Node("far") as node:
+        proxy = node.latency(40)
+        c = proxy.client(node.password)
+        c.ping()  # connect (the handshake pays the delay too)
+        t = time.monotonic()
+        c.ping()
+        assert time.monotonic() - t >= 0.08  # 40 ms each way
+        proxy.set_delay(0)
+        t = time.monotonic()
+        c.ping()
+        c.ping()
+        assert time.monotonic() - t < 0.08
+        proxy.partition()
+        with pytest.raises(redis.TimeoutError):
+            c.ping()
+        proxy.heal()
+        assert c.ping() is True  # the reset connection was replaced
+        assert [e.detail for e in node.log.of_kind("fault")] == [
+            "latency +40 ms each way (proxy)", "latency +0 ms each way", "partition (bytes dropped)",
+            "heal (connections reset)"]
+        c.close()
+    assert not proxy.running
+    proxy.stop()  # idempotent
+
+
+# -- workers --------------------------------------------------------------------------------------
+
+
+def test_worker_killed_mid_critical_section_leaves_the_lock_until_ttl():
+    with lab.Node("lock") as node:
+        workers = lab.Workers(lab.lock_worker, 3, nodes=[node], log=node.log,
+                              kwargs={"hold": 0.2, "ttl_ms": 700}).start()
+        with workers:
+            first = workers.wait_for("acquire")
+            workers.kill(first.actor)
+            workers.join()
+            pids = set(workers.pids.values())
+        assert workers.exitcodes[first.actor] == -signal.SIGKILL
+        acquires = node.log.of_kind("acquire")
+        assert len(acquires) == 3 and len(node.log.of_kind("release")) == 2
+        assert first.actor not in [e.actor for e in node.log.of_kind("release")]
+        # Nobody got in until the dead holder's lock expired.
+        assert acquires[1].t - acquires[0].t >= 0.6
+        table = lab.timeline_table(node.log)
+        assert re.search(rf"^2\s+{first.actor}\s+fault\s+kill -9$", table, re.M)
+    assert not wait_gone(pids)
+
+
+def test_run_workers_collects_every_event():
+    with lab.Node("count") as node:
+        w = lab.run_workers(lab.counter_worker, 2, nodes=[node], log=node.log, kwargs={"n": 50})
+        assert node.r.get("lab:counter") == "100"
+        spans = node.log.of_kind("write")
+        assert sorted(e.actor for e in spans) == ["w1", "w2"] and all(e.end >= e.t for e in spans)
+        assert w.exitcodes == {"w1": 0, "w2": 0}
+
+
+# -- timeline and cleanup -------------------------------------------------------------------------
+
+
+def test_timeline_table_is_stable_text():
+    log = lab.EventLog()
+    log.record("n1", "fault", "kill -9", t=0.123)
+    log.record("w1", "acquire", "lab:lock", t=0.05, end=0.31)
+    assert lab.timeline_table(log) == textwrap.dedent("""\
+        #  actor  kind     detail
+        -  -----  -------  --------
+        1  w1     acquire  lab:lock
+        2  n1     fault    kill -9""")
+    assert "0.1-0.3" in lab.timeline_table(log, times=True)
+    assert lab.timeline_table(log, kinds=["fault"]).count("\n") == 2
+
+
+def test_stop_all_stops_everything_still_running():
+    fleet = lab.Fleet(2).start()
+    node = lab.Node("x").start()
+    proxy = node.latency(0)
+    assert lab.stop_all() >= 2
+    assert fleet.nodes == [] and not node.running and not proxy.running
+    assert not list(_base._running)
+
+
+_KILLED_PARENT = """
+import json, sys, time
+from redistutor import lab
+fleet = lab.Fleet(3).start()
+cluster = lab.Cluster(3).start()
+proxy = fleet["n1"].latency(10)
+workers = lab.Workers(lab.lock_worker, 2, nodes=[fleet["n1"]], kwargs={"hold": 60, "deadline": 60}).start()
+workers.wait_for("acquire")
+print(json.dumps({"dirs": [str(fleet._dir), str(cluster._dir), str(workers._dir)]}), flush=True)
+time.sleep(120)
+"""
+
+
+def test_kill9_of_the_parent_leaves_no_process(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_PARENT], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        line = child.stdout.readline()
+        assert line, "the child lab did not start"
+        dirs = json.loads(line)["dirs"]
+        family = {p.pid for p in psutil.Process(child.pid).children(recursive=True)}
+        cmdlines = " ".join(" ".join(psutil.Process(p).cmdline()) for p in family)
+        assert cmdlines.count("redis-server") >= 6 and "multiprocessing" in cmdlines
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        assert not wait_gone(family, timeout=10), "processes outlived a kill -9 of their lab"
+        assert not [d for d in dirs if os.path.exists(d)], "lab dirs outlived the lab"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
