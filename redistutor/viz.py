@@ -530,11 +530,12 @@ class VectorSetView(_KeyView):
         if X.shape[0] < 2 or not np.any(X):
             return [(n, 0.0, 0.0) for n in names]
         _, _, vt = np.linalg.svd(X, full_matrices=False)
-        axes = vt[:2]
-        for a in axes:  # an eigenvector's sign is arbitrary: make its largest component positive
-            if a[np.argmax(np.abs(a))] < 0:
-                a *= -1
-        P = X @ axes.T
+        P = X @ vt[:2].T
+        for j in range(P.shape[1]):  # an axis' sign is arbitrary: the first element (by name)
+            col = P[:, j]            # off the axis' zero gets a positive coordinate
+            nonzero = np.flatnonzero(np.abs(col) > 1e-9)
+            if nonzero.size and col[nonzero[0]] < 0:
+                P[:, j] = -col
         if P.shape[1] == 1:
             P = np.hstack([P, np.zeros((P.shape[0], 1))])
         return [(n, round(float(x), 2) + 0.0, round(float(y), 2) + 0.0) for n, (x, y) in zip(names, P)]

@@ -121,6 +121,10 @@ class Watcher(H.Renderable):
                 return False
             current = current.decode() if isinstance(current, bytes) else current
             if "K" in current and ("A" in current or set("g$lshzxet") <= set(current)):
+                entry = _config_users.get(self._addr)
+                if entry is not None:  # another watcher turned them on: share its restore duty
+                    entry[0] += 1
+                    self._config_taken = True
                 return True
             wanted = "".join(sorted(set(current) | set("KA")))
             try:

@@ -1,0 +1,85 @@
+"""Learner-facing checks: each passes on the right state and fails with expected vs actual."""
+
+from __future__ import annotations
+
+import pytest
+
+from redistutor import check, set_options, trace
+from redistutor.events import EventLog
+from redistutor.exceptions import CheckFailed
+
+
+def fails(fn, *args, **kwargs) -> str:
+    with pytest.raises(CheckFailed) as info:
+        fn(*args, show=False, **kwargs)
+    return str(info.value)
+
+
+def test_key_equals(r):
+    r.set("n", 3)
+    r.hset("h", mapping={"a": 1})
+    r.rpush("l", "x", "y")
+    r.zadd("z", {"m": 2})
+    assert check.key_equals(r, "n", 3, show=False).passed
+    check.key_equals(r, "h", {"a": 1}, show=False)
+    check.key_equals(r, "l", ["x", "y"], show=False)
+    check.key_equals(r, "z", {"m": 2}, show=False)
+    assert fails(check.key_equals, r, "n", 4) == "✗ `n` equals 4\n  expected: '4'\n  actual:   '3'"
+    assert "actual:   'key does not exist'" in fails(check.key_equals, r, "missing", "x")
+    assert "actual:   ['x', 'y']" in fails(check.key_equals, r, "l", ["y", "x"])
+
+
+def test_key_equals_inside_a_server_namespace(redis_server, r):
+    r.set(redis_server.key("greeting"), "hi")
+    check.key_equals(redis_server, "greeting", "hi", show=False)
+
+
+def test_ttl_between(r):
+    r.set("s", 1, ex=30)
+    r.set("forever", 1)
+    check.ttl_between(r, "s", 1, 30, show=False)
+    assert fails(check.ttl_between, r, "forever", 1, 30).endswith("actual:   'no TTL (the key never expires)'")
+    assert fails(check.ttl_between, r, "gone", 1, 30).endswith("actual:   'key does not exist'")
+    assert "expected: '40..60 s'" in fails(check.ttl_between, r, "s", 40, 60)
+
+
+def test_type_is_and_exists(r):
+    r.sadd("s", "a")
+    check.type_is(r, "s", "set", show=False)
+    assert fails(check.type_is, r, "s", "list") == "✗ `s` is a list\n  expected: 'list'\n  actual:   'set'"
+    assert "actual:   'key does not exist'" in fails(check.type_is, r, "nope", "hash")
+    check.key_exists(r, "s", show=False)
+    check.key_exists(r, "nope", False, show=False)
+    assert "actual:   'missing'" in fails(check.key_exists, r, "nope")
+
+
+def test_max_concurrent():
+    ok, bad = EventLog(), EventLog()
+    for t, a, k in [(0, "w1", "acquire"), (1, "w1", "release"), (2, "w2", "acquire"), (3, "w2", "release")]:
+        ok.record(a, k, t=t)
+    for t, a, k in [(0, "w1", "acquire"), (1, "w2", "acquire"), (2, "w1", "release"), (3, "w2", "release")]:
+        bad.record(a, k, t=t)
+    check.max_concurrent(ok, 1, show=False)
+    assert fails(check.max_concurrent, bad, 1) == (
+        "✗ at most 1 holder at a time\n  expected: '≤ 1'\n  actual:   '2 at once (w1 & w2)'")
+    check.max_concurrent(bad, 2, show=False)
+
+
+def test_trace_checks(r):
+    with trace(r) as t:
+        r.get("k")
+        r.set("k", 1)
+    check.commands_were(t, ["get", "set"], show=False)
+    check.round_trips(t, 2, show=False)
+    assert "actual:   ['GET', 'SET']" in fails(check.commands_were, t, ["SET"])
+    assert fails(check.round_trips, t, 1) == "✗ 1 round trip\n  expected: 1\n  actual:   2"
+
+
+def test_verdict_renders_as_text_and_html(r, capsys):
+    r.set("k", "v")
+    v = check.key_equals(r, "k", "v")  # outside IPython it prints its verdict
+    assert capsys.readouterr().out == "✓ `k` equals 'v'\n"
+    with set_options(display="html"):
+        assert "✓" in v._repr_html_() and "<pre>" not in v._repr_html_()
+    with set_options(display="text"):
+        assert v._repr_html_() == "<pre>✓ `k` equals &#x27;v&#x27;</pre>"

@@ -1,0 +1,48 @@
+"""The live watcher: sees changes, renders as text, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import threading
+
+from redistutor import set_options, watch
+from redistutor.watch import CLIENT_NAME, THREAD_NAME
+
+
+def _watch_clients(r):
+    return [c for c in r.client_list() if c.get("name") == CLIENT_NAME]
+
+
+def test_watcher_sees_changes(redis_server, r):
+    with watch(redis_server, "user:*") as w:
+        r.set(redis_server.key("user:1"), 1)
+        r.hset(redis_server.key("user:2"), "a", 1)
+        r.set(redis_server.key("other"), 1)
+        assert w.wait(2)
+        assert list(w.events) == [("user:1", "set"), ("user:2", "hset")]
+        with set_options(display="text"):
+            text = repr(w)
+            assert w._repr_mimebundle_()["text/plain"] == text
+        assert text.startswith("watching 'user:*' (running, keyspace notifications on)")
+        assert "2 keys matching 'user:*'" in text and "2  user:2  hset" in text
+    assert not w.running
+
+
+def test_start_stop_50_times_leaves_no_thread_or_connection(redis_server, r):
+    before = r.config_get("notify-keyspace-events")
+    for _ in range(50):
+        w = watch(redis_server, "k:*")
+        assert w.running
+        w.stop()
+    w.stop()  # idempotent
+    assert [t for t in threading.enumerate() if t.name == THREAD_NAME] == []
+    assert _watch_clients(r) == []
+    assert r.config_get("notify-keyspace-events") == before
+
+
+def test_two_watchers_share_the_notification_setting(redis_server, r):
+    a = watch(redis_server, "a:*")
+    b = watch(redis_server, "b:*")
+    a.stop()
+    assert "K" in r.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    b.stop()
+    assert _watch_clients(r) == []
