@@ -255,7 +255,9 @@ class Cluster(LabObject):
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, KeyError):
                 pass
             if time.monotonic() > deadline:
-                raise ClusterTimeout(f"timed out after {timeout:g} s waiting for {what}")
+                dead = [n.name for n in self.nodes if not n.running]
+                why = f" (node(s) {', '.join(dead)} exited: killed from outside?)" if dead else ""
+                raise ClusterTimeout(f"timed out after {timeout:g} s waiting for {what}{why}")
             time.sleep(0.02)
 
     # -- resharding and failover --------------------------------------------------------------
