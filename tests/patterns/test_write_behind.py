@@ -1,0 +1,141 @@
+"""WriteBehind on a real Redis and SQLite: coalescing, DB failures, worker processes killed with
+kill -9 mid-batch (pattern vs the naive queue), a paused worker waking late, AOF vs no persistence."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from redistutor.db import Database, DatabaseError
+from redistutor.patterns.write_behind import NaiveQueue, Worker, WriteBehind, db_views
+from redistutor.race import PausePoint, run_in_thread
+from redistutor.server import RedisServer
+
+
+@pytest.fixture
+def db():
+    with Database() as d:
+        yield d
+
+
+def test_incr_writes_redis_only_and_marks_dirty(r, db):
+    wb = WriteBehind(r, db)
+    db.reset_counts()
+    assert [wb.incr("home") for _ in range(3)] == [1, 2, 3]
+    assert db.counts["write"] == 0
+    assert r.hgetall("views:count:home") == {"count": "3", "ver": "3"}
+    assert r.smembers("views:dirty") == {"home"} and wb.pending() == 1
+    assert db_views(db) == {}
+
+
+def test_sync_coalesces_and_copies_exact_counts(r, db):
+    wb = WriteBehind(r, db)
+    db.reset_counts()
+    for i in range(1000):
+        wb.incr(f"p{i % 5}")
+        if i % 250 == 249:
+            wb.sync_once()
+    assert db.counts["write"] == 20  # 4 syncs x 5 pages, not 1000
+    assert db_views(db) == wb.counts() == {f"p{i}": 200 for i in range(5)}
+    assert wb.pending() == 0
+
+
+def test_page_changed_during_sync_is_synced_again(r, db):
+    pause = PausePoint("after_apply")
+    wb = WriteBehind(r, db, hooks={"after_apply": pause})
+    wb.incr("a")
+    worker = run_in_thread(wb.sync_once)
+    pause.wait_reached()  # "a" = 1 is in the DB, not yet acknowledged
+    wb.incr("a")  # back into dirty
+    pause.release()
+    worker.result(timeout=5)
+    assert db_views(db) == {"a": 1} and r.smembers("views:dirty") == {"a"}
+    wb.hooks = None
+    wb.flush()
+    assert db_views(db) == {"a": 2} and wb.pending() == 0
+
+
+def test_db_failure_keeps_the_batch_for_the_next_sync(r, db):
+    wb = WriteBehind(r, db)
+    for page in "abc":
+        wb.incr(page, 5)
+    db.fail_next("write")
+    with pytest.raises(DatabaseError):
+        wb.sync_once()
+    assert wb.pending() == 3 and r.scard("views:syncing") == 3
+    wb.incr("d")  # the backlog grows while the DB is down
+    wb.flush()
+    assert db_views(db) == {"a": 5, "b": 5, "c": 5, "d": 1} and wb.stats.resumed == 1
+
+
+def test_late_worker_cannot_overwrite_newer_copy(r, db):
+    """A worker paused (not dead) after reading an old value must not win over a newer sync."""
+    wb = WriteBehind(r, db)
+    wb.incr("x")
+    old = r.hmget("views:count:x", "count", "ver")
+    wb.incr("x")
+    wb.flush()
+    sql = wb.SQL_UPSERT.format(table="page_views")
+    assert db.execute(sql, ("x", int(old[0]), int(old[1]))) == []  # refused
+    assert db_views(db) == {"x": 2}
+
+
+def _killed_mid_batch(server, r, db, prefix, naive, pause_after, batch):
+    worker = Worker(server.url, db.path, prefix, naive=naive, pause_after=pause_after, batch=batch)
+    try:
+        assert worker.wait_paused(r) == pause_after
+        assert worker.kill() == 9
+    finally:
+        worker.stop()
+    Worker(server.url, db.path, prefix, naive=naive, once=True, batch=batch).wait()
+
+
+def test_worker_killed_mid_batch_loses_and_doubles_nothing(redis_server, r, db):
+    wb = WriteBehind(r, db, prefix="wb")
+    for i in range(300):
+        wb.incr(f"page{i % 10}")
+    _killed_mid_batch(redis_server, r, db, "wb", None, pause_after=4, batch=10)
+    assert db_views(db) == wb.counts() == {f"page{i}": 30 for i in range(10)}
+    assert wb.pending() == 0
+
+
+@pytest.mark.parametrize("ack, expected_total", [("before", 300 - 30), ("after", 300 + 20)])
+def test_naive_queue_killed_mid_batch(redis_server, r, db, ack, expected_total):
+    q = NaiveQueue(r, db, prefix=f"nq{ack}", ack=ack)
+    for i in range(300):
+        q.incr(f"page{i % 10}")
+    _killed_mid_batch(redis_server, r, db, f"nq{ack}", ack, pause_after=20, batch=50)
+    total = sum(db_views(db, "naive_views").values())
+    assert total == expected_total and q.pending() == 0
+
+
+def test_naive_queue_does_not_coalesce(r, db):
+    q = NaiveQueue(r, db)
+    for _ in range(100):
+        q.incr("home")
+    db.reset_counts()
+    q.flush()
+    assert db.counts["write"] == 100 and db_views(db, "naive_views") == {"home": 100}
+
+
+@pytest.mark.parametrize("persistence, survive", [("none", False), ("aof-everysec", True)])
+def test_pending_writes_across_a_redis_crash(tmp_path, db, persistence, survive):
+    server = RedisServer(persistence=persistence, data_dir=tmp_path, modules=()).start()
+    try:
+        c = server.client(fail_fast=True)
+        wb = WriteBehind(c, db, prefix="v")
+        for i in range(200):
+            wb.incr(f"p{i % 20}")
+        if persistence != "none":  # wait until Redis has handed the AOF buffer to the OS
+            deadline = time.monotonic() + 5
+            while c.info("persistence")["aof_buffer_length"] and time.monotonic() < deadline:
+                time.sleep(0.01)
+        server.kill()
+        server.restart()
+        c = server.client(fail_fast=True)
+        wb = WriteBehind(c, db, prefix="v")
+        assert wb.pending() == (20 if survive else 0)
+        assert sum(wb.counts().values()) == (200 if survive else 0)
+    finally:
+        server.stop()
