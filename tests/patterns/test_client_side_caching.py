@@ -1,0 +1,164 @@
+"""Client-side caching on a real Redis 8: tracking, invalidation pushes, the read/invalidate race."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from redis.cache import CacheConfig
+
+from redistutor.patterns.client_side_caching import (
+    InvalidationListener,
+    TrackedCache,
+    command_calls,
+    tracking_info,
+)
+from redistutor.race import PausePoint, run_in_thread
+
+
+@pytest.fixture
+def listener(r):
+    lis = InvalidationListener(r)
+    yield lis
+    lis.close()
+
+
+@pytest.fixture
+def tracked(redis_server, listener):
+    made = []
+
+    def make(**kwargs):
+        c = TrackedCache(redis_server.client(single_connection_client=True), listener, **kwargs)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def test_redis_py_client_cache_reads_locally_and_sees_writes(redis_server, r):
+    c = redis_server.client(cache_config=CacheConfig())
+    r.set("hot", "1")
+    before = command_calls(r, "get")
+    assert {c.get("hot") for _ in range(500)} == {"1"}
+    assert command_calls(r, "get") - before == 1
+    r.set("hot", "2")  # another client writes: the server pushes an invalidation
+    assert c.get("hot") == "2"
+    assert command_calls(r, "get") - before == 2
+    c.close()
+
+
+def test_listener_needs_resp3(redis_server):
+    with pytest.raises(ValueError, match="RESP3"):
+        InvalidationListener(redis_server.client(protocol=2))
+
+
+def test_tracked_cache_hits_locally(r, tracked):
+    cache = tracked()
+    r.set("k", "v1")
+    before = command_calls(r, "get")
+    assert [cache.get("k") for _ in range(100)] == ["v1"] * 100
+    assert command_calls(r, "get") - before == 1
+    assert (cache.stats.hits, cache.stats.misses) == (99, 1)
+
+
+def test_write_invalidates_through_redirect(r, tracked, listener):
+    cache = tracked()
+    r.set("k", "v1")
+    cache.get("k")
+    n = len(listener.messages)
+    r.set("k", "v2")
+    assert listener.wait_for(n + 1)
+    assert listener.messages[-1] == ["k"] and cache.cached("k") is None
+    assert cache.get("k") == "v2"
+
+
+@pytest.mark.parametrize("placeholder, stale", [(False, True), (True, False)])
+def test_read_invalidate_race(r, tracked, listener, placeholder, stale):
+    pause = PausePoint("after_reply")
+    cache = tracked(placeholder=placeholder, hooks={"after_reply": pause})
+    r.set("user:1", "v1")
+    reader = run_in_thread(cache.get, "user:1")
+    assert pause.wait_reached() == ("user:1", "v1")
+    n = len(listener.messages)
+    r.set("user:1", "v2")
+    assert listener.wait_for(n + 1) and listener.messages[-1] == ["user:1"]
+    pause.release()
+    assert reader.result(timeout=5) == "v1"  # the reader may return what it read: that is fine
+    cache.hooks = None
+    assert (cache.cached("user:1") == "v1") is stale
+    assert cache.get("user:1") == ("v1" if stale else "v2")
+    assert cache.stats.discarded == (0 if stale else 1)
+
+
+def test_default_vs_bcast(r, redis_server):
+    default = InvalidationListener(r)
+    bcast = InvalidationListener(r)
+    try:
+        assert default.tracking("ON") == "OK"
+        assert bcast.tracking("ON", "BCAST", "PREFIX", "user:") == "OK"
+        default.command("GET", "user:1")  # default mode tracks what this connection reads
+        info = tracking_info(r)
+        assert info["tracking_total_keys"] == 1 and info["tracking_total_prefixes"] == 1
+        r.set("user:999", "x")  # never read by anyone
+        r.set("other:1", "y")
+        r.set("user:1", "z")
+        assert bcast.wait_for(2) and bcast.messages == [["user:999"], ["user:1"]]
+        assert default.wait_for(1) and default.messages == [["user:1"]]
+        default.read_pending(timeout=0.2)
+        assert default.messages == [["user:1"]]  # nothing for user:999
+    finally:
+        default.close()
+        bcast.close()
+
+
+def test_tracking_table_grows_in_default_mode_only(r):
+    default = InvalidationListener(r)
+    try:
+        default.tracking("ON")
+        for i in range(50):
+            default.command("GET", f"k:{i}")
+        assert tracking_info(r)["tracking_total_keys"] == 50
+    finally:
+        default.close()
+
+
+def test_reconnect_flushes_and_tracks_again(r, tracked, listener):
+    cache = tracked()
+    r.set("a", "1")
+    cache.get("a")
+    r.client_kill_filter(_id=cache.r.client_id())
+    assert cache.get("a") == "1"  # noticed the closed socket: flushed, read again, tracked again
+    assert cache.stats.flushes >= 1 and cache.stats.misses == 2
+    n = len(listener.messages)
+    r.set("a", "2")
+    assert listener.wait_for(n + 1)
+    assert cache.get("a") == "2"
+
+
+def test_lost_listener_flushes_and_refuses(r, tracked, listener):
+    cache = tracked()
+    r.set("a", "1")
+    cache.get("a")
+    r.client_kill_filter(_id=listener.client_id)
+    for _ in range(200):
+        if listener.broken:
+            break
+        time.sleep(0.01)
+    assert listener.broken and cache.cached("a") is None
+    with pytest.raises(redis.exceptions.ConnectionError):
+        cache.get("a")
+
+
+def test_flushall_sends_a_null_invalidation(r, redis_server, tracked, listener):
+    if redis_server.namespace:
+        pytest.skip("FLUSHALL would remove other users' keys on an attached server")
+    cache = tracked()
+    r.set("a", "1")
+    cache.get("a")
+    n = len(listener.messages)
+    r.flushall()
+    assert listener.wait_for(n + 1) and listener.messages[-1] is None
+    assert cache.cached("a") is None and cache.stats.flushes == 1
