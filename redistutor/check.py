@@ -211,14 +211,19 @@ class _VerdictFailed(CheckFailed):
         return [f"CheckFailed: {self.verdict.what} (see above)"]
 
 
-def verdict(what: str, passed: bool, expected: Any = None, actual: Any = None, *, show: bool = True) -> Verdict:
-    """Show a verdict and raise CheckFailed if it failed (the building block of every check)."""
+def verdict(what: str, passed: bool, expected: Any = None, actual: Any = None, *,
+            show: bool = True) -> Verdict | None:
+    """Show a verdict and raise CheckFailed if it failed (the building block of every check).
+
+    Returns the :class:`Verdict` only with ``show=False``: a shown verdict returned as well would
+    be displayed twice when a check is the last line of a cell.
+    """
     v = Verdict(what, bool(passed), expected, actual)
     if show:
         _display(v)
     if not v.passed:
         raise _VerdictFailed(v)
-    return v
+    return None if show else v
 
 
 def _target(target: Any, key: str):
@@ -265,7 +270,7 @@ def _normalise(expected: Any, actual: Any) -> Any:
     return s(expected)
 
 
-def key_equals(target: Any, key: str, expected: Any, *, show: bool = True) -> Verdict:
+def key_equals(target: Any, key: str, expected: Any, *, show: bool = True) -> Verdict | None:
     """``key`` holds ``expected`` (a string/number, dict for a hash, list, set, {member: score})."""
     r, full = _target(target, key)
     actual = _value(r, full)
@@ -274,7 +279,7 @@ def key_equals(target: Any, key: str, expected: Any, *, show: bool = True) -> Ve
                    "key does not exist" if actual is None else actual, show=show)
 
 
-def key_exists(target: Any, key: str, expected: bool = True, *, show: bool = True) -> Verdict:
+def key_exists(target: Any, key: str, expected: bool = True, *, show: bool = True) -> Verdict | None:
     r, full = _target(target, key)
     actual = bool(r.exists(full))
     what = f"`{key}` exists" if expected else f"`{key}` does not exist"
@@ -282,7 +287,7 @@ def key_exists(target: Any, key: str, expected: bool = True, *, show: bool = Tru
                    "exists" if actual else "missing", show=show)
 
 
-def ttl_between(target: Any, key: str, lo: float, hi: float, *, show: bool = True) -> Verdict:
+def ttl_between(target: Any, key: str, lo: float, hi: float, *, show: bool = True) -> Verdict | None:
     """``key`` exists and expires in ``lo``..``hi`` seconds (inclusive; measured with PTTL)."""
     r, full = _target(target, key)
     pttl = r.pttl(full)
@@ -292,7 +297,7 @@ def ttl_between(target: Any, key: str, lo: float, hi: float, *, show: bool = Tru
                    actual if isinstance(actual, str) else f"{actual:g} s", show=show)
 
 
-def type_is(target: Any, key: str, expected: str, *, show: bool = True) -> Verdict:
+def type_is(target: Any, key: str, expected: str, *, show: bool = True) -> Verdict | None:
     """``key`` has this type: string, hash, list, set, zset, stream, json, vectorset, bloom, ..."""
     from .keys import TYPE_NAMES
 
@@ -305,7 +310,7 @@ def type_is(target: Any, key: str, expected: str, *, show: bool = True) -> Verdi
 
 
 def max_concurrent(log: Any, limit: int = 1, *, start_kind: Any = "acquire", end_kind: Any = "release",
-                   show: bool = True) -> Verdict:
+                   show: bool = True) -> Verdict | None:
     """At most ``limit`` actors held the resource at once (spans from start_kind to end_kind)."""
     from .timeline import max_concurrent as _max, overlaps
 
@@ -317,14 +322,14 @@ def max_concurrent(log: Any, limit: int = 1, *, start_kind: Any = "acquire", end
     return verdict(what, True, f"≤ {limit}", actual, show=show)
 
 
-def commands_were(t: Any, expected: list[str], *, thread: str | None = None, show: bool = True) -> Verdict:
+def commands_were(t: Any, expected: list[str], *, thread: str | None = None, show: bool = True) -> Verdict | None:
     """The traced commands (names, in order) were exactly ``expected``, e.g. ["GET", "SET"]."""
     actual = t.names(thread=thread)
     want = [n.upper() for n in expected]
     return verdict(f"commands sent: {' then '.join(want) or 'none'}", actual == want, want, actual, show=show)
 
 
-def round_trips(t: Any, expected: int, *, show: bool = True) -> Verdict:
+def round_trips(t: Any, expected: int, *, show: bool = True) -> Verdict | None:
     """The traced block used exactly ``expected`` round trips (a pipeline counts as one)."""
     return verdict(f"{expected} round trip{'s' * (expected != 1)}", t.round_trips == expected,
                    expected, t.round_trips, show=show)

@@ -215,7 +215,8 @@ def snapshot(target: Any, pattern: str = "*", *, namespace: str | None = None) -
     full = scan_sorted(r, ns + pattern)
     now = server_time_ms(r)
     rows = [info(r, k, ns, _pre) for k, _pre in zip(full, _prefetch(r, full))]
-    return Snapshot(pattern, ns, now, tuple(rows))
+    # A key can vanish between SCAN and the reads (another client, an expiry): leave it out.
+    return Snapshot(pattern, ns, now, tuple(row for row in rows if row is not None))
 
 
 def _prefetch(r: redis.Redis, keys: list[str]) -> list[list[Any]]:
@@ -243,9 +244,11 @@ def info(r: redis.Redis, key: str, namespace: str = "", pre: list[Any] | None = 
     if rtype in (None, "none"):
         return None
     kind = TYPE_NAMES.get(rtype, rtype)
-    if kind == "string" and r.getrange(key, 0, 3) == "HYLL":
+    if kind == "string" and r.execute_command("GETRANGE", key, 0, 3, NEVER_DECODE=True) == b"HYLL":
         kind = "hyperloglog"
     try:
+        if kind == "string" and get_text(r, key) is None:
+            return None  # expired or deleted since the prefetch
         preview = shorten(preview_of(r, key, kind))
     except redis.exceptions.RedisError as exc:  # e.g. a module command missing in attach mode
         preview = f"({type(exc).__name__})"
@@ -258,6 +261,12 @@ def info(r: redis.Redis, key: str, namespace: str = "", pre: list[Any] | None = 
     )
 
 
+def get_text(r: redis.Redis, key: str) -> str | None:
+    """GET that survives binary values (bitmaps): undecodable bytes are shown as \\x escapes."""
+    raw = r.execute_command("GET", key, NEVER_DECODE=True)
+    return None if raw is None else raw.decode("utf-8", "backslashreplace")
+
+
 def _join(items: Iterable[str], total: int, shown: int) -> str:
     body = ", ".join(items)
     return body + (", …" if total > shown else "")
@@ -267,7 +276,7 @@ def preview_of(r: redis.Redis, key: str, kind: str) -> str:
     """A one-line summary of a value, deterministic (sorted where Redis has no order)."""
     n = 5
     if kind == "string":
-        return fmt_value(r.get(key))
+        return fmt_value(get_text(r, key))
     if kind == "hash":
         total = r.hlen(key)
         fields = sorted(r.hgetall(key).items())[:n] if total <= 200 else []

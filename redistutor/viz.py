@@ -21,8 +21,8 @@ import redis
 
 from . import _html as H
 from .keys import (
-    KeyInfo, Snapshot, TYPE_NAMES, _num, fmt_bytes, fmt_idle, fmt_ttl, fmt_value, has_glob,
-    info as key_info, resolve, shorten, snapshot, strip,
+    KeyInfo, Snapshot, _num, fmt_bytes, fmt_idle, fmt_ttl, fmt_value, get_text, has_glob,
+    info as key_info, resolve, snapshot,
 )
 
 __all__ = [
@@ -666,7 +666,7 @@ def view(target: Any, key: str, *, kind: str | None = None, namespace: str | Non
     kind = kind or meta.type
     kw = {"ttl_ms": meta.ttl_ms}
     if kind == "string":
-        return StringView(key, _decode(r.get(full)), encoding=meta.encoding, **kw)
+        return StringView(key, get_text(r, full) or "", encoding=meta.encoding, **kw)
     if kind == "bitmap":
         raw = r.execute_command("GET", full, NEVER_DECODE=True) or b""
         return BitmapView(key, raw, **kw)

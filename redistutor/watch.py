@@ -174,8 +174,10 @@ class Watcher(H.Renderable):
             if dirty and time.monotonic() - last >= self.min_interval:
                 try:
                     self.refresh()
-                except redis.exceptions.RedisError:
-                    break
+                except redis.exceptions.ConnectionError:
+                    break  # the server is gone: stop quietly
+                except Exception as exc:  # keep watching; say what went wrong in the view
+                    self.note = f"last refresh failed: {type(exc).__name__}: {exc}"
                 dirty, last = False, time.monotonic()
 
     def refresh(self):

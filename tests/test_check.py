@@ -77,8 +77,9 @@ def test_trace_checks(r):
 
 def test_verdict_renders_as_text_and_html(r, capsys):
     r.set("k", "v")
-    v = check.key_equals(r, "k", "v")  # outside IPython it prints its verdict
+    assert check.key_equals(r, "k", "v") is None  # outside IPython it prints its verdict
     assert capsys.readouterr().out == "✓ `k` equals 'v'\n"
+    v = check.key_equals(r, "k", "v", show=False)
     with set_options(display="html"):
         assert "✓" in v._repr_html_() and "<pre>" not in v._repr_html_()
     with set_options(display="text"):
