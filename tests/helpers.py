@@ -13,12 +13,13 @@ import pytest
 
 
 def redistutor_servers() -> set[int]:
-    """PIDs of live redis-server processes started by redistutor (argv names its temp dir)."""
+    """PIDs of live redis-server processes that this test process started (its descendants;
+    other test workers on the same machine have their own)."""
     out = set()
-    for p in psutil.process_iter(["cmdline", "status"]):
+    for p in psutil.Process().children(recursive=True):
         try:
-            cmd = " ".join(p.info["cmdline"] or [])
-            if "redis-server" in cmd and "redistutor-" in cmd and p.info["status"] != psutil.STATUS_ZOMBIE:
+            cmd = " ".join(p.cmdline())
+            if "redis-server" in cmd and "redistutor-" in cmd and p.status() != psutil.STATUS_ZOMBIE:
                 out.add(p.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

@@ -154,7 +154,7 @@ def test_no_binary_and_no_docker(monkeypatch, tmp_path):
         start_server("nothing", quiet=True)
     msg = one_sentence(info.value)
     assert "No Redis 8 server was found" in msg and "no Docker engine answers" in msg
-    assert "REDIS_URL" in msg and "python -m redistutor.provision" in msg
+    assert "REDIS_URL" in msg and "python -m redistutor provision" in msg
 
 
 def test_port_taken():
