@@ -130,6 +130,12 @@ def fmt_value(v: Any) -> str:
     s = str(v)
     if re.fullmatch(r"-?\d+(\.\d+)?", s):
         return s
+    if s[:1] in "{[":  # a JSON document stored as a string: show it as JSON, not escaped
+        try:
+            json.loads(s)
+            return s
+        except ValueError:
+            pass
     return json.dumps(s, ensure_ascii=False)
 
 
