@@ -195,3 +195,27 @@ def test_attached_server_capabilities_are_probed():
             assert server.capabilities.backend == "attached"
         finally:
             server.stop()
+
+
+def test_backend_choice(monkeypatch):
+    from redistutor.server import _choose_backend
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("REDISTUTOR_BACKEND", raising=False)
+    # A local Redis 8 exists here, so it wins over Docker (milliseconds instead of seconds).
+    assert _choose_backend(None) == "local"
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1")
+    assert _choose_backend(None) == "attach"
+    assert _choose_backend("local") == "local"
+
+
+def test_docker_backend_without_engine_says_how_to_fix(monkeypatch):
+    from redistutor.exceptions import NoServerError
+    from redistutor.server import docker_available
+
+    if docker_available():
+        pytest.skip("a Docker engine answers on this machine")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(NoServerError) as info:
+        start_server("docker", backend="docker", quiet=True)
+    assert "REDISTUTOR_BACKEND=local" in info.value.message
