@@ -692,7 +692,10 @@ class DockerServer(BaseServer):
 
     def start(self) -> "DockerServer":
         try:
-            from testcontainers.redis import RedisContainer  # noqa: PLC0415
+            try:
+                from testcontainers.community.redis import RedisContainer  # noqa: PLC0415
+            except ImportError:  # testcontainers < 4.10
+                from testcontainers.redis import RedisContainer  # noqa: PLC0415
         except ImportError as exc:
             raise NoServerError(f"testcontainers is not installed ({exc}): pip install testcontainers.") from None
         try:
