@@ -262,11 +262,12 @@ class Worker:
         pause_after: after this many applied rows, mark ``<prefix>:worker:paused`` in Redis and
             stop there (until killed): a deterministic "mid-batch" point.
         once: exit when nothing is pending (else poll every ``interval`` seconds).
+        table: the DB table (default: the class's own default table).
     """
 
     def __init__(self, url: str, db_path: str | os.PathLike, prefix: str, *, naive: str | None = None,
                  pause_after: int | None = None, batch: int = 100, once: bool = False,
-                 interval: float = 0.05, write_latency: float = 0.0) -> None:
+                 interval: float = 0.05, write_latency: float = 0.0, table: str | None = None) -> None:
         self.prefix = prefix
         self.paused_key = f"{prefix}:worker:paused"
         argv = [sys.executable, "-m", __name__, "--db", str(db_path), "--prefix", prefix,
@@ -274,6 +275,8 @@ class Worker:
                 "--write-latency", str(write_latency)]
         if naive:
             argv += ["--naive", naive]
+        if table:
+            argv += ["--table", table]
         if pause_after is not None:
             argv += ["--pause-after", str(pause_after)]
         if once:
@@ -341,6 +344,7 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=0.05)
     ap.add_argument("--write-latency", type=float, default=0.0)
     ap.add_argument("--once", action="store_true")
+    ap.add_argument("--table")
     args = ap.parse_args(argv)
 
     r = redis.Redis.from_url(os.environ[WORKER_URL_ENV], decode_responses=True, protocol=3)
@@ -356,10 +360,11 @@ def _main(argv: list[str] | None = None) -> int:
                 time.sleep(3600)
 
     hooks = {"after_apply": after_apply}
+    table = {"table": args.table} if args.table else {}
     if args.naive:
-        sync = NaiveQueue(r, db, prefix=args.prefix, ack=args.naive, hooks=hooks)
+        sync = NaiveQueue(r, db, prefix=args.prefix, ack=args.naive, hooks=hooks, **table)
     else:
-        sync = WriteBehind(r, db, prefix=args.prefix, hooks=hooks)
+        sync = WriteBehind(r, db, prefix=args.prefix, hooks=hooks, **table)
     while True:
         n = sync.sync_once(args.batch)
         if n == 0:

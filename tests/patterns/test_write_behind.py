@@ -139,3 +139,15 @@ def test_pending_writes_across_a_redis_crash(tmp_path, db, persistence, survive)
         assert sum(wb.counts().values()) == (200 if survive else 0)
     finally:
         server.stop()
+
+
+def test_after_redis_loses_its_data_smaller_counts_are_refused(r, db):
+    """The notebook's note: counters restarted from 0 cannot overwrite the DB's totals."""
+    wb = WriteBehind(r, db)
+    for _ in range(5):
+        wb.incr("home")
+    wb.flush()
+    r.flushdb()  # Redis restarted without persistence
+    wb.incr("home")
+    wb.flush()
+    assert db_views(db) == {"home": 5} and wb.get("home") == 1 and wb.stats.skipped == 1
