@@ -1,0 +1,319 @@
+"""Distributed locking on one Redis: ``SET key token NX PX ttl``, token-checked release, a
+watchdog that extends the lock, and fencing tokens for the resource the lock protects.
+
+Why the token (the unsafe ``DEL``)::
+
+    time 0.0  A: SET lock A NX PX 200 -> OK        A starts a job that takes 300 ms
+    time 0.2  the key expires (A is still working)
+    time 0.2  B: SET lock B NX PX 200 -> OK        B starts working
+    time 0.3  A: DEL lock                          <- deletes B's lock
+    time 0.3  C: SET lock C NX PX 200 -> OK        B and C now both "hold" the lock
+
+Releasing through a Lua script that deletes the key only if it still holds *our* token makes A's
+late release a no-op (it returns 0), so B keeps its lock. A still overran its lock, though: a
+watchdog (:class:`Watchdog`) that extends the TTL while the job runs prevents that, and nothing
+on the client side can prevent a process that is *paused* (GC, SIGSTOP, a swapped-out VM) past
+its TTL from acting late. Only the resource can: every acquisition also gets a fencing token
+(an ``INCR`` counter), and the resource (:class:`FencedResource`) refuses writes carrying a token
+lower than the highest it has seen.
+
+Notebook: notebooks/07-distributed-locking.ipynb
+Redis: https://redis.io/docs/latest/develop/use/patterns/distributed-locks/
+(SET: https://redis.io/commands/set, EVAL: https://redis.io/commands/eval)
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import redis
+
+from ..db import Database
+from ..race import call_hook
+
+RELEASES = ("lua", "del")
+
+
+@dataclass
+class Lease:
+    """One acquisition of a lock: what the holder needs to release, extend, and fence."""
+
+    key: str
+    token: str  # random, unique to this acquisition (never the worker's name: names repeat)
+    fence: int  # strictly increasing across acquisitions: hand it to the protected resource
+    ttl_ms: int
+    acquired_at: float = field(default_factory=time.monotonic)
+
+
+class Lock:
+    """A named lock on one Redis, taken with ``SET NX PX`` and a random token.
+
+    Example::
+
+        lock = Lock(r, "report", prefix=server.key("lock"), ttl_ms=10_000)
+        lease = lock.acquire(timeout=5)
+        try:
+            ...  # the critical section; pass lease.fence to whatever you write
+        finally:
+            lock.release(lease)
+
+    Args:
+        r: a redis-py client (``decode_responses=True``).
+        name: what is locked; the key is ``<prefix>:<name>`` and the fencing counter
+            ``<prefix>:<name>:fence``.
+        prefix: key prefix, e.g. ``server.key("lock")``.
+        ttl_ms: how long the lock lives if its holder never releases it (crash, pause).
+        release: "lua" (token-checked, the pattern) or "del" (plain DEL: the bug, for the lesson).
+        retry_delay: a blocking acquire sleeps a random time in this range (seconds) between
+            attempts, so waiters do not retry in lockstep.
+        hooks: pause points for race labs: "before_release" (lease), called just before the
+            release command is sent.
+    """
+
+    # KEYS[1] = lock key, KEYS[2] = fencing counter
+    # ARGV[1] = random token of this acquisition, ARGV[2] = TTL in milliseconds
+    # Returns the new fencing token (an integer, INCR of KEYS[2]) if the lock was free and is now
+    # ours; false (nil) if someone holds it. One script, so a fence is never handed out for a
+    # lock we did not get, and never missing for one we did.
+    LUA_ACQUIRE = """
+    if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+      return redis.call('INCR', KEYS[2])
+    end
+    return false
+    """
+
+    # KEYS[1] = lock key, ARGV[1] = our token
+    # Returns 1 if the key held our token and was deleted, 0 if it was not (or no longer) ours:
+    # expired, or already re-acquired by someone else, whose lock must survive.
+    LUA_RELEASE = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then
+      return redis.call('DEL', KEYS[1])
+    end
+    return 0
+    """
+
+    # KEYS[1] = lock key, ARGV[1] = our token, ARGV[2] = new TTL in milliseconds
+    # Returns 1 if the key held our token and its TTL was reset, 0 otherwise (we lost the lock:
+    # it expired, or another client holds it now; never resurrect or extend someone else's).
+    LUA_EXTEND = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then
+      return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    end
+    return 0
+    """
+
+    def __init__(self, r: redis.Redis, name: str, *, prefix: str = "lock", ttl_ms: int = 10_000,
+                 release: str = "lua", retry_delay: tuple[float, float] = (0.005, 0.02),
+                 hooks: dict[str, Callable[..., Any]] | None = None) -> None:
+        if release not in RELEASES:
+            raise ValueError(f"release must be one of {RELEASES}, got {release!r}")
+        if ttl_ms <= 0:
+            raise ValueError("ttl_ms must be positive: a lock without expiry outlives a crashed holder")
+        self.r = r
+        self.name = name
+        self.prefix = prefix
+        self.ttl_ms = int(ttl_ms)
+        self.release_mode = release
+        self.retry_delay = retry_delay
+        self.hooks = hooks
+        self._acquire = r.register_script(self.LUA_ACQUIRE)
+        self._release = r.register_script(self.LUA_RELEASE)
+        self._extend = r.register_script(self.LUA_EXTEND)
+
+    @property
+    def key(self) -> str:
+        return f"{self.prefix}:{self.name}"
+
+    @property
+    def fence_key(self) -> str:
+        return f"{self.prefix}:{self.name}:fence"
+
+    @staticmethod
+    def new_token() -> str:
+        """128 random bits from the OS: unique per acquisition, unguessable by other clients."""
+        return secrets.token_hex(16)
+
+    def try_acquire(self, token: str | None = None) -> Lease | None:
+        """One attempt: the lock's lease if it was free, else None."""
+        token = token or self.new_token()
+        fence = self._acquire(keys=[self.key, self.fence_key], args=[token, self.ttl_ms])
+        if fence is None:
+            return None
+        return Lease(self.key, token, int(fence), self.ttl_ms)
+
+    def acquire(self, *, blocking: bool = True, timeout: float | None = None) -> Lease | None:
+        """Take the lock, retrying with jittered sleeps until ``timeout`` (None: forever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            lease = self.try_acquire()
+            if lease is not None or not blocking:
+                return lease
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(random.uniform(*self.retry_delay))
+
+    def release(self, lease: Lease) -> bool:
+        """Give the lock back; True if it was still ours (False: it had expired or moved on)."""
+        call_hook(self.hooks, "before_release", lease)
+        if self.release_mode == "del":
+            return bool(self.r.delete(lease.key))  # the bug: deletes whoever holds it now
+        return bool(self._release(keys=[lease.key], args=[lease.token]))
+
+    def extend(self, lease: Lease, ttl_ms: int | None = None) -> bool:
+        """Reset the TTL to ``ttl_ms`` (default: the lock's) if we still hold it."""
+        return bool(self._extend(keys=[lease.key], args=[lease.token, ttl_ms or lease.ttl_ms]))
+
+    def holder(self) -> str | None:
+        """The token currently stored in the lock key (None: free)."""
+        return self.r.get(self.key)
+
+    @contextmanager
+    def held(self, *, timeout: float | None = None, watchdog: bool = True) -> Iterator[Lease]:
+        """``with lock.held() as lease:``: acquire, keep it alive with a watchdog, release."""
+        lease = self.acquire(timeout=timeout)
+        if lease is None:
+            raise TimeoutError(f"could not acquire {self.key!r} within {timeout} s")
+        dog = Watchdog(self, lease).start() if watchdog else None
+        try:
+            yield lease
+        finally:
+            if dog is not None:
+                dog.stop()
+            self.release(lease)
+
+
+class Watchdog:
+    """Extends a held lock every ``ttl/3`` until stopped, so a long job never outlives its TTL.
+
+    If an extension finds the lock is no longer ours (it expired, e.g. the process was paused
+    longer than the TTL), :attr:`lost` is set and the watchdog stops: the job should check it
+    and abort before writing. The TTL stays short, so a *crashed* holder still frees the lock
+    quickly: only a live process keeps extending it.
+    """
+
+    def __init__(self, lock: Lock, lease: Lease, *, interval: float | None = None) -> None:
+        self.lock = lock
+        self.lease = lease
+        self.interval = interval if interval is not None else lease.ttl_ms / 3000
+        self.renewals = 0
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Watchdog":
+        self._thread = threading.Thread(target=self._run, name=f"watchdog-{self.lock.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                ok = self.lock.extend(self.lease)
+            except redis.RedisError:
+                ok = False
+            if not ok:
+                self.lost.set()
+                return
+            self.renewals += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+class FencedResource:
+    """A row in SQLite that only accepts writes carrying a fencing token >= the highest seen.
+
+    This is the protected resource, outside Redis: Redis hands out the tokens (:class:`Lock`), the
+    database enforces them, in the same statement as the write (an ``UPSERT ... WHERE``), so
+    there is no check-then-write window. Equal tokens are accepted: one holder may write twice.
+
+    Args:
+        db: the :class:`~redistutor.db.Database` (its file can be opened by worker processes too).
+        table: table name (created if missing).
+    """
+
+    def __init__(self, db: Database, table: str = "fenced_resource") -> None:
+        self.db = db
+        self.table = table
+        db.execute(f"CREATE TABLE IF NOT EXISTS {table} (name TEXT PRIMARY KEY, value TEXT NOT NULL,"
+                   " fence INTEGER NOT NULL)")
+
+    def write(self, name: str, value: str, fence: int) -> bool:
+        """Store ``value`` if ``fence`` is at least the highest token seen; True if stored."""
+        rows = self.db.execute(
+            f"INSERT INTO {self.table} (name, value, fence) VALUES (?, ?, ?) "
+            f"ON CONFLICT(name) DO UPDATE SET value = excluded.value, fence = excluded.fence "
+            f"WHERE excluded.fence >= {self.table}.fence RETURNING fence",
+            (name, value, int(fence)),
+        )
+        return bool(rows)
+
+    def write_unfenced(self, name: str, value: str, fence: int = 0) -> bool:
+        """The naive write: last writer wins, whatever its token (for the lesson)."""
+        self.db.execute(
+            f"INSERT INTO {self.table} (name, value, fence) VALUES (?, ?, ?) "
+            f"ON CONFLICT(name) DO UPDATE SET value = excluded.value, fence = excluded.fence",
+            (name, value, int(fence)),
+        )
+        return True
+
+    def read(self, name: str) -> tuple[str, int] | None:
+        rows = self.db.execute(f"SELECT value, fence FROM {self.table} WHERE name = ?", (name,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+
+# -- worker processes for the lab (lab.Workers): importable, module-level ----------------------
+
+
+def holding_worker(ctx: Any, name: str, prefix: str, ttl_ms: int, *, hold: float = 60.0) -> None:
+    """Take the lock, record "acquire" (detail: fence and token), then hold it for ``hold`` s.
+
+    The lab kills this process with SIGKILL while it holds the lock: it never releases.
+    """
+    lock = Lock(ctx.client(0), name, prefix=prefix, ttl_ms=ttl_ms)
+    lease = lock.acquire(timeout=30)
+    if lease is None:
+        ctx.record("give-up", lock.key)
+        return
+    ctx.record("acquire", f"fence {lease.fence} token {lease.token}")
+    time.sleep(hold)
+    released = lock.release(lease)
+    ctx.record("release", "released" if released else "lock was no longer ours")
+
+
+def fenced_writer_worker(ctx: Any, name: str, prefix: str, ttl_ms: int, db_path: str, gate: str,
+                         value: str, *, fenced: bool = True, table: str = "fenced_resource") -> None:
+    """Take the lock, wait for ``gate`` to be set (the job's input), write to the resource.
+
+    Records "acquire" (detail ``fence N``), then "write" (detail "accepted"/"rejected"), then
+    "release". The lab pauses this process (SIGSTOP) while it holds the lock and lets the lock
+    expire before it resumes, so its write arrives late, carrying an old fencing token.
+    """
+    r = ctx.client(0)
+    db = Database(path=db_path)
+    try:
+        resource = FencedResource(db, table)
+        lock = Lock(r, name, prefix=prefix, ttl_ms=ttl_ms)
+        lease = lock.acquire(timeout=30)
+        if lease is None:
+            ctx.record("give-up", lock.key)
+            return
+        ctx.record("acquire", f"fence {lease.fence}")
+        give_up = time.monotonic() + 60
+        while not r.exists(gate) and time.monotonic() < give_up:
+            time.sleep(0.01)  # plain polling: survives SIGSTOP/SIGCONT without socket timeouts
+        ok = (resource.write if fenced else resource.write_unfenced)(name, value, lease.fence)
+        ctx.record("write", f"{value} fence {lease.fence} {'accepted' if ok else 'rejected'}")
+        released = lock.release(lease)
+        ctx.record("release", "released" if released else "lock was no longer ours")
+    finally:
+        db.close()
+

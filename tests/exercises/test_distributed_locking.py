@@ -1,0 +1,120 @@
+"""Self-tests of the distributed-locking exercise checkers: the reference passes, known-wrong
+answers fail with the message that explains them."""
+
+from __future__ import annotations
+
+import pytest
+
+from redistutor.check import CORRECT, INCORRECT, NOT_ATTEMPTED
+from redistutor.db import Database
+from redistutor.exercises import distributed_locking as ex
+
+
+@pytest.fixture
+def db():
+    with Database() as d:
+        yield d
+
+
+# -- exercise 1: token-checked release ------------------------------------------------------------
+
+
+def test_release_reference_passes(r):
+    assert ex.safe_release(r).evaluate(ex.release).outcome == CORRECT
+
+
+def test_release_starter_is_not_attempted(r):
+    def starter(r, key, token):
+        raise NotImplementedError
+
+    assert ex.safe_release(r).evaluate(starter).outcome == NOT_ATTEMPTED
+
+
+def test_release_plain_del_fails(r):
+    def plain_del(r, key, token):
+        return bool(r.delete(key))
+
+    res = ex.safe_release(r).evaluate(plain_del)
+    assert res.outcome == INCORRECT and "must not delete someone else's lock" in res.message
+
+
+def test_release_get_then_del_fails_on_the_injected_race(r):
+    def get_then_del(r, key, token):
+        if r.get(key) == token:
+            return bool(r.delete(key))
+        return False
+
+    res = ex.safe_release(r).evaluate(get_then_del)
+    assert res.outcome == INCORRECT and "one atomic step" in res.message
+
+
+def test_release_that_never_deletes_fails(r):
+    def noop(r, key, token):
+        return r.get(key) == token
+
+    res = ex.safe_release(r).evaluate(noop)
+    assert res.outcome == INCORRECT and "deletes the key" in res.message
+
+
+def test_release_leaves_no_keys(r):
+    ex.safe_release(r, prefix="t1").evaluate(ex.release)
+    assert r.keys("t1:*") == []
+
+
+# -- exercise 2: fenced write ---------------------------------------------------------------------
+
+
+def test_fenced_write_reference_passes(db):
+    assert ex.fenced_write_exercise(db).evaluate(ex.fenced_write).outcome == CORRECT
+
+
+def test_fenced_write_starter_is_not_attempted(db):
+    def starter(db, name, value, fence):
+        raise NotImplementedError
+
+    assert ex.fenced_write_exercise(db).evaluate(starter).outcome == NOT_ATTEMPTED
+
+
+def test_unfenced_write_fails(db):
+    def last_writer_wins(db, name, value, fence):
+        db.execute("INSERT INTO fenced (name, value, fence) VALUES (?, ?, ?) ON CONFLICT(name) "
+                   "DO UPDATE SET value = excluded.value, fence = excluded.fence", (name, value, fence))
+        return True
+
+    res = ex.fenced_write_exercise(db).evaluate(last_writer_wins)
+    assert res.outcome == INCORRECT and "fence 4 < 5" in res.message
+
+
+def test_check_then_write_fails_on_the_injected_race(db):
+    def check_then_write(db, name, value, fence):
+        rows = db.execute("SELECT fence FROM fenced WHERE name = ?", (name,))
+        if rows and rows[0][0] > fence:
+            return False
+        db.execute("INSERT INTO fenced (name, value, fence) VALUES (?, ?, ?) ON CONFLICT(name) "
+                   "DO UPDATE SET value = excluded.value, fence = excluded.fence", (name, value, fence))
+        return True
+
+    res = ex.fenced_write_exercise(db).evaluate(check_then_write)
+    assert res.outcome == INCORRECT and "one statement" in res.message
+
+
+def test_strictly_greater_rejects_the_same_holder(db):
+    def strict(db, name, value, fence):
+        return bool(db.execute(
+            "INSERT INTO fenced (name, value, fence) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+            "value = excluded.value, fence = excluded.fence WHERE excluded.fence > fenced.fence "
+            "RETURNING fence", (name, value, fence)))
+
+    res = ex.fenced_write_exercise(db).evaluate(strict)
+    assert res.outcome == INCORRECT and "equal fence is accepted" in res.message
+
+
+def test_fence_not_stored_fails(db):
+    def value_only(db, name, value, fence):
+        return bool(db.execute(
+            "INSERT INTO fenced (name, value, fence) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+            "value = excluded.value WHERE excluded.fence >= fenced.fence RETURNING fence",
+            (name, value, fence)))
+
+    res = ex.fenced_write_exercise(db).evaluate(value_only)
+    assert res.outcome == INCORRECT and "records fence 5" in res.message
