@@ -481,7 +481,8 @@ class RedisServer(BaseServer):
             try:
                 c = redis.Redis(host=self.host, port=self._port, password=self._password,
                                 socket_timeout=1, socket_connect_timeout=0.5, retry=fail_fast_retry())
-                c.shutdown(nosave=self.persistence == "none")
+                # NOW: do not wait for replicas to catch up (a lab primary would stall ~1 s).
+                c.shutdown(nosave=self.persistence == "none", now=True)
             except Exception:
                 pass  # SHUTDOWN closes the connection on success; any error falls through to kill
             try:
