@@ -58,8 +58,11 @@ class PausePoint:
         self._go.set()
 
 
-def run_in_thread(fn: Callable[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> Future:
-    """Run ``fn`` in a new daemon thread; the returned Future gives its result or exception."""
+def run_in_thread(fn: Callable[..., Any], *args: Any, thread_name: str | None = None, **kwargs: Any) -> Future:
+    """Run ``fn(*args, **kwargs)`` in a new daemon thread; the Future gives its result or exception.
+
+    ``thread_name`` names the thread (race timelines show it); every other keyword goes to ``fn``.
+    """
     fut: Future = Future()
 
     def target() -> None:
@@ -70,7 +73,7 @@ def run_in_thread(fn: Callable[..., Any], *args: Any, name: str | None = None, *
         except BaseException as exc:  # handed to the caller through the future
             fut.set_exception(exc)
 
-    threading.Thread(target=target, name=name or getattr(fn, "__name__", "worker"), daemon=True).start()
+    threading.Thread(target=target, name=thread_name or getattr(fn, "__name__", "worker"), daemon=True).start()
     return fut
 
 

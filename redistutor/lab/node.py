@@ -219,7 +219,7 @@ class Node(LabObject):
             finally:
                 c.close()
 
-        return run_in_thread(sleep, name=f"debug-sleep-{self.name}")
+        return run_in_thread(sleep, thread_name=f"debug-sleep-{self.name}")
 
     def latency(self, delay_ms: float) -> LatencyProxy:
         """Put a :class:`LatencyProxy` in front of this node; connect through ``proxy.port``."""

@@ -74,7 +74,7 @@ def test_two_writers_race(r, db, versioned, stale):
     pause = PausePoint("after_db_write")
     a = WriteThrough(r, db, versioned=versioned, hooks={"after_db_write": pause})
     b = WriteThrough(r, db, versioned=versioned)
-    writer_a = run_in_thread(lambda: a.write(5, name="A"))  # run_in_thread takes name= itself
+    writer_a = run_in_thread(a.write, 5, name="A")
     (row_a,) = pause.wait_reached()
     row_b = b.write(5, name="B")
     pause.release()
