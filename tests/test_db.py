@@ -44,9 +44,3 @@ def test_latency_is_slept_outside_the_lock_so_queries_overlap():
             t.join()
         assert db.peak_in_flight >= 2 and db.counts["read"] == 4
 
-
-def test_run_in_thread_passes_every_keyword_to_the_function():
-    from redistutor.race import run_in_thread
-
-    fut = run_in_thread(lambda **kw: kw, name="A", thread_name="writer-a")
-    assert fut.result(timeout=5) == {"name": "A"}
