@@ -1,0 +1,237 @@
+"""Cross-shard consistency on two real, independent redis-servers (a lab Fleet) and SQLite."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+import redis
+
+from redistutor import lab
+from redistutor.db import Database
+from redistutor.patterns.cross_shard_consistency import (
+    InjectedFault,
+    MarkedSplit,
+    NaiveSplit,
+    SourceOfTruth,
+    Stamp,
+    StampedSplit,
+    decode,
+    encode,
+    pair_table,
+    verdict,
+)
+from redistutor.race import PausePoint, run_in_thread
+
+FREE = {"profile": {"plan": "free"}, "settings": {"plan": "free", "max_projects": 3}}
+PRO = {"profile": {"plan": "pro"}, "settings": {"plan": "pro", "max_projects": 50}}
+
+
+def fail(entity, part):
+    raise InjectedFault(entity)
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    f = lab.Fleet(names=["a", "b"], persistence="aof-everysec").start()
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def shards(fleet):
+    for node in fleet:
+        if not node.running:
+            node.restart()
+        node.r.flushall()
+    yield {"profile": fleet["a"].r, "settings": fleet["b"].r}
+
+
+@pytest.fixture
+def truth():
+    with Database() as db:
+        yield SourceOfTruth(db)
+
+
+def test_encode_decode_round_trip_and_digit_only_tokens():
+    assert decode(encode(Stamp("ab12"), {"x": "a|b"})) == (Stamp("ab12"), {"x": "a|b"})
+    assert decode(encode(Stamp("1234567890123456"), {"x": 1})) == (Stamp("1234567890123456"), {"x": 1})
+    assert decode(encode(Stamp("1234", 7), {"x": 1})) == (Stamp("1234", 7), {"x": 1})
+    assert decode(None) == (None, None)
+
+
+def test_verdict():
+    s, t = Stamp("a"), Stamp("b")
+    assert verdict({"p": s, "q": s}) == "ok"
+    assert verdict({"p": s, "q": t}) == "torn"
+    assert verdict({"p": s, "q": None}) == "torn"
+    assert verdict({"p": None, "q": None}) == "missing"
+
+
+def test_naive_split_serves_a_torn_pair(shards, truth):
+    naive = NaiveSplit(shards, truth=truth)
+    naive.write(1, FREE)
+    naive.hooks = {"between_sets": fail}
+    with pytest.raises(InjectedFault):
+        naive.write(1, PRO)
+    assert naive.read(1) == {"profile": PRO["profile"], "settings": FREE["settings"]}
+
+
+def test_stamped_detects_a_kill_between_sets_and_repair_rolls_forward(fleet, shards, truth):
+    s = StampedSplit(shards, truth=truth, hooks=None)
+    first = s.write(1, FREE)
+    assert shards["profile"].get("acct:1:profile").startswith(first.token + "|")
+    s.hooks = {"between_sets": lambda e, p: fleet["b"].kill()}
+    with pytest.raises(redis.ConnectionError):
+        s.write(1, PRO)
+    fleet["b"].restart()  # the AOF brings back the old settings
+    s.hooks = None
+    torn = s.read(1)
+    assert torn.status == "torn" and torn.parts == {"profile": PRO["profile"], "settings": FREE["settings"]}
+    s.repair(1)
+    fixed = s.read(1)
+    assert fixed.ok and fixed.parts == PRO == truth.load(1)[0]
+    assert "torn" not in pair_table([fixed]) and "✗ torn" in pair_table([torn])
+
+
+def test_detection_is_exact_over_1000_writes(shards, truth):
+    rng = random.Random(11)
+    tear = set(rng.sample(range(1, 1001), 100))
+    phase = {"upgrade": False}
+
+    def maybe(entity, part):
+        if phase["upgrade"] and entity in tear:
+            raise InjectedFault(entity)
+
+    s = StampedSplit(shards, truth=truth, hooks={"between_sets": maybe})
+    for e in range(1, 1001):
+        s.write(e, FREE)
+    assert s.audit(range(1, 1001)) == []
+    phase["upgrade"] = True
+    injected = set()
+    for e in range(1, 1001):
+        try:
+            s.write(e, PRO)
+        except InjectedFault:
+            injected.add(e)
+    assert injected == tear
+    assert set(s.audit(range(1, 1001), batch=128)) == injected
+    # single reads agree with the batched audit
+    assert {e for e in range(1, 1001) if s.read(e).status == "torn"} == injected
+    for e in injected:
+        s.repair(e)
+    assert s.audit(range(1, 1001)) == []
+    assert all(s.read(e).parts == PRO for e in range(1, 1001))
+
+
+def test_repair_at_once_during_an_in_flight_write_leaves_a_false_tear(shards, truth):
+    s = StampedSplit(shards, truth=truth)
+    s.write(7, FREE)
+    pause = PausePoint("between_sets")
+    s.hooks = {"between_sets": pause}
+    w = run_in_thread(s.write, 7, PRO)
+    pause.wait_reached()
+    assert s.read_or_repair_at_once(7).status == "torn"
+    pause.release()
+    w.result(timeout=10)
+    s.hooks = None
+    after = s.read(7)
+    assert after.status == "torn" and after.parts == PRO and s.stats.repairs == 1
+
+
+def test_read_consistent_backs_off_instead_of_repairing_an_in_flight_write(shards, truth):
+    s = StampedSplit(shards, truth=truth)
+    s.write(8, FREE)
+    wp, rp = PausePoint("between_sets"), PausePoint("before_retry")
+    s.hooks = {"between_sets": wp, "before_retry": rp}
+    w = run_in_thread(s.write, 8, PRO)
+    wp.wait_reached()
+    rd = run_in_thread(s.read_consistent, 8)
+    _, attempt, first = rp.wait_reached()
+    assert first.status == "torn" and attempt == 1 and s.stats.repairs == 0
+    wp.release()
+    stamp = w.result(timeout=10)
+    rp.release()
+    res = rd.result(timeout=10)
+    assert res.ok and set(res.stamps.values()) == {stamp} and s.stats.repairs == 0
+
+
+def test_read_consistent_repairs_a_real_tear_after_its_retries(shards, truth):
+    s = StampedSplit(shards, truth=truth, hooks={"between_sets": fail})
+    with pytest.raises(InjectedFault):
+        s.write(9, PRO)  # a brand-new entity whose settings never arrive
+    s.hooks = None
+    res = s.read_consistent(9, retries=2, backoff=0.001)
+    assert res.ok and res.parts == PRO and s.stats.retries == 2 and s.stats.repairs == 1
+
+
+def test_timestamp_versions_lose_a_skewed_writers_update_and_counters_do_not(shards):
+    for versions, expected in [("timestamp", FREE), ("counter", PRO)]:
+        for c in shards.values():
+            c.flushall()
+        with Database() as db:
+            truth = SourceOfTruth(db)
+            on_time = StampedSplit(shards, truth=truth, versions=versions)
+            skewed = StampedSplit(shards, truth=truth, versions=versions, clock=lambda: time.time() - 5)
+            on_time.write(1, FREE)
+            skewed.write(1, PRO)
+            res = on_time.read(1)
+            assert res.ok and res.parts == expected, versions
+            assert skewed.stats.rejected == (2 if versions == "timestamp" else 0)
+            assert truth.load(1)[0] == PRO
+
+
+def test_counter_newest_side_of_a_tear_and_older_parts_refused(shards, truth):
+    s = StampedSplit(shards, truth=truth, versions="counter")
+    s.write(1, FREE)
+    s.hooks = {"between_sets": fail}
+    with pytest.raises(InjectedFault):
+        s.write(1, PRO)
+    torn = s.read(1)
+    assert torn.newest() == "profile" and torn.stamps["profile"].version == 2
+    # a stale part (version 1) is refused by the shard holding version 2
+    s.hooks = None
+    assert not s._set("profile", 1, Stamp("old", 1), FREE["profile"])
+    assert s.read(1).parts["profile"] == PRO["profile"]
+    s.repair(1)
+    assert s.read(1).ok and s.read(1).parts == PRO
+
+
+def test_counter_requires_truth(shards):
+    with pytest.raises(ValueError, match="source of truth"):
+        StampedSplit(shards, versions="counter")
+
+
+def test_commit_marker_hides_a_crash_before_the_marker(shards, truth):
+    m = MarkedSplit(shards, truth=truth, grace=30)
+    tx1 = m.write(1, FREE)
+
+    def crash(entity, txid):
+        raise InjectedFault(txid)
+
+    m.hooks = {"before_marker": crash}
+    with pytest.raises(InjectedFault):
+        m.write(1, PRO)
+    res = m.read(1)
+    assert res.ok and res.parts == FREE and shards["profile"].get("acct:1:committed") == tx1
+    assert len(m.orphans(1)) == 2
+    m.hooks = {"between_sets": fail}
+    with pytest.raises(InjectedFault):
+        m.write(1, PRO)
+    assert m.read(1).parts == FREE
+    m.hooks = None
+    tx3 = m.write(1, PRO)
+    assert m.read(1).parts == PRO
+    # the superseded parts now expire; the committed ones do not
+    assert 0 < shards["profile"].ttl(f"acct:1:profile:{tx1}") <= 30
+    assert shards["profile"].ttl(f"acct:1:profile:{tx3}") == -1
+
+
+def test_commit_marker_reader_retries_when_parts_were_collected(shards):
+    m = MarkedSplit(shards)
+    tx = m.write(1, FREE)
+    shards["settings"].delete(f"acct:1:settings:{tx}")
+    res = m.read(1, retries=2)
+    assert res.status == "torn" and m.stats.retries == 3
+    assert MarkedSplit(shards).read(2).status == "missing"
