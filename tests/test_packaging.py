@@ -62,3 +62,9 @@ def test_ci_runs_the_readme_test_command():
     assert "./run test" in readme and "./run lab" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.strip().splitlines()[-1] == "exec ./run test"
+
+
+def test_readme_links_every_notebook():
+    readme = (ROOT / "README.md").read_text()
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert f"](notebooks/{nb.name})" in readme, f"README's notebook table does not link {nb.name}"
