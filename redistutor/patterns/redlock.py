@@ -1,0 +1,249 @@
+"""Redlock: one lock over N independent Redis masters, held when a majority agreed in time.
+
+A lock on one Redis is gone when that Redis dies (or fails over to a replica that never got the
+key). Redlock sets the same key, with the same random token, on N independent nodes (5 here) and
+counts the lock as held only if
+
+1. at least ``N // 2 + 1`` nodes answered OK to ``SET key token NX PX ttl``, and
+2. the whole round took less than the TTL.
+
+It is then valid for ``validity = ttl - elapsed - drift`` with ``drift = ttl * 0.01 + 2 ms``
+(the reference implementations' allowance for clocks that run at different rates, plus 2 ms for
+Redis's 1 ms expiry precision). If the round fails, the client releases on *all* nodes (including
+those that looked down or timed out: the SET may have landed) and retries after a random delay.
+
+Where it breaks (each one reproduced in the notebook)::
+
+    node restart without persistence:
+    t0  client 1: OK on A, B, C (D, E down)        -> holds the lock (3/5)
+    t1  C crashes and restarts empty; D, E are back
+    t2  client 2: A, B refuse; OK on C, D, E       -> holds the lock too (3/5)
+
+    a client whose clock runs slow:
+    it measures less time than has passed, so it believes its validity lasts longer than the
+    keys on the nodes do, and keeps using the lock after another client took it.
+
+Both are timing/persistence assumptions (Kleppmann's critique); fencing tokens (notebook 07) are
+what makes a late holder harmless.
+
+Notebook: notebooks/08-redlock.ipynb
+Redis: https://redis.io/docs/latest/develop/use/patterns/distributed-locks/
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import redis
+
+
+def drift_ms(ttl_ms: int, factor: float = 0.01) -> int:
+    """The clock-drift allowance: ``int(ttl * factor) + 2`` ms."""
+    return int(ttl_ms * factor) + 2
+
+
+def validity_ms(ttl_ms: int, elapsed_ms: float, factor: float = 0.01) -> float:
+    """How long a lock acquired in ``elapsed_ms`` may be used: ttl - elapsed - drift."""
+    return ttl_ms - elapsed_ms - drift_ms(ttl_ms, factor)
+
+
+class SkewedClock:
+    """A clock (seconds, like ``time.monotonic``) that runs at ``rate`` times real speed.
+
+    ``SkewedClock(0.5)`` is a client whose clock runs slow: it measures half the time that
+    passed. Inject it with ``Redlock(..., clock=SkewedClock(0.5))``.
+    """
+
+    def __init__(self, rate: float, base: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.base = base
+        self.t0 = base()
+
+    def __call__(self) -> float:
+        return self.t0 + (self.base() - self.t0) * self.rate
+
+
+@dataclass
+class Attempt:
+    """One round over all nodes, whatever its outcome (what the notebook draws)."""
+
+    token: str
+    ok: list[str]  # names of the nodes that said OK
+    refused: list[str]  # nodes that answered nil: someone else holds the key there
+    failed: dict[str, str]  # nodes that errored or timed out: name -> exception class
+    elapsed_ms: float  # measured by this client's clock
+    validity_ms: float
+    quorum: int
+    started_at: float  # this client's clock, seconds
+    ended_at: float
+
+    @property
+    def acquired(self) -> bool:
+        return len(self.ok) >= self.quorum and self.validity_ms > 0
+
+
+@dataclass
+class RedlockLease:
+    """A held Redlock: the token, where it was set, and until when (by this client's clock)."""
+
+    key: str
+    token: str
+    nodes: list[str]
+    validity_ms: float
+    acquired_at: float  # this client's clock (seconds) when the round ended
+    attempt: Attempt = field(repr=False)
+
+    def valid_until(self) -> float:
+        return self.acquired_at + self.validity_ms / 1000
+
+
+class Redlock:
+    """The Redlock algorithm over independent nodes.
+
+    Example::
+
+        dlm = Redlock([n.client(socket_timeout=0.05) for n in fleet], "report", ttl_ms=10_000)
+        lease = dlm.acquire()
+        if lease:
+            ...  # finish before dlm.remaining_ms(lease) reaches 0
+            dlm.release(lease)
+
+    Args:
+        clients: one redis-py client per node (``decode_responses=True``). Give them a short
+            ``socket_timeout`` (tens of ms for a 10 s TTL): a node that does not answer must not
+            eat the validity.
+        name: what is locked; the key on every node is ``<prefix>:<name>``.
+        names: node names for reports (default n1..nN).
+        ttl_ms: the keys' PX.
+        clock: seconds, monotonic; inject a :class:`SkewedClock` to model a drifting client.
+        drift_factor: the drift allowance is ``int(ttl * drift_factor) + 2`` ms.
+        retries: rounds :meth:`acquire` tries before giving up.
+        retry_delay: random sleep between rounds, seconds (min, max).
+        parallel: send the N SETs from N threads at once instead of one after another.
+    """
+
+    # KEYS[1] = lock key, ARGV[1] = our token
+    # Returns 1 if the key held our token and was deleted, 0 if not ours (or absent).
+    LUA_RELEASE = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then
+      return redis.call('DEL', KEYS[1])
+    end
+    return 0
+    """
+
+    def __init__(self, clients: Sequence[redis.Redis], name: str, *, prefix: str = "redlock",
+                 names: Sequence[str] | None = None, ttl_ms: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic, drift_factor: float = 0.01,
+                 retries: int = 3, retry_delay: tuple[float, float] = (0.05, 0.2),
+                 parallel: bool = False) -> None:
+        if not clients:
+            raise ValueError("Redlock needs at least one node")
+        self.clients = list(clients)
+        self.names = list(names) if names else [f"n{i}" for i in range(1, len(self.clients) + 1)]
+        self.name = name
+        self.prefix = prefix
+        self.ttl_ms = int(ttl_ms)
+        self.clock = clock
+        self.drift_factor = drift_factor
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.parallel = parallel
+        self._pool = ThreadPoolExecutor(max_workers=len(self.clients)) if parallel else None
+        self._lock = threading.Lock()
+
+    @property
+    def key(self) -> str:
+        return f"{self.prefix}:{self.name}"
+
+    @property
+    def quorum(self) -> int:
+        return len(self.clients) // 2 + 1
+
+    @staticmethod
+    def new_token() -> str:
+        """20 random bytes from the OS (the algorithm asks for at least 20)."""
+        return secrets.token_hex(20)
+
+    # -- one node -------------------------------------------------------------------------------
+    def _set(self, i: int, token: str) -> tuple[int, object]:
+        try:
+            return i, bool(self.clients[i].set(self.key, token, nx=True, px=self.ttl_ms))
+        except redis.RedisError as exc:  # down, refused, timed out: counts as "no"
+            return i, exc
+
+    def _release_one(self, i: int, token: str) -> int:
+        try:
+            return int(self.clients[i].eval(self.LUA_RELEASE, 1, self.key, token))
+        except redis.RedisError:
+            return 0
+
+    def _each(self, fn: Callable[[int], object]) -> list:
+        if self._pool is not None:
+            return list(self._pool.map(fn, range(len(self.clients))))
+        return [fn(i) for i in range(len(self.clients))]
+
+    # -- the algorithm --------------------------------------------------------------------------
+    def attempt(self, token: str | None = None) -> Attempt:
+        """One round: SET NX PX on every node, timed with this client's clock. Does not release."""
+        token = token or self.new_token()
+        t1 = self.clock()
+        results = self._each(lambda i: self._set(i, token))
+        t2 = self.clock()
+        elapsed = (t2 - t1) * 1000
+        ok, refused, failed = [], [], {}
+        for i, res in results:
+            if res is True:
+                ok.append(self.names[i])
+            elif res is False:
+                refused.append(self.names[i])
+            else:
+                failed[self.names[i]] = type(res).__name__
+        return Attempt(token, ok, refused, failed, elapsed,
+                       validity_ms(self.ttl_ms, elapsed, self.drift_factor), self.quorum, t1, t2)
+
+    def try_acquire(self) -> tuple[RedlockLease | None, Attempt]:
+        """One round; on failure release everywhere. Returns (lease or None, the attempt)."""
+        att = self.attempt()
+        if att.acquired:
+            return RedlockLease(self.key, att.token, att.ok, att.validity_ms, att.ended_at, att), att
+        self._each(lambda i: self._release_one(i, att.token))  # every node, even "failed" ones
+        return None, att
+
+    def acquire(self) -> RedlockLease | None:
+        """Up to ``retries`` rounds with random delays in between; the lease or None."""
+        for n in range(self.retries):
+            lease, _ = self.try_acquire()
+            if lease is not None:
+                return lease
+            if n + 1 < self.retries:
+                time.sleep(random.uniform(*self.retry_delay))
+        return None
+
+    def release(self, lease: RedlockLease) -> int:
+        """Release on every node (token-checked); returns how many nodes still held our key."""
+        return sum(self._each(lambda i: self._release_one(i, lease.token)))
+
+    def remaining_ms(self, lease: RedlockLease) -> float:
+        """Validity left, by this client's clock (<= 0: stop using the lock)."""
+        return (lease.valid_until() - self.clock()) * 1000
+
+    def holders(self) -> dict[str, str | None]:
+        """What each node's key holds now: a token, None (free), or "down"."""
+        out: dict[str, str | None] = {}
+        for name, c in zip(self.names, self.clients):
+            try:
+                out[name] = c.get(self.key)
+            except redis.RedisError:
+                out[name] = "down"
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

@@ -1,0 +1,172 @@
+"""Redlock on 5 real, independent redis-servers (lab.Fleet): majority, validity, nodes killed,
+a node restarted empty while a lock is held, persistence, and a client whose clock runs slow."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from redistutor import lab
+from redistutor.events import EventLog
+from redistutor.patterns.redlock import Redlock, SkewedClock, drift_ms, validity_ms
+from redistutor.timeline import max_concurrent, run_threads
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    with lab.Fleet(5) as f:
+        yield f
+
+
+@pytest.fixture
+def nodes(fleet):
+    for node in fleet:
+        if not node.running:
+            node.restart()
+        node.r.flushall()
+    yield fleet
+    for node in fleet:
+        if not node.running:
+            node.restart()
+
+
+def clients(fleet, timeout=0.2):
+    return [n.client(socket_timeout=timeout) for n in fleet]
+
+
+def wait_until(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_validity_arithmetic():
+    assert drift_ms(10_000) == 102 and drift_ms(1000) == 12 and drift_ms(100) == 3
+    assert validity_ms(10_000, 5) == 10_000 - 5 - 102
+
+
+def test_acquire_on_all_and_validity_matches_formula(nodes):
+    dlm = Redlock(clients(nodes), "job", ttl_ms=10_000)
+    lease = dlm.acquire()
+    att = lease.attempt
+    assert lease.nodes == ["n1", "n2", "n3", "n4", "n5"] and dlm.quorum == 3
+    assert att.validity_ms == pytest.approx(10_000 - att.elapsed_ms - 102)
+    assert len(lease.token) == 40
+    assert all(n.r.get(dlm.key) == lease.token for n in nodes)
+    other = Redlock(clients(nodes), "job", ttl_ms=10_000, retries=1)
+    assert other.acquire() is None
+    assert dlm.release(lease) == 5 and not any(n.r.exists(dlm.key) for n in nodes)
+
+
+def test_two_nodes_down_still_safe(nodes):
+    nodes["n4"].kill(), nodes["n5"].kill()
+    dlm = Redlock(clients(nodes), "job", ttl_ms=5000)
+    lease = dlm.acquire()
+    assert lease is not None and lease.nodes == ["n1", "n2", "n3"]
+    assert set(lease.attempt.failed) == {"n4", "n5"}
+    second, att = Redlock(clients(nodes), "job", ttl_ms=5000).try_acquire()
+    assert second is None and att.refused == ["n1", "n2", "n3"]
+    assert all(nodes[n].r.get(dlm.key) == lease.token for n in ("n1", "n2", "n3"))  # untouched
+
+
+def test_three_nodes_down_unavailable_and_no_key_left(nodes):
+    for n in ("n3", "n4", "n5"):
+        nodes[n].kill()
+    dlm = Redlock(clients(nodes), "job", ttl_ms=5000, retries=2, retry_delay=(0.01, 0.02))
+    lease, att = dlm.try_acquire()
+    assert lease is None and att.ok == ["n1", "n2"]
+    assert not nodes["n1"].r.exists(dlm.key) and not nodes["n2"].r.exists(dlm.key)  # released
+    assert dlm.acquire() is None
+
+
+def test_failed_round_does_not_release_someone_elses_keys(nodes):
+    for n in ("n1", "n2", "n3"):
+        nodes[n].r.set("redlock:job", "other", px=5000)
+    lease, att = Redlock(clients(nodes), "job", ttl_ms=5000).try_acquire()
+    assert lease is None and att.ok == ["n4", "n5"]
+    assert [nodes[n].r.get("redlock:job") for n in ("n1", "n2", "n3")] == ["other"] * 3
+    assert not nodes["n4"].r.exists("redlock:job")
+
+
+def test_node_restarted_empty_grants_a_second_holder(nodes):
+    nodes["n4"].kill(), nodes["n5"].kill()
+    first = Redlock(clients(nodes), "job", ttl_ms=10_000).acquire()
+    assert first.nodes == ["n1", "n2", "n3"]
+    nodes["n4"].restart(), nodes["n5"].restart()
+    nodes["n3"].kill()
+    nodes["n3"].restart()  # no persistence: comes back empty
+    second = Redlock(clients(nodes), "job", ttl_ms=10_000).acquire()
+    assert second is not None and second.nodes == ["n3", "n4", "n5"]
+    client1 = Redlock(clients(nodes), "job", ttl_ms=10_000)
+    assert client1.remaining_ms(first) > 0  # both believe they hold it
+
+
+def test_delayed_restart_prevents_the_second_holder(nodes):
+    nodes["n4"].kill(), nodes["n5"].kill()
+    dlm = Redlock(clients(nodes), "job", ttl_ms=600)
+    first = dlm.acquire()
+    nodes["n4"].restart(), nodes["n5"].restart()
+    nodes["n3"].kill()
+    rival = Redlock(clients(nodes), "job", ttl_ms=600, retries=1)
+    assert rival.acquire() is None  # A, B hold it, C is down: 2 of 5 at most
+    wait_until(lambda: dlm.remaining_ms(first) <= 0 and not nodes["n1"].r.exists(dlm.key))
+    nodes["n3"].restart()  # only after the TTL
+    second = rival.acquire()
+    assert second is not None and dlm.remaining_ms(first) <= 0
+
+
+def test_aof_always_node_keeps_the_lock_across_kill(nodes):
+    with lab.Node("c-aof", persistence="aof-always") as c:
+        cs = [nodes["n1"].client(), nodes["n2"].client(), c.client(socket_timeout=0.2),
+              nodes["n4"].client(socket_timeout=0.2), nodes["n5"].client(socket_timeout=0.2)]
+        names = ["n1", "n2", "c", "n4", "n5"]
+        nodes["n4"].kill(), nodes["n5"].kill()
+        first = Redlock(cs, "job", names=names, ttl_ms=10_000).acquire()
+        assert first.nodes == ["n1", "n2", "c"]
+        nodes["n4"].restart(), nodes["n5"].restart()
+        c.kill()
+        c.restart()
+        assert c.r.get("redlock:job") == first.token and c.r.pttl("redlock:job") > 0
+        second, att = Redlock(cs, "job", names=names, ttl_ms=10_000).try_acquire()
+        assert second is None and att.ok == ["n4", "n5"]
+
+
+def test_slow_clock_believes_in_a_lock_whose_keys_expired(nodes):
+    slow = Redlock(clients(nodes), "job", ttl_ms=500, clock=SkewedClock(0.5))
+    honest = Redlock(clients(nodes), "job", ttl_ms=500)
+    slow_lease = slow.acquire()
+    t_real = time.monotonic()
+    wait_until(lambda: not any(n.r.exists(slow.key) for n in nodes))
+    real_elapsed_ms = (time.monotonic() - t_real) * 1000
+    assert slow.remaining_ms(slow_lease) > 0  # still "valid" by its own clock
+    assert slow_lease.validity_ms - real_elapsed_ms < 0  # by real time, long over
+    other = honest.acquire()
+    assert other is not None
+
+
+def test_parallel_and_sequential_agree(nodes):
+    par = Redlock(clients(nodes), "p", ttl_ms=5000, parallel=True)
+    lease = par.acquire()
+    assert lease.nodes == ["n1", "n2", "n3", "n4", "n5"]
+    assert par.release(lease) == 5
+    par.close()
+
+
+def test_contending_clients_never_overlap(nodes):
+    log = EventLog()
+    cs = clients(nodes, timeout=1.0)
+
+    def worker(actor, log):
+        dlm = Redlock(cs, "busy", ttl_ms=5000, retries=200, retry_delay=(0.001, 0.01))
+        for _ in range(5):
+            lease = dlm.acquire()
+            assert lease is not None
+            log.record(actor, "acquire")
+            time.sleep(0.002)
+            log.record(actor, "release")
+            dlm.release(lease)
+
+    run_threads(worker, 4, log=log)
+    assert max_concurrent(log) == 1 and len(log.of_kind("acquire")) == 20
