@@ -1,0 +1,178 @@
+"""Rate limiters on a real Redis: exact windows via an injected clock, real threads, memory, round trips."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from redistutor import trace
+from redistutor.patterns.rate_limiting import (
+    ALGORITHMS,
+    FakeClock,
+    FixedWindow,
+    LeakyBucket,
+    NaiveLimiter,
+    SlidingLog,
+    SlidingWindowCounter,
+    TokenBucket,
+    max_in_any_window,
+)
+
+W = 1000
+
+
+def run(limiter, times, client="alice"):
+    """Send one request at each time; return the accepted times."""
+    return [t for t in times if limiter.hit(client, now_ms=t)]
+
+
+def boundary_burst(start=10_000):
+    # 10 requests in the last 10 ms of one window, 10 in the first 10 ms of the next
+    return [start + 990 + i for i in range(10)] + [start + 1000 + i for i in range(10)]
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_burst_of_limit_then_refused(r, name):
+    lim = ALGORITHMS[name](r, limit=5, window_ms=W)
+    decisions = [lim.hit("a", now_ms=50_000) for _ in range(7)]
+    assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2
+    assert [d.remaining for d in decisions[:5]] == [4, 3, 2, 1, 0]
+    assert all(d.retry_after_ms > 0 for d in decisions[5:])
+
+
+def test_fixed_window_boundary_doubles_the_limit(r):
+    accepted = run(FixedWindow(r, limit=10, window_ms=W), boundary_burst())
+    assert len(accepted) == 20 and max_in_any_window(accepted, W) == 20
+    assert accepted[-1] - accepted[0] < 20
+
+
+@pytest.mark.parametrize("name, most", [("sliding log", 10), ("sliding counter", 11),
+                                        ("token bucket", 10), ("leaky bucket", 10)])
+def test_other_algorithms_do_not_double_at_the_boundary(r, name, most):
+    accepted = run(ALGORITHMS[name](r, limit=10, window_ms=W), boundary_burst())
+    assert max_in_any_window(accepted, W) == most
+
+
+def test_sliding_log_never_exceeds_limit_in_any_window(r):
+    import random
+    rng = random.Random(7)
+    times = sorted(rng.randrange(0, 5000) for _ in range(400))
+    accepted = run(SlidingLog(r, limit=10, window_ms=W), times)
+    assert max_in_any_window(accepted, W) == 10
+
+
+def test_token_bucket_burst_then_rate(r):
+    tb = TokenBucket(r, limit=5, window_ms=5000)  # capacity 5, 1 token per second
+    assert sum(bool(tb.hit("a", now_ms=0 + 100_000)) for _ in range(8)) == 5
+    # one request every 250 ms for 4 s: one allowed per second
+    accepted = run(tb, [100_000 + 250 * i for i in range(1, 17)], client="a")
+    assert accepted == [101_000, 102_000, 103_000, 104_000]
+    refused = tb.hit("a", now_ms=104_000)
+    assert not refused and refused.retry_after_ms == 1000
+
+
+def test_leaky_bucket_same_admissions_as_token_bucket_and_spaced_delays(r):
+    import random
+    rng = random.Random(3)
+    times = sorted(rng.randrange(0, 6000) for _ in range(300))
+    tb, lb = TokenBucket(r, limit=8, window_ms=W), LeakyBucket(r, limit=8, window_ms=W)
+    assert run(tb, times) == run(lb, times)
+    r.delete(lb.key("b"))
+    delays = [lb.hit("b", now_ms=0 + 20_000).delay_ms for _ in range(8)]
+    assert delays == [0, 125, 250, 375, 500, 625, 750, 875]
+
+
+def test_sliding_counter_weights_previous_window(r):
+    sc = SlidingWindowCounter(r, limit=10, window_ms=W)
+    assert len(run(sc, [10_500] * 10)) == 10           # previous window full
+    # 250 ms into the next window, 75% of the previous 10 still count: 7.5, 8.5, 9.5 pass
+    assert len(run(sc, [11_250] * 5)) == 3
+    # at 900 ms: 10 * 0.1 + 3 = 4.0, so 6 more pass (estimates 4 .. 9)
+    assert len(run(sc, [11_900] * 8)) == 6
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_exact_under_8_concurrent_clients(r, redis_server, name):
+    lim = ALGORITHMS[name](r, limit=20, window_ms=W)
+    barrier = threading.Barrier(8, timeout=10)
+    accepted, lock = [], threading.Lock()
+
+    def client():
+        barrier.wait()
+        mine = sum(bool(lim.hit("shared", now_ms=77_000)) for _ in range(10))
+        with lock:
+            accepted.append(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sum(accepted) == 20
+
+
+def test_naive_limiter_over_admits_when_clients_interleave(r):
+    barrier = threading.Barrier(8, timeout=10)
+    naive = NaiveLimiter(r, limit=5, window_s=60, hooks={"after_check": lambda *_: barrier.wait()})
+    r.set(naive.key("a"), 4)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(naive.hit("a"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sum(results) == 8 and r.get(naive.key("a")) == "12"
+
+
+def test_naive_limiter_crash_before_expire_leaves_no_ttl(r):
+    def crash(*_):
+        raise ConnectionError("client died")
+
+    naive = NaiveLimiter(r, limit=3, window_s=60, hooks={"before_expire": crash})
+    with pytest.raises(ConnectionError):
+        naive.hit("a")
+    assert r.ttl(naive.key("a")) == -1
+    naive.hooks = None
+    assert [naive.hit("a") for _ in range(3)] == [True, True, False]
+    assert r.ttl(naive.key("a")) == -1  # refused forever
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_state_always_has_a_ttl(r, name):
+    lim = ALGORITHMS[name](r, limit=3, window_ms=W)
+    for _ in range(5):
+        lim.hit("a", now_ms=5_000)
+    assert 0 < r.pttl(lim.key("a")) <= 2 * W + 1000
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_one_round_trip_per_decision(r, name):
+    lim = ALGORITHMS[name](r, limit=3, window_ms=W)
+    with trace(r) as t:
+        for i in range(6):
+            lim.hit("a", now_ms=9_000 + i)
+    assert t.round_trips == 6 and t.names() == ["EVALSHA"] * 6
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_server_clock_works(r, name):
+    lim = ALGORITHMS[name](r, limit=2, window_ms=60_000)
+    assert [bool(lim.hit("srv")) for _ in range(3)] == [True, True, False]
+
+
+def test_memory_sliding_log_grows_counters_do_not(r):
+    usage = {}
+    for name, cls in ALGORITHMS.items():
+        lim = cls(r, limit=10_000, window_ms=60_000)
+        sizes = []
+        for n in (10, 100, 1000):
+            r.delete(lim.key("m"))
+            for i in range(n):
+                lim.hit("m", now_ms=1_000_000 + i)
+            sizes.append(r.memory_usage(lim.key("m"), samples=0))
+        usage[name] = sizes
+    log = usage.pop("sliding log")
+    assert log[0] < log[1] < log[2] and log[2] > 10 * max(max(s) for s in usage.values())
+    for sizes in usage.values():
+        assert max(sizes) - min(sizes) <= 16, usage
