@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import random
 import secrets
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -155,7 +154,6 @@ class Redlock:
         self.retry_delay = retry_delay
         self.parallel = parallel
         self._pool = ThreadPoolExecutor(max_workers=len(self.clients)) if parallel else None
-        self._lock = threading.Lock()
 
     @property
     def key(self) -> str:
