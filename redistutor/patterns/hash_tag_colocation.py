@@ -1,0 +1,259 @@
+"""Hash-tag co-location: put an entity's keys in one cluster slot so multi-key commands work.
+
+Redis Cluster splits the keyspace into 16384 slots, ``slot = CRC16(key) mod 16384``, and every
+command that touches several keys (MSET, MGET, MULTI/EXEC, Lua with several KEYS, LMOVE, RENAME,
+SUNIONSTORE...) must find them all in one slot. If a key contains ``{...}``, only the part between
+the first ``{`` and the next ``}`` is hashed, so ``user:{123}:profile`` and
+``user:{123}:settings`` always share a slot. The rule, exactly as the server applies it::
+
+    "user:{123}:profile"  -> hashes "123"
+    "{user}{x}"           -> hashes "user"      (the first "{" and the "}" after it)
+    "a{}b", "{}"          -> hashes the whole key (an empty tag does not count)
+    "{a", "a}b"           -> hashes the whole key (no closing "}" after a "{")
+
+What goes wrong:
+
+* no tag: the keys scatter, and every multi-key command is refused (CROSSSLOT);
+* a tag that is too coarse (``{US}``, ``{global}``): every key of it is in one slot, on one node,
+  which becomes the hot and full one; an entity can never be split across nodes;
+* resharding moves a slot as a whole, so tagged keys move together; while it moves, multi-key
+  commands on it get ASK/TRYAGAIN, and clients with a stale slot map get MOVED: a transaction
+  has to be retried (:func:`retry_redirects`).
+
+Notebook: notebooks/11-hash-tag-colocation.ipynb
+Redis: https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags ·
+CLUSTER KEYSLOT: https://redis.io/commands/cluster-keyslot
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+import redis
+from redis.exceptions import AskError, ClusterError, MovedError, TryAgainError
+
+SLOTS = 16384
+T = TypeVar("T")
+
+
+# -- the hashing rule ---------------------------------------------------------------------------
+
+
+def crc16(data: bytes) -> int:
+    """CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, no reflection (cluster spec)."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc
+
+
+def hashed_part(key: str | bytes) -> bytes:
+    """The bytes Redis hashes: the first ``{...}`` if non-empty, else the whole key."""
+    k = key.encode() if isinstance(key, str) else key
+    start = k.find(b"{")
+    if start != -1:
+        end = k.find(b"}", start + 1)
+        if end > start + 1:
+            return k[start + 1:end]
+    return k
+
+
+def key_slot(key: str | bytes) -> int:
+    """What ``CLUSTER KEYSLOT key`` answers, computed locally."""
+    return crc16(hashed_part(key)) % SLOTS
+
+
+# -- keys of one entity -------------------------------------------------------------------------
+
+
+class EntityKeys:
+    """Key names for an entity's parts, with or without a hash tag.
+
+    ``EntityKeys("user").key(123, "profile")`` is ``user:{123}:profile``;
+    with ``tagged=False`` it is ``user:123:profile`` (the parts scatter over slots).
+    """
+
+    def __init__(self, prefix: str = "user", *, tagged: bool = True) -> None:
+        self.prefix = prefix
+        self.tagged = tagged
+
+    def key(self, entity: Any, part: str) -> str:
+        ident = f"{{{entity}}}" if self.tagged else str(entity)
+        return f"{self.prefix}:{ident}:{part}"
+
+    def keys(self, entity: Any, *parts: str) -> list[str]:
+        return [self.key(entity, p) for p in parts]
+
+
+# -- retrying multi-key work across redirects -----------------------------------------------------
+
+
+REDIRECTS = (MovedError, AskError, TryAgainError, ClusterError)
+
+
+def retry_redirects(fn: Callable[[], T], *, attempts: int = 5, backoff: float = 0.05,
+                    on_retry: Callable[[int, Exception], None] | None = None) -> T:
+    """Call ``fn()``; on MOVED / ASK / TRYAGAIN (a slot that moved or is moving) back off and retry.
+
+    A single-key command follows redirects by itself. A transaction or a multi-key command cannot:
+    on MOVED the client refreshes its slot map and the next attempt goes to the new owner; on
+    ASK/TRYAGAIN the slot is half-migrated and the command works again once it has moved.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except REDIRECTS as exc:
+            if attempt == attempts:
+                raise
+            if on_retry is not None:
+                on_retry(attempt, exc)
+            time.sleep(backoff * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class UserStore:
+    """A user's profile, settings, counters and sessions, co-located by the ``{user_id}`` tag.
+
+    Every method touches several keys at once, which only works in a cluster when they share a
+    slot: :meth:`update` (MULTI/EXEC), :meth:`merge` (one Lua script over 3 keys) and
+    :meth:`activate_session` (LMOVE). Pass ``tagged=False`` to watch each one be refused.
+
+    Args:
+        rc: a cluster client (``redis.cluster.RedisCluster``) or a plain client.
+        prefix: key prefix (``user`` -> ``user:{42}:profile``).
+        tagged: put the user id in braces (the pattern) or not (the failure).
+        attempts: tries per multi-key operation across MOVED/ASK/TRYAGAIN (1 = no retry).
+    """
+
+    # KEYS[1] = user:{id}:profile (hash)   KEYS[2] = user:{id}:settings (hash)
+    # KEYS[3] = user:{id}:cache (hash, overwritten)
+    # ARGV    = none
+    # Returns the number of fields written to the cache: profile's fields, then settings' (a
+    # settings field wins on a name clash). Atomic: no writer can change either hash in between.
+    LUA_MERGE = """
+    redis.call('DEL', KEYS[3])
+    local n = 0
+    for i = 1, 2 do
+      local fields = redis.call('HGETALL', KEYS[i])
+      for j = 1, #fields, 2 do
+        redis.call('HSET', KEYS[3], fields[j], fields[j + 1])
+      end
+      n = n + #fields / 2
+    end
+    return n
+    """
+
+    def __init__(self, rc: Any, *, prefix: str = "user", tagged: bool = True, attempts: int = 3) -> None:
+        self.rc = rc
+        self.names = EntityKeys(prefix, tagged=tagged)
+        self.attempts = attempts
+        self.retries = 0
+
+    def key(self, user_id: Any, part: str) -> str:
+        return self.names.key(user_id, part)
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        def count(attempt: int, exc: Exception) -> None:
+            self.retries += 1
+
+        return retry_redirects(fn, attempts=self.attempts, on_retry=count)
+
+    def update(self, user_id: Any, profile: Mapping[str, Any], settings: Mapping[str, Any]) -> list:
+        """MULTI · HSET profile · HSET settings · INCR stats:updates · EXEC (all or nothing)."""
+        def run() -> list:
+            p = self.rc.pipeline(transaction=True)
+            p.hset(self.key(user_id, "profile"), mapping=dict(profile))
+            p.hset(self.key(user_id, "settings"), mapping=dict(settings))
+            p.incr(self.key(user_id, "stats:updates"))
+            return p.execute()
+
+        return self._retry(run)
+
+    def merge(self, user_id: Any) -> int:
+        """EVAL :attr:`LUA_MERGE` over profile, settings and cache: one atomic 3-key script."""
+        keys = self.names.keys(user_id, "profile", "settings", "cache")
+        return int(self._retry(lambda: self.rc.eval(self.LUA_MERGE, 3, *keys)))
+
+    def activate_session(self, user_id: Any) -> str | None:
+        """LMOVE the oldest pending session to the active list (two keys, one command)."""
+        src, dst = self.names.keys(user_id, "sessions:pending", "sessions:active")
+        return self._retry(lambda: self.rc.lmove(src, dst, "LEFT", "RIGHT"))
+
+    def read(self, user_id: Any) -> dict[str, Any]:
+        """Every part, one key at a time (single-key reads follow redirects on their own)."""
+        return {
+            "profile": self.rc.hgetall(self.key(user_id, "profile")),
+            "settings": self.rc.hgetall(self.key(user_id, "settings")),
+            "updates": self.rc.get(self.key(user_id, "stats:updates")),
+        }
+
+
+# -- where keys land ------------------------------------------------------------------------------
+
+
+def parse_ranges(slots_of: Mapping[str, Iterable[str]]) -> list[tuple[int, int, str]]:
+    """``{"m1": ["0-5460"], ...}`` (as ``Cluster.slots_of`` gives) -> sorted (start, end, node)."""
+    out = []
+    for node, ranges in slots_of.items():
+        for r in ranges:
+            a, _, b = r.partition("-")
+            out.append((int(a), int(b or a), node))
+    return sorted(out)
+
+
+def owner_of(slot: int, ranges: list[tuple[int, int, str]]) -> str:
+    for a, b, node in ranges:
+        if a <= slot <= b:
+            return node
+    raise KeyError(f"slot {slot} has no owner")
+
+
+def predicted_keys_per_node(keys: Iterable[str], ranges: list[tuple[int, int, str]]) -> Counter:
+    """How many of ``keys`` each node should hold, from our own CRC16 and the slot map."""
+    return Counter(owner_of(key_slot(k), ranges) for k in keys)
+
+
+def spread(counts: Mapping[str, int]) -> dict[str, float]:
+    """Share of the busiest node, and the worst deviation from the mean, for a keys-per-node count."""
+    total = sum(counts.values())
+    mean = total / len(counts)
+    return {
+        "busiest_share": max(counts.values()) / total,
+        "max_deviation": max(abs(v - mean) for v in counts.values()) / mean,
+    }
+
+
+def slot_strip(ranges: list[tuple[int, int, str]], marks: Iterable[int] = (), *, width: int = 64) -> str:
+    """A text strip of the 16384 slots: one character per ``16384/width`` slots, the owner's
+    number (m1 -> 1), and a row of ``^`` under the cells holding marked slots."""
+    per = SLOTS // width
+    owners = "".join(owner_of(i * per, ranges)[-1] for i in range(width))
+    marked = {m // per for m in marks}
+    under = "".join("^" if i in marked else " " for i in range(width)).rstrip()
+    return f"0 {owners} 16383\n  {under}" if under else f"0 {owners} 16383"
+
+
+def bar_chart(counts: Mapping[str, int], *, width: int = 40) -> str:
+    """Keys per node as text bars, nodes sorted by name."""
+    top = max(counts.values()) or 1
+    return "\n".join(f"{node:>4} {'#' * max(1 if n else 0, round(width * n / top)):<{width}} {n:>6}"
+                     for node, n in sorted(counts.items()))
+
+
+def load_keys(rc: Any, keys: list[str], *, value: str = "1", batch: int = 1000) -> None:
+    """SET every key through the cluster client's pipeline (grouped per node by redis-py)."""
+    for i in range(0, len(keys), batch):
+        p = rc.pipeline(transaction=False)
+        for k in keys[i:i + batch]:
+            p.set(k, value)
+        p.execute()
+
+
+def keys_per_node(nodes: Mapping[str, redis.Redis]) -> Counter:
+    """The measured truth: DBSIZE on each master."""
+    return Counter({name: int(c.dbsize()) for name, c in nodes.items()})

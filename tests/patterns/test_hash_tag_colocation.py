@@ -1,0 +1,147 @@
+"""Hash-tag co-location on a real 3-master Redis Cluster from the lab."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import redis
+
+from redistutor import lab
+from redistutor.patterns.hash_tag_colocation import (
+    EntityKeys,
+    UserStore,
+    crc16,
+    hashed_part,
+    key_slot,
+    keys_per_node,
+    load_keys,
+    parse_ranges,
+    predicted_keys_per_node,
+    retry_redirects,
+    slot_strip,
+    spread,
+)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = lab.Cluster(3).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def masters(cluster):
+    nodes = {name: cluster[name].r for name in ("m1", "m2", "m3")}
+    for c in nodes.values():
+        c.flushall()
+    return nodes
+
+
+def test_crc16_known_vectors():
+    assert crc16(b"123456789") == 0x31C3  # the XMODEM check value from the cluster spec
+    assert crc16(b"") == 0
+
+
+@pytest.mark.parametrize("key,part", [
+    ("user:{123}:profile", b"123"), ("{user}{x}", b"user"), ("{}", b"{}"), ("a{}b{c}", b"a{}b{c}"),
+    ("{a", b"{a"), ("a}b{c}", b"c"), ("{{x}}", b"{x"), ("plain", b"plain"),
+])
+def test_hashed_part(key, part):
+    assert hashed_part(key) == part
+
+
+def test_key_slot_matches_the_server(cluster):
+    rng = random.Random(3)
+    keys = ["".join(rng.choice("ab{}:1ü") for _ in range(rng.randint(0, 9))) for _ in range(300)]
+    node = cluster["m1"].r
+    assert [key_slot(k) for k in keys] == [int(node.execute_command("CLUSTER", "KEYSLOT", k)) for k in keys]
+
+
+def test_untagged_multi_key_operations_are_refused(cluster, masters):
+    store = UserStore(cluster.rc, tagged=False)
+    with pytest.raises(redis.exceptions.CrossSlotTransactionError):
+        store.update(1, {"a": 1}, {"b": 2})
+    with pytest.raises(redis.exceptions.RedisClusterException):
+        store.merge(1)
+    with pytest.raises(redis.exceptions.RedisClusterException):
+        store.activate_session(1)
+    # the server itself: two keys in different slots on one node
+    k1, k2 = "user:123:profile", "user:123:settings"
+    assert cluster.owner(k1) is cluster.owner(k2) and cluster.keyslot(k1) != cluster.keyslot(k2)
+    with pytest.raises(redis.exceptions.ClusterCrossSlotError):
+        cluster.owner(k1).r.mset({k1: "a", k2: "b"})
+    assert sum(c.dbsize() for c in masters.values()) == 0
+
+
+def test_tagged_operations_work_in_one_slot(cluster, masters):
+    rc = cluster.rc
+    store = UserStore(rc)
+    rc.rpush(store.key(7, "sessions:pending"), "s1", "s2")
+    assert store.update(7, {"plan": "pro"}, {"max_projects": 50}) == [1, 1, 1]
+    assert store.merge(7) == 2
+    assert rc.hgetall(store.key(7, "cache")) == {"plan": "pro", "max_projects": "50"}
+    assert store.activate_session(7) == "s1"
+    slots = {cluster.keyslot(k) for k in EntityKeys("user").keys(7, "profile", "settings", "cache",
+                                                                  "stats:updates", "sessions:active")}
+    assert len(slots) == 1
+    assert [n for n, c in masters.items() if c.dbsize()] == [cluster.owner(slot=slots.pop()).name]
+
+
+def test_coarse_tags_skew_and_fine_tags_balance(cluster, masters):
+    ranges = parse_ranges({n: cluster.slots_of(n) for n in masters})
+    rng = random.Random(6)
+    countries = rng.choices(["US", "IN", "BR", "DE", "FR"], weights=[50, 20, 15, 10, 5], k=3000)
+    coarse = [f"u:{{{cc}}}:{i}" for i, cc in enumerate(countries)]
+    fine = [f"u:{{{i}}}:p" for i in range(3000)]
+    results = {}
+    for name, keys in [("coarse", coarse), ("fine", fine)]:
+        for c in masters.values():
+            c.flushall()
+        load_keys(cluster.rc, keys, batch=500)
+        results[name] = keys_per_node(masters)
+        assert results[name] == predicted_keys_per_node(keys, ranges)
+    assert spread(results["coarse"])["busiest_share"] > 0.5
+    assert spread(results["fine"])["max_deviation"] < 0.1
+    strip = slot_strip(ranges, [0, 16383])
+    assert strip.startswith("0 1") and "16383" in strip and strip.count("^") == 2
+
+
+def test_migration_moves_the_tag_together_and_transactions_survive(cluster, masters):
+    rc = cluster.rc
+    store = UserStore(rc)
+    store.update(42, {"plan": "free"}, {"max_projects": 3})
+    keys = store.names.keys(42, "profile", "settings", "stats:updates")
+    slot = cluster.keyslot(keys[0])
+    source = cluster.owner(slot=slot)
+    target = next(n for n in masters if n != source.name)
+    stale = cluster.client()
+    moved = cluster.migrate_slot(slot, target)
+    assert moved == 3 and cluster[target].r.exists(*keys) == 3
+    with pytest.raises(redis.exceptions.MovedError):
+        UserStore(stale, attempts=1).update(42, {"plan": "pro"}, {"max_projects": 50})
+    stale2 = cluster.client()  # created after the move: fresh map
+    assert UserStore(stale2).update(42, {"plan": "pro"}, {"max_projects": 50})[2] == 2
+    assert store.read(42)["profile"]["plan"] == "pro"
+    cluster.migrate_slot(slot, source.name)  # leave the layout as found
+
+
+def test_retry_redirects_gives_up_after_attempts():
+    calls = []
+
+    def always_moved():
+        calls.append(1)
+        raise redis.exceptions.MovedError("5970 127.0.0.1:1")
+
+    with pytest.raises(redis.exceptions.MovedError):
+        retry_redirects(always_moved, attempts=3, backoff=0)
+    assert len(calls) == 3
+
+    def cross_slot():
+        calls.append(2)
+        raise redis.exceptions.RedisClusterException("all keys must map to the same key slot")
+
+    with pytest.raises(redis.exceptions.RedisClusterException):
+        retry_redirects(cross_slot, attempts=3, backoff=0)
+    assert calls.count(2) == 1  # a CROSSSLOT refusal is not retried
