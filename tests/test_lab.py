@@ -364,6 +364,22 @@ def test_worker_killed_mid_critical_section_leaves_the_lock_until_ttl():
     assert not wait_gone(pids)
 
 
+def test_worker_paused_keeps_its_lock_and_resumes():
+    with lab.Node("pause") as node:
+        workers = lab.Workers(lab.lock_worker, 1, nodes=[node], log=node.log,
+                              kwargs={"hold": 0.3, "ttl_ms": 10000}).start()
+        with workers:
+            holder = workers.wait_for("acquire").actor
+            workers.pause(holder)
+            assert psutil.Process(workers.pids[holder]).status() == psutil.STATUS_STOPPED
+            assert node.r.get("lab:lock") is not None  # frozen, still holding
+            workers.resume(holder)
+            workers.join()
+        assert workers.exitcodes[holder] == 0
+        assert [e.detail for e in node.log.of_kind("fault")] == ["pause (SIGSTOP)", "resume (SIGCONT)"]
+        assert len(node.log.of_kind("release")) == 1 and node.r.get("lab:lock") is None
+
+
 def test_run_workers_collects_every_event():
     with lab.Node("count") as node:
         w = lab.run_workers(lab.counter_worker, 2, nodes=[node], log=node.log, kwargs={"n": 50})

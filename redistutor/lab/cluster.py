@@ -155,8 +155,9 @@ class Cluster(LabObject):
         kwargs.setdefault("socket_timeout", 1.0)
         kwargs.setdefault("socket_connect_timeout", 1.0)
         kwargs.setdefault("protocol", 3)
+        kwargs.setdefault("retry", fail_fast_retry())  # a lesson may pass its own policy
         startup = [ClusterNode(n.host, n.port) for n in self.nodes if n.running and not n.paused]
-        c = RedisCluster(startup_nodes=startup, password=self.password, retry=fail_fast_retry(), **kwargs)
+        c = RedisCluster(startup_nodes=startup, password=self.password, **kwargs)
         self._clients.append(c)
         return c
 

@@ -228,6 +228,17 @@ class Workers(LabObject):
         _guard.release_pid(proc.pid)
         self.killed.append(name)
 
+    def pause(self, name: str) -> None:
+        """Freeze one worker with SIGSTOP (a long GC pause, a VM stall): it keeps every lock and
+        connection it holds, but does nothing until :meth:`resume`."""
+        self.log.record(name, "fault", "pause (SIGSTOP)")
+        os.kill(self.procs[name].pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        """Let a paused worker run again (SIGCONT) from exactly where it stopped."""
+        os.kill(self.procs[name].pid, signal.SIGCONT)
+        self.log.record(name, "fault", "resume (SIGCONT)")
+
     def __repr__(self) -> str:
         alive = sum(p.is_alive() for p in self.procs.values())
         return f"Workers({getattr(self.fn, '__name__', 'fn')}, n={self.n}, alive={alive})"
