@@ -104,6 +104,8 @@ class BaseServer:
             kwargs.setdefault("retry", fail_fast_retry())
             kwargs.setdefault("socket_timeout", 1.0)
             kwargs.setdefault("socket_connect_timeout", 1.0)
+        for k, v in self._conn_kwargs().items():
+            kwargs.setdefault(k, v)
         kwargs.setdefault("db", getattr(self, "db", 0))
         # Pinned, so reply shapes (zrange withscores, xread, ...) do not depend on redis-py's default.
         kwargs.setdefault("protocol", 3)
@@ -137,12 +139,17 @@ class BaseServer:
         else:
             c.flushdb()
 
+    def _conn_kwargs(self) -> dict[str, Any]:
+        """Connection settings beyond host/port/password (user name, TLS) for every client."""
+        return {}
+
     def _admin(self) -> redis.Redis:
+        """The server's own fail-fast connection: start-up probe, reset(), stop()."""
         if not hasattr(self, "_admin_client"):
             self._admin_client = redis.Redis(
                 host=self.host, port=self.port, password=self.password, db=getattr(self, "db", 0),
                 decode_responses=True, retry=fail_fast_retry(), socket_timeout=5,
-                socket_connect_timeout=2,
+                socket_connect_timeout=2, **self._conn_kwargs(),
             )
         return self._admin_client
 
@@ -567,21 +574,13 @@ class AttachedServer(BaseServer):
     def running(self) -> bool:
         return self._connected and not self._stopped
 
-    def client(self, **kwargs: Any) -> redis.Redis:  # type: ignore[override]
+    def _conn_kwargs(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
         if self._username:
-            kwargs.setdefault("username", self._username)
+            extra["username"] = self._username
         if self._ssl:
-            kwargs.setdefault("ssl", True)
-        return super().client(**kwargs)
-
-    def _admin(self) -> redis.Redis:
-        if not hasattr(self, "_admin_client"):
-            self._admin_client = redis.Redis(
-                host=self.host, port=self.port, password=self.password, db=self.db,
-                username=self._username, ssl=self._ssl, decode_responses=True,
-                retry=fail_fast_retry(), socket_timeout=5, socket_connect_timeout=2,
-            )
-        return self._admin_client
+            extra["ssl"] = True
+        return extra
 
     def start(self) -> "AttachedServer":
         where = f"{self.host}:{self.port}"
