@@ -9,8 +9,13 @@ from redistutor.server import start_server
 
 @pytest.fixture(scope="session")
 def redis_server():
-    """A server for this worker: local (or REDIS_URL in attach mode), stopped at the end."""
-    server = start_server("tests", quiet=True)
+    """A private local server for this test worker, stopped at the end.
+
+    Always local, even when REDIS_URL is set: unit tests write plain key names and flush, which
+    must never touch a shared server. Attach mode has its own tests (tests/test_server.py), and
+    notebooks under nbval do follow REDIS_URL.
+    """
+    server = start_server("tests", backend="local", quiet=True)
     yield server
     server.stop()
 
