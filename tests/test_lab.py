@@ -371,7 +371,11 @@ def test_worker_paused_keeps_its_lock_and_resumes():
         with workers:
             holder = workers.wait_for("acquire").actor
             workers.pause(holder)
-            assert psutil.Process(workers.pids[holder]).status() == psutil.STATUS_STOPPED
+            proc = psutil.Process(workers.pids[holder])
+            deadline = time.monotonic() + 5  # SIGSTOP is delivered asynchronously
+            while proc.status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert proc.status() == psutil.STATUS_STOPPED
             assert node.r.get("lab:lock") is not None  # frozen, still holding
             workers.resume(holder)
             workers.join()
