@@ -36,15 +36,15 @@ https://redis.io/commands/rename/ · https://redis.io/commands/set/
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import redis
 
 from ..race import call_hook
+from ..stats import Stats
 
 
 class RetriesExhausted(RuntimeError):
@@ -60,17 +60,12 @@ class InProgress(RuntimeError):
 
 
 @dataclass
-class TxStats:
+class TxStats(Stats):
     """Thread-safe counters of what the optimistic transactions did."""
 
     attempts: int = 0  # EXEC calls (or CAS calls)
     commits: int = 0  # ... that applied
     aborts: int = 0  # ... that found a watched key changed (EXEC returned nil / CAS returned 0)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + n)
 
     def reset(self) -> None:
         with self._lock:

@@ -22,30 +22,25 @@ from __future__ import annotations
 
 import json
 import random
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import redis
 
 from ..db import Database
 from ..race import call_hook
+from ..stats import Stats
 
 INVALIDATIONS = ("delete", "versioned")
 
 
 @dataclass
-class CacheStats:
+class CacheStats(Stats):
     hits: int = 0
     misses: int = 0
     negative_hits: int = 0  # hits on a cached "no such row"
     degraded: int = 0  # reads served from the DB because Redis was unreachable
     rejected_fills: int = 0  # versioned fills refused because the cache held something newer
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, name: str) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + 1)
 
     @property
     def hit_ratio(self) -> float:

@@ -50,28 +50,24 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import redis
 
 from ..race import call_hook
+from ..stats import Stats
 
 Loader = Callable[[str], str]
 
 
 @dataclass
-class StampedeStats:
+class StampedeStats(Stats):
     hits: int = 0
     misses: int = 0  # readers that found no usable value
     rebuilds: int = 0  # calls of the loader (the slow query)
     waits: int = 0  # readers that waited for someone else's rebuild
     early_refreshes: int = 0  # XFetch: rebuilds started before the logical expiry
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + n)
 
 
 class _Base:

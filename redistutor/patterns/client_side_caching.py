@@ -34,12 +34,13 @@ import select
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import redis
 
 from ..race import call_hook
+from ..stats import Stats
 
 # An invalidation message's payload: a list of keys, or None ("drop everything": FLUSHALL/FLUSHDB).
 Keys = list[str] | None
@@ -181,17 +182,12 @@ _CONNECTION_KWARGS = {
 
 
 @dataclass
-class LocalStats:
+class LocalStats(Stats):
     hits: int = 0  # served from the local dict: no network
     misses: int = 0  # went to Redis
     invalidated: int = 0  # local entries dropped by invalidation messages
     discarded: int = 0  # replies not stored because the key was invalidated while in flight
     flushes: int = 0  # whole-cache flushes (flush-all message, reconnect, lost listener)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + n)
 
 
 class _Placeholder:

@@ -37,9 +37,8 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import redis
@@ -47,6 +46,7 @@ import redis
 from ..db import Database
 from ..events import EventLog
 from ..race import call_hook
+from ..stats import Stats
 
 SEP = "|"
 VERSIONS = (None, "counter", "timestamp")
@@ -131,17 +131,12 @@ def verdict(stamps: Mapping[str, Stamp | None]) -> str:
 
 
 @dataclass
-class SplitStats:
+class SplitStats(Stats):
     writes: int = 0
     torn_reads: int = 0  # reads that saw differing stamps (a tear, or a write in flight)
     retries: int = 0  # re-reads after backing off
     repairs: int = 0  # roll-forwards from the source of truth
     rejected: int = 0  # versioned parts refused by a shard holding a newer version
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + n)
 
 
 # -- the source of truth ----------------------------------------------------------------------------

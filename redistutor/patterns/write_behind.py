@@ -42,9 +42,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,6 +52,7 @@ import redis
 from .. import _guard
 from ..db import Database
 from ..race import call_hook
+from ..stats import Stats
 
 WORKER_URL_ENV = "REDISTUTOR_WB_URL"  # the worker's Redis URL (with password): env, not argv
 
@@ -69,16 +69,11 @@ def db_views(db: Database, table: str = "page_views") -> dict[str, int]:
 
 
 @dataclass
-class SyncStats:
+class SyncStats(Stats):
     syncs: int = 0  # sync_once calls that claimed a batch
     applied: int = 0  # upserts that changed a row
     skipped: int = 0  # upserts the version check turned into no-ops (re-applied or older)
     resumed: int = 0  # batches taken over from a worker that died mid-batch
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + n)
 
 
 class WriteBehind:

@@ -26,31 +26,26 @@ EVALSHA: https://redis.io/commands/evalsha)
 from __future__ import annotations
 
 import json
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import redis
 
 from ..db import Database
 from ..race import call_hook
+from ..stats import Stats
 
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 @dataclass
-class WriteStats:
+class WriteStats(Stats):
     writes: int = 0  # write() calls whose DB write committed
     db_failures: int = 0  # write() calls the DB refused (nothing was written anywhere)
     cache_errors: int = 0  # DB committed but Redis could not be updated
     rejected_sets: int = 0  # versioned cache writes refused because Redis held a newer row
     hits: int = 0
     misses: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, name: str) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + 1)
 
 
 class WriteThrough:
