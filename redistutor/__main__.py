@@ -10,7 +10,7 @@ from .provision import main as provision_main
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] != "provision":
-        print("usage: python -m redistutor provision [--quiet]", file=sys.stderr)
+        print("usage: python -m redistutor provision", file=sys.stderr)
         return 2
     return provision_main(args[1:])
 

@@ -540,8 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m redistutor provision", description=main.__doc__)
-    parser.add_argument("--quiet", action="store_true", help="print only the final line")
-    args = parser.parse_args(argv)
+    parser.parse_args(argv)
     try:
         binary = ensure(allow_build=True)
     except NoServerError as exc:

@@ -436,8 +436,8 @@ class RedisServer(BaseServer):
                             details=tail,
                         )
                     raise ServerStartError(
-                        f"redis-server exited during start-up (see its log below): fix the setting "
-                        f"it names, or report it with this log.",
+                        "redis-server exited during start-up (see its log below): fix the setting "
+                        "it names, or report it with this log.",
                         details=tail,
                     )
                 try:

@@ -25,7 +25,7 @@ import redis
 from redis.client import Pipeline
 
 from . import _html as H
-from .keys import is_server, resolve, strip
+from .keys import is_server, strip
 
 ARG_WIDTH = 24  # characters per argument shown
 MAX_ARGS = 8  # arguments shown per command

@@ -13,7 +13,6 @@ length, so notebooks mask it when comparing outputs (tests/nbval_sanitize.cfg).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Sequence
 

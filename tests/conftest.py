@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from redistutor.db import Database
 from redistutor.server import start_server
 
 
@@ -28,3 +29,11 @@ def r(redis_server):
     yield client
     redis_server.reset()
     client.close()
+
+
+@pytest.fixture
+def db():
+    """A fresh SQLite "database" with users 1..50 (no injected latency), removed afterwards."""
+    with Database() as d:
+        d.seed_users(50)
+        yield d

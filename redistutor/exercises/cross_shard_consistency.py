@@ -144,8 +144,8 @@ def commit_marker(a: redis.Redis, b: redis.Redis, prefix: str = "ex2:acct") -> E
         "commit marker written last", checker,
         hints=[
             "Three SETs: the profile part on a, the settings part on b, then the marker on a.",
-            f"Keys: f'{{prefix}}:profile:{{txid}}', f'{{prefix}}:settings:{{txid}}', "
-            f"f'{{prefix}}:committed' (value: txid). Store the dicts as json.dumps(...).",
+            "Keys: f'{prefix}:profile:{txid}', f'{prefix}:settings:{txid}', "
+            "f'{prefix}:committed' (value: txid). Store the dicts as json.dumps(...).",
             "If the SET on b raises, the marker must not be written: do not catch the error, or re-raise it.",
         ],
         solution=inspect.getsource(marked_write), reference=marked_write,

@@ -7,16 +7,9 @@ import json
 import pytest
 
 from redistutor.check import CORRECT, INCORRECT, NOT_ATTEMPTED
-from redistutor.db import Database
 from redistutor.exceptions import CheckFailed
 from redistutor.exercises import cache_aside as ex
 
-
-@pytest.fixture
-def db():
-    with Database() as d:
-        d.seed_users(20)
-        yield d
 
 
 def verdict(exercise, answer):

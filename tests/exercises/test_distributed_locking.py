@@ -3,17 +3,10 @@ answers fail with the message that explains them."""
 
 from __future__ import annotations
 
-import pytest
 
 from redistutor.check import CORRECT, INCORRECT, NOT_ATTEMPTED
-from redistutor.db import Database
 from redistutor.exercises import distributed_locking as ex
 
-
-@pytest.fixture
-def db():
-    with Database() as d:
-        yield d
 
 
 # -- exercise 1: token-checked release ------------------------------------------------------------

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
 
 from redistutor.check import CORRECT, INCORRECT, NOT_ATTEMPTED
-from redistutor.db import Database
 from redistutor.exercises import write_behind as ex
 
 UPSERT_ABS = ("INSERT INTO ex_views (page, views) VALUES (?, ?) "
               "ON CONFLICT(page) DO UPDATE SET views = excluded.views")
 
-
-@pytest.fixture
-def db():
-    with Database() as d:
-        yield d
 
 
 # -- exercise 1 ---------------------------------------------------------------------------------

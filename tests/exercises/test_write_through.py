@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from redistutor.check import CORRECT, INCORRECT, NOT_ATTEMPTED
-from redistutor.db import Database
 from redistutor.exercises import write_through as ex
 
-
-@pytest.fixture
-def db():
-    with Database() as d:
-        d.seed_users(20)
-        yield d
 
 
 # -- exercise 1: the write path -----------------------------------------------------------------

@@ -7,17 +7,10 @@ import random
 
 import pytest
 
-from redistutor.db import Database
 from redistutor.patterns.cache_aside import CacheAside
 from redistutor.race import PausePoint, run_in_thread
 from redistutor.server import RedisServer
 
-
-@pytest.fixture
-def db():
-    with Database() as d:
-        d.seed_users(50)
-        yield d
 
 
 def test_miss_then_hit_reads_db_once_and_sets_ttl(r, db):

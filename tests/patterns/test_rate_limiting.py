@@ -9,7 +9,6 @@ import pytest
 from redistutor import trace
 from redistutor.patterns.rate_limiting import (
     ALGORITHMS,
-    FakeClock,
     FixedWindow,
     LeakyBucket,
     NaiveLimiter,

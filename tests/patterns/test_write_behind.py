@@ -7,16 +7,11 @@ import time
 
 import pytest
 
-from redistutor.db import Database, DatabaseError
+from redistutor.db import DatabaseError
 from redistutor.patterns.write_behind import NaiveQueue, Worker, WriteBehind, db_views
 from redistutor.race import PausePoint, run_in_thread
 from redistutor.server import RedisServer
 
-
-@pytest.fixture
-def db():
-    with Database() as d:
-        yield d
 
 
 def test_incr_writes_redis_only_and_marks_dirty(r, db):

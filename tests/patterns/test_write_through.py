@@ -6,17 +6,11 @@ import json
 
 import pytest
 
-from redistutor.db import Database, DatabaseError
+from redistutor.db import DatabaseError
 from redistutor.patterns.write_through import WriteThrough
 from redistutor.race import PausePoint, run_in_thread
 from redistutor.server import RedisServer
 
-
-@pytest.fixture
-def db():
-    with Database() as d:
-        d.seed_users(20)
-        yield d
 
 
 def cached(r, key):
