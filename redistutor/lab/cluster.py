@@ -105,6 +105,9 @@ class Cluster(LabObject):
             for replica, master in replicas:
                 self[replica].r.execute_command("CLUSTER", "REPLICATE", self.ids[master])
             self.wait_ok()
+            # Ready means replicated too: a manual failover needs a live replication link.
+            self._wait(lambda: all(self._replica_linked(self[r]) for r, _ in replicas),
+                       "every replica's link to its master")
             self._rc = self.client()
             self.ready_seconds = time.monotonic() - t0
         except BaseException:
@@ -216,6 +219,10 @@ class Cluster(LabObject):
                 return self[name]
         raise KeyError(f"slot {slot} is not served by any master")
 
+    def _replica_linked(self, node: Node) -> bool:
+        info = node.r.info("replication")
+        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
     def role(self, node: str | Node) -> str:
         """"master" or "slave", as the node itself says."""
         return self[_name(node)].r.info("replication")["role"]
@@ -293,9 +300,21 @@ class Cluster(LabObject):
         takes over its slots with a new config epoch; the old master becomes its replica.
         """
         node = self[_name(replica)]
+        deadline = time.monotonic() + timeout
+        self._wait(lambda: self._replica_linked(node), f"{node.name}'s link to its master", timeout)
         node.fault("CLUSTER FAILOVER")
-        node.r.execute_command("CLUSTER", "FAILOVER")
-        self._wait(lambda: self.role(node) == "master", f"{node.name} to become master", timeout)
+        while True:
+            # Redis aborts a manual failover silently after 5 s (e.g. when the master's pause
+            # reply is lost); asking again starts a fresh one.
+            node.r.execute_command("CLUSTER", "FAILOVER")
+            left = deadline - time.monotonic()
+            try:
+                self._wait(lambda: self.role(node) == "master", f"{node.name} to become master",
+                           max(0.1, min(6.0, left)))
+                break
+            except ClusterTimeout:
+                if time.monotonic() >= deadline:
+                    raise
         self.wait_ok(timeout)
 
     def __repr__(self) -> str:
