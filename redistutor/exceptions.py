@@ -45,6 +45,13 @@ class ServerStartError(RedistutorError):
 class PortInUseError(ServerStartError):
     """The port asked for is taken by another process."""
 
+    def __init__(self, message: str, *, details: str = "", port: int | None = None,
+                 listener: str = "tcp"):
+        super().__init__(message, details=details)
+        self.port = port
+        # Which of the server's sockets could not bind: "tcp" (clients) or "cluster" (the bus).
+        self.listener = listener
+
 
 class NoServerError(RedistutorError):
     """No usable Redis 8 could be found or provisioned."""

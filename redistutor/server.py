@@ -211,6 +211,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_in_use(log_tail: str, port: int) -> PortInUseError:
+    """The error for a server that exited because a port was taken, naming the right port."""
+    # Redis logs "Failed listening on port 7000 (tcp), aborting." ("cluster" for the bus port).
+    found = re.findall(r"Failed listening on port (\d+) \((\w+)\)", log_tail)
+    taken, listener = (int(found[-1][0]), found[-1][1]) if found else (port, "tcp")
+    if listener == "cluster":
+        message = (f"Cluster bus port {taken} on 127.0.0.1 is already in use: stop the process "
+                   "using it, or pick another cluster-port.")
+    else:
+        message = (f"Port {taken} on 127.0.0.1 is already in use: stop the process using it, "
+                   "or leave port unset to pick a free one.")
+    return PortInUseError(message, details=log_tail, port=taken, listener=listener)
+
+
 def _port_taken(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -377,9 +391,10 @@ class RedisServer(BaseServer):
                 try:
                     self._spawn_and_wait()
                     break
-                except PortInUseError:
-                    # Another process took the free port between our probe and the bind.
-                    if attempt == attempts - 1:
+                except PortInUseError as err:
+                    # Another process took the free port between our probe and the bind. (A
+                    # fixed port of another listener, e.g. cluster-port, is the caller's to change.)
+                    if attempt == attempts - 1 or err.port != self._port:
                         raise
             # Same binary + modules + config -> same capabilities: probe once per process.
             key = (str(self.binary), tuple(sorted(self.modules)), tuple(sorted(self.config.items())))
@@ -430,11 +445,7 @@ class RedisServer(BaseServer):
                     tail = self.log_tail()
                     self._forget_proc()
                     if "Address already in use" in tail:
-                        raise PortInUseError(
-                            f"Port {self._port} on 127.0.0.1 is already in use: stop the process "
-                            "using it, or leave port unset to pick a free one.",
-                            details=tail,
-                        )
+                        raise _port_in_use(tail, self._port)
                     raise ServerStartError(
                         "redis-server exited during start-up (see its log below): fix the setting "
                         "it names, or report it with this log.",

@@ -168,6 +168,20 @@ def test_port_taken():
     assert f"Port {port} on 127.0.0.1 is already in use" in msg and "leave port unset" in msg
 
 
+def test_cluster_bus_port_taken_names_that_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        bus = s.getsockname()[1]
+        server = RedisServer(config={"cluster-enabled": "yes", "cluster-port": bus})
+        with pytest.raises(PortInUseError) as info:
+            server.start()
+    msg = one_sentence(info.value)
+    # The client port was free; blaming it (and retrying it) would not help.
+    assert f"Cluster bus port {bus} on 127.0.0.1 is already in use" in msg and "cluster-port" in msg
+    assert (info.value.port, info.value.listener) == (bus, "cluster")
+
+
 def test_bad_backend_name(monkeypatch):
     monkeypatch.setenv("REDISTUTOR_BACKEND", "podman")
     with pytest.raises(ConfigError) as info:

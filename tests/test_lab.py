@@ -11,6 +11,7 @@ import multiprocessing.resource_tracker
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -214,6 +215,48 @@ def test_manual_cluster_failover_promotes_the_replica(cluster):
     rc.set(key, "after")
     assert cluster["r1"].r.get(key) == "after"
     assert ("r1", "CLUSTER FAILOVER") in [(e.actor, e.detail) for e in cluster.log.of_kind("fault")]
+
+
+def test_cluster_start_picks_another_bus_port_when_one_is_taken(monkeypatch):
+    from redistutor.lab import cluster as cluster_module
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        ports = iter([taken])
+        real_free_port = cluster_module.free_port
+        # The first bus port handed out is one another process holds: the race, made certain.
+        monkeypatch.setattr(cluster_module, "free_port", lambda: next(ports, None) or real_free_port())
+        c = lab.Cluster(3).start()
+        try:
+            assert taken not in c.bus_ports.values()
+            assert sorted(c.masters()) == ["m1", "m2", "m3"]
+        finally:
+            c.stop()
+
+
+def test_automatic_failover_after_a_master_is_killed():
+    c = lab.Cluster(3, replicas=1, node_timeout_ms=1000).start()
+    pids = {n.pid for n in c}
+    try:
+        first, last = map(int, c.slots_of("m2")[0].split("-"))
+        key = next(f"k{i}" for i in range(100) if first <= c.keyslot(f"k{i}") <= last)
+        c.rc.set(key, "replicated")
+        assert c["m2"].r.execute_command("WAIT", 1, 2000) == 1  # the replica has it
+        c["m2"].kill()
+        c.wait_promoted("r2")
+        assert c.role("r2") == "master"
+        assert c.owner(key).name == "r2"
+        assert c.client().get(key) == "replicated"  # nothing acknowledged by WAIT is lost
+        # The old master comes back as a replica of the node that replaced it.
+        c["m2"].restart()
+        c.wait_ok()
+        assert c.role("m2") == "slave"
+        assert [e.actor for e in c.log.of_kind("promoted")] == ["r2"]
+    finally:
+        c.stop()
+    assert not wait_gone(pids)
 
 
 # -- persistence ----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from ..events import EventLog
+from ..exceptions import PortInUseError
 from ..server import fail_fast_retry, free_port
 from ._base import LabObject, lab_dir, parallel, remove_dir
 from .node import Node
@@ -94,7 +95,7 @@ class Cluster(LabObject):
                                    }))
         self._registered()
         try:
-            parallel(lambda node: node.start(), self.nodes)
+            parallel(self._start_node, self.nodes)
             for node in self.nodes:
                 self.ids[node.name] = node.r.execute_command("CLUSTER", "MYID")
             self._assign_slots(masters)
@@ -114,6 +115,18 @@ class Cluster(LabObject):
             self.stop()
             raise
         return self
+
+    def _start_node(self, node: Node, attempts: int = 5) -> None:
+        for attempt in range(attempts):
+            try:
+                node.start()
+                return
+            except PortInUseError as err:
+                if err.listener != "cluster" or attempt == attempts - 1:
+                    raise
+                # Another process (or another node's client port) took the bus port between
+                # free_port() and the bind: pick another one.
+                self.bus_ports[node.name] = node.server.config["cluster-port"] = free_port()
 
     def _assign_slots(self, masters: list[str]) -> None:
         # The same split as ``redis-cli --cluster create`` (0-5460, 5461-10922, 10923-16383),
@@ -316,6 +329,19 @@ class Cluster(LabObject):
                 if time.monotonic() >= deadline:
                     raise
         self.wait_ok(timeout)
+
+    def wait_promoted(self, replica: str | Node, *, timeout: float = 15.0) -> None:
+        """After ``replica``'s master dies: until the replica wins the election and serves.
+
+        Automatic failover, as Redis does it: once the master has been silent for
+        ``cluster-node-timeout`` a majority of masters flag it FAIL, its replica waits a short
+        random delay, asks the masters for votes and takes over the slots. Writes the dead master
+        acknowledged but never sent to the replica are lost; use WAIT to narrow that window.
+        """
+        node = self[_name(replica)]
+        self._wait(lambda: self.role(node) == "master", f"{node.name} to be elected master", timeout)
+        self.wait_ok(timeout)
+        self.log.record(node.name, "promoted", "elected master (automatic failover)")
 
     def __repr__(self) -> str:
         return f"Cluster(masters={self.n_masters}, replicas_per_master={self.n_replicas}, nodes={len(self.nodes)})"
