@@ -25,6 +25,7 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from redistutor import _guard, lab
+from redistutor.exceptions import ConfigError
 from redistutor.lab import _base
 
 from .helpers import wait_gone
@@ -425,6 +426,23 @@ def test_worker_paused_keeps_its_lock_and_resumes():
         assert workers.exitcodes[holder] == 0
         assert [e.detail for e in node.log.of_kind("fault")] == ["pause (SIGSTOP)", "resume (SIGCONT)"]
         assert len(node.log.of_kind("release")) == 1 and node.r.get("lab:lock") is None
+
+
+def _defined_in_a_notebook_cell(ctx):
+    ctx.record("ran")
+
+
+def test_workers_refuse_a_function_fresh_processes_cannot_import(monkeypatch):
+    # A notebook cell's function lives in the kernel's __main__, which has no file to import.
+    monkeypatch.setattr(_defined_in_a_notebook_cell, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None, raising=False)
+    for fn in (_defined_in_a_notebook_cell, lambda ctx: None):
+        workers = lab.Workers(fn, 2)
+        with pytest.raises(ConfigError) as info:
+            workers.start()
+        message = str(info.value)
+        assert "fresh processes" in message and "%%writefile" in message
+        assert not workers.procs and workers._dir is None  # nothing started, nothing left
 
 
 def test_run_workers_collects_every_event():

@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 from .. import _guard
 from ..events import Event, EventLog
+from ..exceptions import ConfigError
 from ._base import LabObject, lab_dir, remove_dir
 
 
@@ -94,6 +96,25 @@ def _bootstrap(fn: Callable[..., Any], ctx: WorkerContext, args: tuple, kwargs: 
     fn(ctx, *args, **kwargs)
 
 
+def _require_importable(fn: Callable[..., Any]) -> None:
+    """Fail in the parent, in one sentence, for a function a fresh process cannot import.
+
+    Otherwise each child dies on unpickling it ("Can't get attribute ...") and the parent sees
+    only exit code 1.
+    """
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", "")
+    main = sys.modules.get("__main__")
+    main_is_a_file = bool(getattr(main, "__file__", None)) and getattr(main, "__spec__", None) is not None
+    if "<" in qualname or module is None or (module == "__main__" and not main_is_a_file):
+        name = getattr(fn, "__name__", repr(fn))
+        raise ConfigError(
+            f"lab.Workers runs {name} in fresh processes, which can only import it from a module: "
+            f"define it at the top level of a .py file next to the notebook (%%writefile "
+            f"my_workers.py) and import it from there."
+        )
+
+
 class Workers(LabObject):
     """``n`` processes each running ``fn(ctx, *args, **kwargs)`` against the given nodes.
 
@@ -128,6 +149,7 @@ class Workers(LabObject):
     def start(self) -> "Workers":
         if self.procs:
             return self  # started once; a Workers object is not reusable
+        _require_importable(self.fn)
         self._dir = lab_dir("workers")
         mp = multiprocessing.get_context(self.context)
         self._registered()
