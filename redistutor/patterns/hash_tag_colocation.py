@@ -116,6 +116,24 @@ def retry_redirects(fn: Callable[[], T], *, attempts: int = 5, backoff: float = 
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def answer(fn: Callable[[], Any]) -> tuple[str, Any]:
+    """Run one command against one node (a plain client, no cluster logic) and name its answer.
+
+    Returns ``("OK", result)``, ``("ASK", (slot, (host, port)))``, ``("MOVED", (slot, (host, port)))``,
+    ``("TRYAGAIN", None)`` or ``("CROSSSLOT", None)``: what a cluster client has to act on.
+    """
+    try:
+        return "OK", fn()
+    except MovedError as exc:                    # MovedError subclasses AskError: test it first
+        return "MOVED", (exc.slot_id, exc.node_addr)
+    except AskError as exc:
+        return "ASK", (exc.slot_id, exc.node_addr)
+    except TryAgainError:
+        return "TRYAGAIN", None
+    except redis.exceptions.ClusterCrossSlotError:
+        return "CROSSSLOT", None
+
+
 class UserStore:
     """A user's profile, settings, counters and sessions, co-located by the ``{user_id}`` tag.
 

@@ -11,6 +11,7 @@ from redistutor import lab
 from redistutor.patterns.hash_tag_colocation import (
     EntityKeys,
     UserStore,
+    answer,
     crc16,
     hashed_part,
     key_slot,
@@ -125,6 +126,29 @@ def test_migration_moves_the_tag_together_and_transactions_survive(cluster, mast
     assert UserStore(stale2).update(42, {"plan": "pro"}, {"max_projects": 50})[2] == 2
     assert store.read(42)["profile"]["plan"] == "pro"
     cluster.migrate_slot(slot, source.name)  # leave the layout as found
+
+
+def test_half_moved_slot_answers_ask_for_moved_keys_and_tryagain_for_split_multi_key(cluster, masters):
+    store = UserStore(cluster.rc)
+    store.update(7, {"plan": "free"}, {"max_projects": 3})
+    k0, k1, k2 = store.names.keys(7, "profile", "settings", "stats:updates")
+    slot = cluster.keyslot(k0)
+    source = cluster.owner(slot=slot)
+    target = cluster[next(n for n in masters if n != source.name)]
+    target.r.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.ids[source.name])
+    source.r.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.ids[target.name])
+    source.r.execute_command("MIGRATE", target.host, target.port, "", 0, 5000,
+                             "AUTH", cluster.password, "KEYS", k0)
+    try:
+        assert answer(lambda: source.r.hget(k0, "plan")) == ("ASK", (slot, (target.host, target.port)))
+        assert answer(lambda: source.r.hget(k1, "max_projects")) == ("OK", "3")
+        assert answer(lambda: source.r.exists(k0, k1)) == ("TRYAGAIN", None)
+        assert answer(lambda: source.r.exists(k1, k2)) == ("OK", 2)
+        assert answer(lambda: target.r.hget(k0, "plan"))[0] == "MOVED"   # no ASKING
+        assert answer(lambda: source.r.exists(k0, "other")) == ("CROSSSLOT", None)
+    finally:
+        cluster.migrate_slot(slot, target.name)
+        cluster.migrate_slot(slot, source.name)  # leave the layout as found
 
 
 def test_retry_redirects_gives_up_after_attempts():
