@@ -49,6 +49,7 @@ class Lease:
     fence: int  # strictly increasing across acquisitions: hand it to the protected resource
     ttl_ms: int
     acquired_at: float = field(default_factory=time.monotonic)
+    replicas: int | None = None  # WAIT's answer: replicas that had the lock key (None: not asked)
 
 
 class Lock:
@@ -139,13 +140,44 @@ class Lock:
         """128 random bits from the OS: unique per acquisition, unguessable by other clients."""
         return secrets.token_hex(16)
 
-    def try_acquire(self, token: str | None = None) -> Lease | None:
-        """One attempt: the lock's lease if it was free, else None."""
+    def try_acquire(self, token: str | None = None, *, wait_replicas: int = 0,
+                    wait_ms: int = 100) -> Lease | None:
+        """One attempt: the lock's lease if it was free, else None.
+
+        With ``wait_replicas`` > 0 the acquire script and ``WAIT wait_replicas wait_ms`` go out in
+        one pipeline (WAIT counts the replicas that have *this connection's* writes, so both must
+        share a connection), and ``lease.replicas`` says how many replicas had the lock key. It
+        only reports: a lease with ``replicas == 0`` is still returned. See
+        :meth:`try_acquire_replicated` for a lock that refuses to be trusted on the primary alone.
+        """
         token = token or self.new_token()
-        fence = self._acquire(keys=[self.key, self.fence_key], args=[token, self.ttl_ms])
+        keys, args = [self.key, self.fence_key], [token, self.ttl_ms]
+        acked = None
+        if wait_replicas > 0:
+            pipe = self.r.pipeline(transaction=False)
+            self._acquire(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", wait_replicas, wait_ms)
+            fence, acked = pipe.execute()
+        else:
+            fence = self._acquire(keys=keys, args=args)
         if fence is None:
             return None
-        return Lease(self.key, token, int(fence), self.ttl_ms)
+        return Lease(self.key, token, int(fence), self.ttl_ms,
+                     replicas=None if acked is None else int(acked))
+
+    def try_acquire_replicated(self, replicas: int = 1, *, wait_ms: int = 100) -> Lease | None:
+        """Like :meth:`try_acquire`, but the lock counts only once ``replicas`` replicas have it.
+
+        If WAIT reports fewer, the lock is released again (token-checked) and None returned: a
+        failover right now could promote a replica without it. This narrows the failover window;
+        it does not close it (WAIT is not a durability or consensus guarantee: the replica that
+        acked may not be the one promoted, or may itself restart empty).
+        """
+        lease = self.try_acquire(wait_replicas=replicas, wait_ms=wait_ms)
+        if lease is not None and (lease.replicas or 0) < replicas:
+            self.release(lease)
+            return None
+        return lease
 
     def acquire(self, *, blocking: bool = True, timeout: float | None = None) -> Lease | None:
         """Take the lock, retrying with jittered sleeps until ``timeout`` (None: forever)."""

@@ -220,3 +220,49 @@ def test_paused_holder_late_write(redis_server, r, fenced):
             assert ev.detail.endswith("rejected") and res.read("row") == ("from-B", 2)
         else:
             assert ev.detail.endswith("accepted") and res.read("row") == ("from-A", 1)
+
+
+def test_wait_reports_replicas_and_only_reports(r):
+    """Without replicas WAIT answers 0; try_acquire still returns the lease (it only reports)."""
+    lock = Lock(r, "solo", ttl_ms=5000)
+    lease = lock.try_acquire(wait_replicas=1, wait_ms=10)
+    assert lease is not None and lease.replicas == 0 and r.get(lock.key) == lease.token
+    assert lock.release(lease)
+    plain = lock.try_acquire()
+    assert plain.replicas is None and lock.release(plain)
+    # the replicated variant refuses to trust a primary-only lock, and leaves no key behind
+    assert lock.try_acquire_replicated(1, wait_ms=10) is None and not r.exists(lock.key)
+
+
+@pytest.mark.parametrize("cut_link", [True, False])
+def test_failover_loses_an_unreplicated_lock(cut_link):
+    """Partitioned replica: the lock (and its fence) dies with the primary, B gets in with the
+    same fence. Replicated first (WAIT says 1): the promoted replica refuses B."""
+    with lab.Replicated(replicas=1) as rep:
+        a = Lock(rep.primary.r, "payout", ttl_ms=30_000)
+        a.release(a.try_acquire())
+        rep.wait_in_sync()
+        if cut_link:
+            rep.partition("replica-1")
+        lease_a = a.try_acquire(wait_replicas=1)
+        assert lease_a is not None and lease_a.fence == 2 and lease_a.replicas == (0 if cut_link else 1)
+        rep.primary.kill()
+        new = rep.promote("replica-1")
+        lease_b = Lock(new.r, "payout", ttl_ms=30_000).try_acquire()
+        if cut_link:
+            assert lease_b is not None and lease_b.fence == lease_a.fence  # the fence went back too
+        else:
+            assert lease_b is None and new.r.get(a.key) == lease_a.token
+
+
+def test_replicated_acquire_refuses_when_the_link_is_cut():
+    with lab.Replicated(replicas=1) as rep:
+        lock = Lock(rep.primary.r, "payout", ttl_ms=30_000)
+        rep.partition("replica-1")
+        assert lock.try_acquire_replicated(1, wait_ms=50) is None
+        assert not rep.primary.r.exists(lock.key)  # released again, token-checked
+        rep.heal("replica-1")
+        rep.wait_in_sync()
+        lease = lock.try_acquire_replicated(1, wait_ms=2000)
+        assert lease is not None and lease.replicas == 1
+        assert rep["replica-1"].r.get(lock.key) == lease.token
