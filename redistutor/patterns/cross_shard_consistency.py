@@ -36,10 +36,11 @@ commands stop at a slot) · SET: https://redis.io/commands/set · EVAL: https://
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis
 
@@ -481,6 +482,83 @@ class MarkedSplit(_Split):
                 if not k.endswith(f":{committed}") and c.ttl(k) == -1:
                     out.append(k)
         return sorted(out)
+
+
+# -- detection, measured over many trials -----------------------------------------------------
+
+
+def _raise_fault(entity: Any, next_part: str) -> None:
+    raise InjectedFault(f"writer died before writing {next_part} of {entity}")
+
+
+@dataclass
+class Trial:
+    """One detection trial: which writes were torn, and which ones the audit flagged."""
+
+    fault: str
+    rate: float
+    seed: int
+    entities: list[Any]
+    planned: set[Any]                          # the seeded sample chosen to tear
+    injected: set[Any]                         # writes that actually failed between the SETs
+    detected: set[Any]                         # flagged by the audit after the torn round
+    clean_flags: list[Any] = field(default_factory=list)  # flagged after the clean round
+
+    @property
+    def missed(self) -> set[Any]:
+        return self.injected - self.detected
+
+    @property
+    def false_positives(self) -> set[Any]:
+        return (self.detected - self.injected) | set(self.clean_flags)
+
+
+def tear_trial(split: StampedSplit, entities: Sequence[Any], *, rate: float, seed: int,
+               before: Mapping[str, Any], after: Mapping[str, Any],
+               fault: Callable[[Any, str], Any] = _raise_fault, recover: Callable[[], Any] | None = None,
+               label: str = "exception") -> Trial:
+    """Write every entity ``before`` cleanly and audit it (any flag is a false positive), then write
+    ``after`` to all of them with ``fault(entity, next_part)`` run between the SETs of a seeded
+    ``rate`` sample, and audit again. ``recover()`` runs after each failed write (restart a killed
+    shard). ``split.hooks`` is restored afterwards."""
+    entities = list(entities)
+    planned = set(random.Random(seed).sample(entities, round(rate * len(entities))))
+    saved = split.hooks
+    split.hooks = None
+    try:
+        for e in entities:
+            split.write(e, before)
+        clean = split.audit(entities)
+        split.hooks = {"between_sets": lambda e, part: fault(e, part) if e in planned else None}
+        injected = set()
+        for e in entities:
+            try:
+                split.write(e, after)
+            except (InjectedFault, redis.ConnectionError):
+                injected.add(e)
+                if recover is not None:
+                    recover()
+    finally:
+        split.hooks = saved
+    return Trial(label, rate, seed, entities, planned, injected, set(split.audit(entities)), clean)
+
+
+def trial_table(trials: Iterable[Trial]) -> str:
+    """One row per trial: fault, tear rate, seed, writes, torn, detected, missed, false positives."""
+    head = f"{'fault':10} {'rate':>5} {'seed':>4} {'writes':>6} {'torn':>5} {'detected':>8} {'missed':>6} {'false+':>6}"
+    rows = [f"{t.fault:10} {t.rate:5.0%} {t.seed:4} {2 * len(t.entities):6} {len(t.injected):5} "
+            f"{len(t.detected):8} {len(t.missed):6} {len(t.false_positives):6}" for t in trials]
+    return "\n".join([head, "-" * len(head), *rows])
+
+
+def tear_strip(trial: Trial, *, width: int = 50) -> str:
+    """The torn round as a timeline, one character per write in order: ``.`` clean, ``x`` torn and
+    detected, ``!`` torn but missed, ``?`` clean but flagged (a false positive)."""
+    marks = []
+    for e in trial.entities:
+        torn, flagged = e in trial.injected, e in trial.detected
+        marks.append("x" if torn and flagged else "!" if torn else "?" if flagged else ".")
+    return "\n".join(f"{i + 1:4}  {''.join(marks[i:i + width])}" for i in range(0, len(marks), width))
 
 
 def pair_table(reads: Iterable[Read]) -> str:

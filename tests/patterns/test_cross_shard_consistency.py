@@ -20,6 +20,9 @@ from redistutor.patterns.cross_shard_consistency import (
     decode,
     encode,
     pair_table,
+    tear_strip,
+    tear_trial,
+    trial_table,
     verdict,
 )
 from redistutor.race import PausePoint, run_in_thread
@@ -123,6 +126,34 @@ def test_detection_is_exact_over_1000_writes(shards, truth):
         s.repair(e)
     assert s.audit(range(1, 1001)) == []
     assert all(s.read(e).parts == PRO for e in range(1, 1001))
+
+
+def test_tear_trials_detect_exactly_the_injected_tears(shards, truth):
+    s = StampedSplit(shards, truth=truth)
+    zero = tear_trial(s, range(1, 101), rate=0.0, seed=1, before=FREE, after=PRO)
+    assert zero.injected == zero.detected == set() and zero.false_positives == set()
+    t = tear_trial(s, range(1, 201), rate=0.25, seed=3, before=FREE, after=PRO)
+    assert len(t.planned) == 50 and t.injected == t.planned == t.detected
+    assert t.missed == set() and t.false_positives == set() and s.hooks is None
+    strip = tear_strip(t, width=100)
+    assert strip.count("x") == 50 and strip.count(".") == 150 and len(strip.splitlines()) == 2
+    table = trial_table([zero, t])
+    assert table.splitlines()[3].split() == ["exception", "25%", "3", "400", "50", "50", "0", "0"]
+
+
+def test_tear_trial_with_kill_9_of_shard_b_and_restart(fleet, shards, truth):
+    s = StampedSplit(shards, truth=truth)
+    t = tear_trial(s, range(1, 41), rate=0.05, seed=2, before=FREE, after=PRO, label="kill -9",
+                   fault=lambda e, part: fleet["b"].kill(), recover=fleet["b"].restart)
+    assert len(t.injected) == 2 and t.injected == t.planned == t.detected and not t.false_positives
+    assert all(s.read(e).parts["settings"] == FREE["settings"] for e in t.injected)  # B kept the old part
+
+
+def test_detection_counts_a_missed_tear_and_a_false_positive():
+    from redistutor.patterns.cross_shard_consistency import Trial
+    t = Trial("x", 0.5, 1, [1, 2, 3, 4], {1, 2}, {1, 2}, {2, 3})
+    assert t.missed == {1} and t.false_positives == {3}
+    assert tear_strip(t).split()[1] == "!x?."
 
 
 def test_repair_at_once_during_an_in_flight_write_leaves_a_false_tear(shards, truth):
