@@ -44,13 +44,15 @@ Redis: https://redis.io/commands/set (NX, PX) · https://redis.io/docs/latest/de
 from __future__ import annotations
 
 import heapq
+import json
 import math
+import os
 import random
 import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import redis
@@ -215,20 +217,35 @@ class CoalescingCache(_Base):
     """Single flight inside one process: concurrent misses of a key share one in-process rebuild.
 
     The first thread to miss becomes the leader and registers a Future; the others wait on it.
-    Across processes this gives one rebuild *per process*; add :class:`LockedCache` for one in
-    total.
+    Across processes this gives one rebuild *per process* (a process cannot see another's
+    futures). With ``lock=True`` the leader does not rebuild directly but goes through a
+    :class:`LockedCache` on the same keys: one leader per process asks Redis, one rebuild in total.
 
-    Hooks: ``after_miss(name)``; ``before_rebuild(name)``: the leader is about to rebuild.
+    Hooks: ``after_miss(name)``; ``before_rebuild(name)``: the leader is about to rebuild (or, with
+    ``lock=True``, to compete for the Redis lock).
     """
 
     strategy = "coalesce"
 
     def __init__(self, r: redis.Redis, loader: Loader, *, prefix: str = "hot", ttl: float = 60.0,
-                 wait_timeout: float = 30.0, hooks: dict[str, Callable[..., Any]] | None = None) -> None:
+                 wait_timeout: float = 30.0, lock: bool = False, lock_ttl: float = 5.0,
+                 hooks: dict[str, Callable[..., Any]] | None = None) -> None:
         super().__init__(r, loader, prefix=prefix, ttl=ttl, hooks=hooks)
         self.wait_timeout = wait_timeout
         self._inflight: dict[str, Future] = {}
         self._mutex = threading.Lock()
+        # The Redis lock behind the leaders; its loader is our _rebuild, so self.stats counts.
+        self.locked = (LockedCache(r, self._rebuild, prefix=prefix, ttl=ttl, lock_ttl=lock_ttl,
+                                   wait_timeout=wait_timeout) if lock else None)
+        if lock:
+            self.strategy = "coalesce+lock"
+
+    def _fill(self, name: str) -> str:
+        if self.locked is not None:
+            return self.locked.get(name)  # one leader per process competes: SET NX PX
+        value = self._rebuild(name)
+        self.r.set(self.key(name), value, px=int(self.ttl * 1000))
+        return value
 
     def get(self, name: str) -> str:
         key = self.key(name)
@@ -250,8 +267,7 @@ class CoalescingCache(_Base):
             value = self.r.get(key)  # double-check: a previous leader may have just stored it
             if value is None:
                 call_hook(self.hooks, "before_rebuild", name)
-                value = self._rebuild(name)
-                self.r.set(key, value, px=int(self.ttl * 1000))
+                value = self._fill(name)
             fut.set_result(value)
             return value
         except BaseException as exc:
@@ -260,6 +276,110 @@ class CoalescingCache(_Base):
         finally:
             with self._mutex:
                 self._inflight.pop(name, None)
+
+
+def redis_barrier(r: redis.Redis, key: str, parties: int, *, timeout: float = 30.0,
+                  poll: float = 0.005) -> int:
+    """Wait until ``parties`` callers, in any process, have arrived at ``key`` (INCR, then poll).
+
+    Returns this caller's arrival number. The parent deletes ``key`` before a run.
+    """
+    n = r.incr(key)
+    deadline = time.monotonic() + timeout
+    while int(r.get(key) or 0) < parties:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{key}: {r.get(key)} of {parties} arrived after {timeout:g} s")
+        time.sleep(poll)
+    return n
+
+
+# -- across processes ---------------------------------------------------------------------------
+
+REBUILD_LOG = "stampede_rebuilds"  # a SQLite table: one row per rebuild, from whichever process
+
+
+def process_stampede_worker(ctx: Any, name: str, *, prefix: str, db_path: str, query: str,
+                            threads: int, processes: int, lock: bool, latency: float,
+                            barrier: str, timeout: float = 30.0) -> None:
+    """One application process (run by :class:`redistutor.lab.Workers`): ``threads`` readers
+    behind one :class:`CoalescingCache`, all missing the expired key together.
+
+    Determinism: the process's readers meet at a ``threading.Barrier`` after missing (so they all
+    join one flight), and the process's leader then meets the other processes' leaders at a
+    :func:`redis_barrier` before rebuilding. Every rebuild runs ``query`` on the shared SQLite
+    file and appends a row to :data:`REBUILD_LOG` there, so the parent counts rebuilds from the
+    database itself. Records one "done" event with this process's outcome (JSON).
+    """
+    from ..db import Database
+
+    r = ctx.client(0)
+    db = Database(path=db_path, latency=latency, write_latency=0.0)
+
+    def loader(n: str) -> str:
+        rows = db.execute(query)
+        db.execute(f"INSERT INTO {REBUILD_LOG} (worker, pid) VALUES (?, ?)", (ctx.name, os.getpid()))
+        ctx.record("rebuild", n)
+        return json.dumps(rows)
+
+    all_missed = threading.Barrier(threads, timeout=timeout)
+    cache = CoalescingCache(r, loader, prefix=prefix, lock=lock, wait_timeout=timeout, hooks={
+        "after_miss": lambda *_: all_missed.wait(),
+        "before_rebuild": lambda *_: redis_barrier(r, barrier, processes, timeout=timeout)})
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            values = list(pool.map(lambda _: cache.get(name), range(threads), timeout=timeout))
+    finally:
+        db.close()
+    ctx.record("done", json.dumps({"values": sorted(set(values)), "readers": len(values),
+                                   "waits": cache.stats.waits, "rebuilds": cache.stats.rebuilds}))
+
+
+@dataclass
+class ProcessStampedeResult:
+    strategy: str
+    processes: int
+    readers: int  # in total
+    rebuilds_by_process: dict[str, int]  # from the SQLite rebuild log
+    values: set[str]
+    waits: int  # readers that waited on their process's leader
+    exitcodes: dict[str, int | None]
+
+    @property
+    def rebuilds(self) -> int:
+        return sum(self.rebuilds_by_process.values())
+
+
+def process_stampede(server: Any, db: Any, name: str, query: str, *, prefix: str,
+                     processes: int = 4, threads: int = 25, lock: bool = False,
+                     timeout: float = 30.0) -> ProcessStampedeResult:
+    """Expire ``name`` and stampede it from ``processes`` real OS processes x ``threads`` readers.
+
+    ``server`` is a server or lab node (host/port/password and ``client()``); ``db`` a :class:`~redistutor.db.Database`
+    whose file the workers open (its latency is theirs). Rebuilds are counted from the rows the
+    workers wrote to :data:`REBUILD_LOG` in that file.
+    """
+    from ..lab import run_workers
+
+    db.execute(f"CREATE TABLE IF NOT EXISTS {REBUILD_LOG} (worker TEXT NOT NULL, pid INTEGER NOT NULL)")
+    db.execute(f"DELETE FROM {REBUILD_LOG}")
+    barrier = f"{prefix}:barrier:{name}"
+    r = server.client()
+    r.delete(f"{prefix}:{name}", f"{prefix}:lock:{name}", barrier)  # the expiry event
+    try:
+        workers = run_workers(
+            process_stampede_worker, processes, nodes=[server], timeout=timeout, args=(name,),
+            kwargs=dict(prefix=prefix, db_path=str(db.path), query=query, threads=threads,
+                        processes=processes, lock=lock, latency=db.latency, barrier=barrier,
+                        timeout=timeout))
+    finally:
+        r.delete(barrier)
+        r.close()
+    done = [json.loads(ev.detail) for ev in workers.log.events if ev.kind == "done"]
+    counted = dict(db.execute(f"SELECT worker, COUNT(*) FROM {REBUILD_LOG} GROUP BY worker"))
+    return ProcessStampedeResult(
+        "coalesce+lock" if lock else "coalesce", processes, sum(d["readers"] for d in done),
+        {w: counted.get(w, 0) for w in workers.names}, {v for d in done for v in d["values"]},
+        sum(d["waits"] for d in done), workers.exitcodes)
 
 
 # -- XFetch -----------------------------------------------------------------------------------
@@ -399,6 +519,17 @@ class XFetchRun:
     misses: int  # readers that found the value logically expired and had to wait
     refreshes: list[tuple[float, float]]  # (time, lead = expiry - time) of each early rebuild
     per_generation: list[int]  # rebuilds triggered while each stored value was current
+    starts: list[float] = field(default_factory=list)  # start time of every counted rebuild
+
+    def per_bucket(self, width: float = 0.1) -> list[int]:
+        """DB calls started per ``width`` seconds, from the first request to the last."""
+        if not self.starts:
+            return []
+        t0 = min(self.starts)
+        out = [0] * (int((max(self.starts) - t0) / width) + 1)
+        for t in self.starts:
+            out[int((t - t0) / width)] += 1
+        return out
 
     @property
     def leads(self) -> list[float]:
@@ -420,6 +551,7 @@ def simulate_xfetch(cache: XFetchCache, name: str, *, periods: int = 10, rate: f
     n = int(round(periods * cache.ttl * rate))
     rebuilds = misses = 0
     refreshes: list[tuple[float, float]] = []
+    starts: list[float] = []
     generations: dict[float, int] = {}
     cold = True
     for i in range(n):
@@ -443,6 +575,7 @@ def simulate_xfetch(cache: XFetchCache, name: str, *, periods: int = 10, rate: f
         else:
             cold = False
             rebuilds += 1
+            starts.append(now)
             generations[cur[2] if cur else -1.0] = generations.get(cur[2] if cur else -1.0, 0) + 1
             if kind == "miss":
                 misses += 1
@@ -451,7 +584,8 @@ def simulate_xfetch(cache: XFetchCache, name: str, *, periods: int = 10, rate: f
         value = cache._rebuild(name)
         seq += 1
         heapq.heappush(pending, (now + delta, seq, value, now + delta + cache.ttl, token))
-    return XFetchRun(n, rebuilds, misses, refreshes, [generations[k] for k in sorted(generations)])
+    return XFetchRun(n, rebuilds, misses, refreshes, [generations[k] for k in sorted(generations)],
+                     starts)
 
 
 # -- the stampede harness -----------------------------------------------------------------------

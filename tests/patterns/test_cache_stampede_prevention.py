@@ -164,3 +164,50 @@ def test_simulated_steady_load(r, db, loader):
     bad = simulate_xfetch(garbled, "top", periods=10, rate=100, delta=0.2)
     assert bad.refreshes == [] and bad.misses == bad.rebuilds
     assert min(bad.per_generation) >= 19  # every reader in the 200 ms rebuild window rebuilds
+
+
+# -- across processes: coalescing alone vs coalescing in front of the Redis lock ----------------
+
+def test_redis_barrier_releases_all_parties_together(r):
+    from redistutor.patterns.cache_stampede_prevention import redis_barrier
+    arrived = []
+    threads = [threading.Thread(target=lambda: arrived.append(redis_barrier(r, "bar", 5, timeout=10)))
+               for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert sorted(arrived) == [1, 2, 3, 4, 5] and r.get("bar") == "5"
+    with pytest.raises(TimeoutError):
+        redis_barrier(r, "lonely", 2, timeout=0.05)
+
+
+def test_coalescing_with_lock_counts_one_rebuild_in_threads(r, db, loader):
+    cache = CoalescingCache(r, loader, prefix="hot", ttl=60, lock=True)
+    assert cache.strategy == "coalesce+lock"
+    res = stampede(cache, "top", readers=20)
+    assert res.rebuilds == 1 == db.counts["read"] and res.values == {loader("top")}
+    assert r.exists("hot:lock:top") == 0  # the leader released the Redis lock
+
+
+@pytest.mark.parametrize("lock, expected", [(False, 3), (True, 1)])
+def test_process_stampede_rebuilds_once_per_process_or_once(redis_server, lock, expected):
+    from redistutor.patterns.cache_stampede_prevention import process_stampede
+    with Database(latency=0.05) as d:
+        res = process_stampede(redis_server, d, "top", "SELECT 42", prefix=redis_server.key("ps"),
+                               processes=3, threads=4, lock=lock)
+        logged = d.execute("SELECT COUNT(*) FROM stampede_rebuilds")[0][0]
+    # coalescing alone: one rebuild in each process; behind the lock: one in total
+    assert res.rebuilds == expected == logged
+    if not lock:
+        assert set(res.rebuilds_by_process.values()) == {1}
+    assert res.readers == 12 and res.waits == 9 and res.values == {"[[42]]"}
+    assert set(res.exitcodes.values()) == {0}
+
+
+def test_xfetch_run_counts_db_calls_per_bucket(r):
+    cache = XFetchCache(r, lambda n: "v", prefix="hot", ttl=2, beta=1.0, rng=random.Random(3),
+                        check=garbled_should_refresh)
+    run = simulate_xfetch(cache, "top", periods=3, rate=100, delta=0.2)
+    assert len(run.starts) == run.rebuilds and sum(run.per_bucket(0.1)) == run.rebuilds
+    assert max(run.per_bucket(0.1)) >= 10  # the garbled sign: ~20 misses in one 200 ms rebuild
