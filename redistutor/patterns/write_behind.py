@@ -40,7 +40,9 @@ import argparse
 import json
 import os
 import signal
+import sqlite3
 import subprocess
+import threading
 import sys
 import time
 from dataclasses import dataclass
@@ -50,7 +52,7 @@ from typing import Any, Callable
 import redis
 
 from .. import _guard
-from ..db import Database
+from ..db import Database, DatabaseError
 from ..race import call_hook
 from ..stats import Stats
 
@@ -85,8 +87,9 @@ class WriteBehind:
         prefix: key prefix, e.g. ``server.key("views")``; keys are ``<prefix>:count:<page>``
             (hash: count, ver), ``<prefix>:dirty`` and ``<prefix>:syncing`` (sets of pages).
         table: the DB table (created if missing).
-        hooks: pause points for race labs: "after_apply" (page, after the DB upsert committed,
-            before the page is acknowledged in Redis).
+        hooks: pause points for race labs: "before_apply" (page, count, ver: the values just read
+            from Redis, before the DB upsert) and "after_apply" (page, after the DB upsert
+            committed, before the page is acknowledged in Redis).
 
     Example:
         >>> wb = WriteBehind(r, db, prefix=server.key("views"))
@@ -178,6 +181,7 @@ class WriteBehind:
         sql = self.SQL_UPSERT.format(table=self.table)
         for page in sorted(pages):
             count, ver = self.r.hmget(self.key(page), "count", "ver")
+            call_hook(self.hooks, "before_apply", page, count, ver)
             if count is not None:
                 changed = self.db.execute(sql, (page, int(count), int(ver)), kind="write")
                 self.stats.add("applied" if changed else "skipped")
@@ -240,6 +244,51 @@ class NaiveQueue:
         return total
 
 
+# -- the worker's loop: retry with exponential back-off ------------------------------------------
+
+# What a sync can fail with and should retry: the DB refusing or timing out (an injected error,
+# SQLite's "database is locked"), or Redis unreachable. Anything else is a bug: let it crash.
+RETRYABLE = (DatabaseError, sqlite3.Error, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def backoff_delay(failures: int, base: float, cap: float) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row: base, 2x base, 4x ... capped.
+
+    Doubling keeps a worker from hammering a database that is down (and from adding load to one
+    that is recovering); the cap bounds how late the worker notices it is back.
+    """
+    return min(cap, base * 2 ** (failures - 1))
+
+
+def sync_forever(sync: "WriteBehind | NaiveQueue", *, batch: int = 100, interval: float = 0.05,
+                 max_backoff: float = 2.0, once: bool = False, stop: threading.Event | None = None,
+                 on_error: Callable[[BaseException, int, float], None] | None = None) -> None:
+    """What a sync worker runs: sync, sleep ``interval`` when idle, back off on failures.
+
+    A failed sync (see :data:`RETRYABLE`) leaves its batch in ``syncing`` (nothing is lost); the
+    loop waits :func:`backoff_delay` and tries again, and the next success resets the delay.
+    ``on_error(exc, failures_in_a_row, delay)`` is called before each wait. Returns when ``stop``
+    is set, or with ``once`` when nothing is pending.
+    """
+    stop = stop or threading.Event()
+    failures = 0
+    while not stop.is_set():
+        try:
+            n = sync.sync_once(batch)
+        except RETRYABLE as exc:
+            failures += 1
+            delay = backoff_delay(failures, interval, max_backoff)
+            if on_error is not None:
+                on_error(exc, failures, delay)
+            stop.wait(delay)
+            continue
+        failures = 0
+        if n == 0:
+            if once and sync.pending() == 0:
+                return
+            stop.wait(interval)
+
+
 # -- the sync worker as a separate OS process ---------------------------------------------------
 
 
@@ -257,17 +306,28 @@ class Worker:
         pause_after: after this many applied rows, mark ``<prefix>:worker:paused`` in Redis and
             stop there (until killed): a deterministic "mid-batch" point.
         once: exit when nothing is pending (else poll every ``interval`` seconds).
+        max_backoff: the longest wait between retries after DB failures (see :func:`sync_forever`).
+        busy_timeout: seconds SQLite waits for a lock held by another connection before the write
+            fails with "database is locked" (SQLite's own default here: 5).
         table: the DB table (default: the class's own default table).
+
+    The worker reports its failures in Redis, in ``<prefix>:worker:errors`` (a hash: ``count``,
+    ``last``) and ``<prefix>:worker:backoffs`` (a list of the waits it chose, in ms, newest last).
     """
 
     def __init__(self, url: str, db_path: str | os.PathLike, prefix: str, *, naive: str | None = None,
                  pause_after: int | None = None, batch: int = 100, once: bool = False,
-                 interval: float = 0.05, write_latency: float = 0.0, table: str | None = None) -> None:
+                 interval: float = 0.05, write_latency: float = 0.0, table: str | None = None,
+                 max_backoff: float = 2.0, busy_timeout: float | None = None) -> None:
         self.prefix = prefix
         self.paused_key = f"{prefix}:worker:paused"
+        self.errors_key = f"{prefix}:worker:errors"
+        self.backoffs_key = f"{prefix}:worker:backoffs"
         argv = [sys.executable, "-m", __name__, "--db", str(db_path), "--prefix", prefix,
                 "--batch", str(batch), "--interval", str(interval),
-                "--write-latency", str(write_latency)]
+                "--write-latency", str(write_latency), "--max-backoff", str(max_backoff)]
+        if busy_timeout is not None:
+            argv += ["--busy-timeout", str(busy_timeout)]
         if naive:
             argv += ["--naive", naive]
         if table:
@@ -286,6 +346,17 @@ class Worker:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def errors(self, r: redis.Redis) -> int:
+        """How many syncs failed and were retried so far (as the worker reported them)."""
+        return int(r.hget(self.errors_key, "count") or 0)
+
+    def backoffs(self, r: redis.Redis) -> list[float]:
+        """The waits (seconds) the worker chose after its failures, oldest first."""
+        return [int(ms) / 1000 for ms in r.lrange(self.backoffs_key, 0, -1)]
 
     def wait_paused(self, r: redis.Redis, timeout: float = 30.0) -> int:
         """Poll until the worker reports it stopped at ``pause_after``; returns rows applied."""
@@ -338,12 +409,16 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--interval", type=float, default=0.05)
     ap.add_argument("--write-latency", type=float, default=0.0)
+    ap.add_argument("--max-backoff", type=float, default=2.0)
+    ap.add_argument("--busy-timeout", type=float)
     ap.add_argument("--once", action="store_true")
     ap.add_argument("--table")
     args = ap.parse_args(argv)
 
     r = redis.Redis.from_url(os.environ[WORKER_URL_ENV], decode_responses=True, protocol=3)
     db = Database(path=args.db, write_latency=args.write_latency)
+    if args.busy_timeout is not None:
+        db.execute(f"PRAGMA busy_timeout = {int(args.busy_timeout * 1000)}", kind="ddl")
     applied = 0
 
     def after_apply(page: str) -> None:
@@ -360,12 +435,20 @@ def _main(argv: list[str] | None = None) -> int:
         sync = NaiveQueue(r, db, prefix=args.prefix, ack=args.naive, hooks=hooks, **table)
     else:
         sync = WriteBehind(r, db, prefix=args.prefix, hooks=hooks, **table)
-    while True:
-        n = sync.sync_once(args.batch)
-        if n == 0:
-            if args.once and sync.pending() == 0:
-                return 0
-            time.sleep(args.interval)
+    def report(exc: BaseException, failures: int, delay: float) -> None:
+        try:  # best effort: when Redis itself is the failure, there is nowhere to report it
+            pipe = r.pipeline(transaction=False)
+            pipe.hincrby(f"{args.prefix}:worker:errors", "count", 1)
+            pipe.hset(f"{args.prefix}:worker:errors", "last", f"{type(exc).__name__}: {exc}"[:200])
+            pipe.rpush(f"{args.prefix}:worker:backoffs", int(delay * 1000))
+            pipe.ltrim(f"{args.prefix}:worker:backoffs", -50, -1)
+            pipe.execute()
+        except RETRYABLE:
+            pass
+
+    sync_forever(sync, batch=args.batch, interval=args.interval, max_backoff=args.max_backoff,
+                 once=args.once, on_error=report)
+    return 0
 
 
 if __name__ == "__main__":

@@ -146,3 +146,67 @@ def test_after_redis_loses_its_data_smaller_counts_are_refused(r, db):
     wb.incr("home")
     wb.flush()
     assert db_views(db) == {"home": 5} and wb.get("home") == 1 and wb.stats.skipped == 1
+
+
+def test_backoff_doubles_and_is_capped():
+    from redistutor.patterns.write_behind import backoff_delay
+    assert [backoff_delay(n, 0.05, 0.3) for n in range(1, 6)] == [0.05, 0.1, 0.2, 0.3, 0.3]
+
+
+def test_sync_forever_retries_with_backoff_and_loses_nothing(r, db):
+    import threading
+    from redistutor.patterns.write_behind import sync_forever
+    wb = WriteBehind(r, db)
+    for page in "abc":
+        wb.incr(page, 2)
+    db.fail_next("write", 3)
+    waits = []
+    sync_forever(wb, interval=0.01, max_backoff=0.02, once=True, stop=threading.Event(),
+                 on_error=lambda exc, n, delay: waits.append((n, delay)))
+    assert waits == [(1, 0.01), (2, 0.02), (3, 0.02)]
+    assert db_views(db) == {"a": 2, "b": 2, "c": 2} and wb.pending() == 0
+
+
+def test_late_claimer_of_a_resumed_batch_cannot_move_the_db_backwards(r, db):
+    """Worker A reads x=3 and stalls; x reaches 5; worker B resumes A's batch and flushes x=5;
+    A's late upsert of 3 is refused by the version check, so the DB never goes back to 3."""
+    pause = PausePoint("before_apply")
+    a = WriteBehind(r, db, hooks={"before_apply": pause})
+    b = WriteBehind(r, db)
+    a.incr("x", 3)
+    a.incr("x", 0)
+    a.incr("x", 0)  # count 3, ver 3
+    late = run_in_thread(a.sync_once)
+    assert pause.wait_reached()[1:] == ("3", "3")
+    b.incr("x")
+    b.incr("x")  # count 5, ver 5, dirty again
+    b.flush()
+    assert db_views(db) == {"x": 5} and b.stats.resumed == 1 and b.pending() == 0
+    pause.release()
+    late.result(timeout=5)
+    assert db_views(db) == {"x": 5} and a.stats.skipped == 1 and a.pending() == 0
+
+
+def test_worker_process_backs_off_while_the_db_is_locked(redis_server, r, db):
+    import sqlite3
+    wb = WriteBehind(r, db, prefix="wl")
+    worker = Worker(redis_server.url, db.path, "wl", interval=0.02, max_backoff=0.16, busy_timeout=0.05)
+    lock = sqlite3.connect(db.path, isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")  # the DB is "down" for writers from here
+        for i in range(50):
+            wb.incr(f"p{i % 5}")
+        deadline = time.monotonic() + 20
+        while worker.errors(r) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert worker.alive() and worker.errors(r) >= 4 and db_views(db) == {}
+        assert worker.backoffs(r)[:4] == [0.02, 0.04, 0.08, 0.16]
+        assert "locked" in r.hget(worker.errors_key, "last")
+        lock.execute("ROLLBACK")
+        deadline = time.monotonic() + 20
+        while wb.pending() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert db_views(db) == wb.counts() == {f"p{i}": 10 for i in range(5)} and worker.alive()
+    finally:
+        lock.close()
+        worker.stop()
