@@ -27,6 +27,7 @@ CLUSTER KEYSLOT: https://redis.io/commands/cluster-keyslot
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from typing import Any, Callable, Iterable, Mapping, TypeVar
@@ -275,3 +276,42 @@ def load_keys(rc: Any, keys: list[str], *, value: str = "1", batch: int = 1000) 
 def keys_per_node(nodes: Mapping[str, redis.Redis]) -> Counter:
     """The measured truth: DBSIZE on each master."""
     return Counter({name: int(c.dbsize()) for name, c in nodes.items()})
+
+
+def keys_in_slots(nodes: Mapping[str, redis.Redis], ranges: list[tuple[int, int, str]],
+                  slots: Iterable[int]) -> Counter:
+    """The measured keys per slot: ``CLUSTER COUNTKEYSINSLOT`` for each slot, asked of its owner
+    (one pipeline per node)."""
+    by_node: dict[str, list[int]] = {}
+    for slot in slots:
+        by_node.setdefault(owner_of(slot, ranges), []).append(slot)
+    out = Counter()
+    for node, wanted in by_node.items():
+        p = nodes[node].pipeline(transaction=False)
+        for slot in wanted:
+            p.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
+        out.update(dict(zip(wanted, (int(n) for n in p.execute()))))
+    return out
+
+
+def ops_per_node(nodes: Mapping[str, redis.Redis], command: str = "get") -> Counter:
+    """Calls of ``command`` each node has served since its last ``CONFIG RESETSTAT``
+    (``INFO commandstats``): the load, as opposed to the keys."""
+    return Counter({name: int(c.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+                    for name, c in nodes.items()})
+
+
+DENSITY = " .:-=+*#%@"
+
+
+def slot_density(per_slot: Mapping[int, int], *, width: int = 64) -> str:
+    """Keys along the 16384-slot strip, one character per ``16384/width`` slots: blank for none,
+    then ``.:-=+*#%@`` on a log scale up to the busiest cell (``@``)."""
+    per = SLOTS // width
+    cells = [0] * width
+    for slot, n in per_slot.items():
+        cells[slot // per] += n
+    top = max(cells) or 1
+    levels = len(DENSITY) - 1
+    return "".join(DENSITY[max(1, math.ceil(levels * math.log1p(n) / math.log1p(top)))] if n else " "
+                   for n in cells)

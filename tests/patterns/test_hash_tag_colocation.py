@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 import redis
@@ -15,11 +16,14 @@ from redistutor.patterns.hash_tag_colocation import (
     crc16,
     hashed_part,
     key_slot,
+    keys_in_slots,
     keys_per_node,
     load_keys,
+    ops_per_node,
     parse_ranges,
     predicted_keys_per_node,
     retry_redirects,
+    slot_density,
     slot_strip,
     spread,
 )
@@ -149,6 +153,27 @@ def test_half_moved_slot_answers_ask_for_moved_keys_and_tryagain_for_split_multi
     finally:
         cluster.migrate_slot(slot, target.name)
         cluster.migrate_slot(slot, source.name)  # leave the layout as found
+
+
+def test_keys_per_slot_and_ops_per_node_are_measured_from_the_nodes(cluster, masters):
+    ranges = parse_ranges({n: cluster.slots_of(n) for n in masters})
+    keys = [f"u:{{{i % 5}}}:{i}" for i in range(100)] + ["solo"]
+    load_keys(cluster.rc, keys)
+    per_slot = Counter(key_slot(k) for k in keys)
+    assert keys_in_slots(masters, ranges, per_slot) == per_slot
+    for c in masters.values():
+        c.config_resetstat()
+    for k in keys[:30]:
+        cluster.rc.get(k)
+    assert ops_per_node(masters, "get") == predicted_keys_per_node(keys[:30], ranges)
+    assert +ops_per_node(masters, "hget") == Counter()
+
+
+def test_slot_density():
+    strip = slot_density({0: 1000, 300: 1, 16383: 10}, width=64)
+    assert len(strip) == 64 and strip[0] == "@" and strip[1] == "." and strip[-1] not in " @."
+    assert strip[2:-1].strip() == ""
+    assert slot_density({}, width=8) == " " * 8
 
 
 def test_retry_redirects_gives_up_after_attempts():
