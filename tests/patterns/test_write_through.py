@@ -119,3 +119,54 @@ def test_redis_down_after_db_commit_still_succeeds(db):
         assert wt.stats.cache_errors == 1
     finally:
         server.stop()
+
+
+def test_warm_fills_a_cold_cache_in_one_query(r, db):
+    wt = WriteThrough(r, db, ttl=60)
+    db.reset_counts()
+    assert wt.warm(list(range(1, 21)) + [999]) == 20  # 999 does not exist
+    assert db.counts == {"read": 1}
+    assert cached(r, "user:7") == db.get_user(7) and 0 < r.ttl("user:7") <= 60
+    db.reset_counts()
+    assert all(wt.get(i) == db.get_user(i) for i in range(1, 21))
+    assert db.counts["read"] == 20 and wt.stats.hits == 20  # those 20 reads are the checks' own
+
+
+def test_warm_never_overwrites_a_newer_write(r, db):
+    pause = PausePoint("after_warm_read")
+    warmer = WriteThrough(r, db, hooks={"after_warm_read": pause})
+    writer = WriteThrough(r, db)
+    job = run_in_thread(lambda: warmer.warm([3]))
+    (rows,) = pause.wait_reached()
+    assert rows[0]["version"] == 1
+    newer = writer.write(3, name="written during warm-up")  # version 2, cached
+    pause.release()
+    assert job.result(timeout=5) == 0
+    assert cached(r, "user:3") == newer and warmer.stats.rejected_sets == 1
+
+
+@pytest.mark.parametrize("persistence, after_restart", [("none", None), ("aof-everysec", "before")])
+def test_redis_down_then_back_absent_or_stale_until_ttl(tmp_path, db, persistence, after_restart):
+    import time
+    server = RedisServer(persistence=persistence, data_dir=tmp_path, modules=()).start()
+    try:
+        c = server.client(fail_fast=True)
+        wt = WriteThrough(c, db, ttl=0.5)
+        wt.write(9, name="before")
+        deadline = time.monotonic() + 5
+        while persistence != "none" and c.info("persistence")["aof_buffer_length"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.kill()
+        assert wt.write(9, name="during")["name"] == "during"
+        assert wt.get(9)["name"] == "during"  # Redis down: the read falls back to the DB
+        server.restart()
+        c = server.client(fail_fast=True)
+        back = cached(c, "user:9")
+        assert (back and back["name"]) == after_restart
+        deadline = time.monotonic() + 5
+        while c.exists("user:9") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        wt = WriteThrough(c, db, ttl=0.5)
+        assert wt.get(9)["name"] == "during" and cached(c, "user:9")["name"] == "during"
+    finally:
+        server.stop()
