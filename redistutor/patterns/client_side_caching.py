@@ -106,6 +106,28 @@ class InvalidationListener:
         """``CLIENT TRACKING <options>`` on this connection itself, e.g. ("ON", "BCAST", "PREFIX", "u:")."""
         return self.command("CLIENT", "TRACKING", *options)
 
+    def sync(self) -> int:
+        """PING on this connection; returns how many pushes arrived meanwhile.
+
+        The server queues a push on a connection ahead of any later reply, so once PING's reply
+        is read, every invalidation caused by a command that already returned (e.g. another
+        client's SET) has been recorded: "no push" can be checked without waiting for a timeout.
+        """
+        before = len(self.messages)
+        self.command("PING")
+        return len(self.messages) - before
+
+    def trackinginfo(self) -> dict[str, Any]:
+        """``CLIENT TRACKINGINFO`` of this connection: flags, redirect, prefixes (Redis 6.2+)."""
+        info = self.command("CLIENT", "TRACKINGINFO")
+        if isinstance(info, list):  # RESP2-shaped reply: a flat list of name, value
+            info = dict(zip(info[::2], info[1::2]))
+        return {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
+
+    def invalidated_keys(self) -> int:
+        """How many keys the invalidations received so far named (a flush-all counts 0)."""
+        return sum(len(m) for m in self.messages if m)
+
     def read_pending(self, timeout: float = 0.0) -> int:
         """Read every push already received (waiting up to ``timeout`` for the first one)."""
         before = len(self.messages)
@@ -171,6 +193,78 @@ class InvalidationListener:
 
     def __repr__(self) -> str:
         return f"InvalidationListener(messages={len(self.messages)})"
+
+
+def read_and_sample(listener: InvalidationListener, probe: redis.Redis, keys: list[str], *,
+                    every: int = 50) -> list[tuple[int, int, int]]:
+    """GET ``keys`` one by one on the listener's own (tracking) connection, and every ``every``
+    reads sample ``(reads, server tracking_total_keys, keys invalidated so far)``.
+
+    Nothing is written: on a server whose ``tracking-table-max-keys`` is smaller than ``keys``,
+    every invalidation counted here is one the server sent to make room in its table.
+    """
+    start = listener.invalidated_keys()
+    rows = [(0, probe.info().get("tracking_total_keys", 0), 0)]
+    for i, key in enumerate(keys, 1):
+        listener.command("GET", key)  # pushes that arrive meanwhile are recorded as it reads
+        if i % every == 0 or i == len(keys):
+            tracked = probe.info()["tracking_total_keys"]
+            # The server trims its table before running each command (the INFO included);
+            # sync() then collects every push sent so far.
+            listener.sync()
+            rows.append((i, tracked, listener.invalidated_keys() - start))
+    return rows
+
+
+class Resp2Invalidations:
+    """Invalidations for RESP2 clients: a Pub/Sub connection subscribed to ``__redis__:invalidate``.
+
+    RESP2 has no push messages, so a RESP2 connection cannot receive invalidations on itself. It
+    turns tracking on with ``REDIRECT <id>`` naming a connection that is SUBSCRIBEd to
+    ``__redis__:invalidate``; the server publishes each invalidation there as a message whose
+    data is the list of keys (or nil for "flush everything").
+
+    Args:
+        r2: a RESP2 client created with a ``client_name`` (used to find the Pub/Sub connection's
+            id in CLIENT LIST: a subscribed RESP2 connection cannot run CLIENT ID itself).
+    """
+
+    CHANNEL = "__redis__:invalidate"
+
+    def __init__(self, r2: redis.Redis) -> None:
+        name = r2.connection_pool.connection_kwargs.get("client_name")
+        if not name or str(r2.connection_pool.connection_kwargs.get("protocol", 2)) == "3":
+            raise ValueError("Resp2Invalidations needs a RESP2 client with a client_name")
+        self.pubsub = r2.pubsub()
+        self.pubsub.subscribe(self.CHANNEL)
+        first = self.pubsub.get_message(timeout=5)
+        if not first or first["type"] != "subscribe":
+            raise redis.exceptions.ConnectionError(f"no SUBSCRIBE confirmation, got {first!r}")
+        mine = [c for c in r2.client_list() if c.get("name") == name and c.get("sub") == "1"]
+        if len(mine) != 1:
+            raise RuntimeError(f"expected one subscribed connection named {name!r}, found {len(mine)}")
+        self.client_id = int(mine[0]["id"])
+        self.messages: list[Keys] = []
+
+    def track(self, conn_client: redis.Redis, *options: str) -> Any:
+        """``CLIENT TRACKING ON REDIRECT <our id> <options>`` on ``conn_client``'s connection
+        (a single-connection client: tracking belongs to one connection)."""
+        return conn_client.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", self.client_id,
+                                           *options)
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> bool:
+        """Read messages until ``len(messages) >= count`` or the deadline."""
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            msg = self.pubsub.get_message(timeout=0.05)
+            if msg and msg["type"] == "message":
+                data = msg["data"]
+                self.messages.append(None if data is None else
+                                     [k.decode() if isinstance(k, bytes) else k for k in data])
+        return len(self.messages) >= count
+
+    def close(self) -> None:
+        self.pubsub.close()
 
 
 _CONNECTION_KWARGS = {

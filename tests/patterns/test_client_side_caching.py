@@ -10,10 +10,13 @@ from redis.cache import CacheConfig
 
 from redistutor.patterns.client_side_caching import (
     InvalidationListener,
+    Resp2Invalidations,
     TrackedCache,
     command_calls,
+    read_and_sample,
     tracking_info,
 )
+from redistutor.server import RedisServer
 from redistutor.race import PausePoint, run_in_thread
 
 
@@ -162,3 +165,75 @@ def test_flushall_sends_a_null_invalidation(r, redis_server, tracked, listener):
     r.flushall()
     assert listener.wait_for(n + 1) and listener.messages[-1] is None
     assert cache.cached("a") is None and cache.stats.flushes == 1
+
+
+def _own_write_then_foreign(r, *options):
+    """Track k, write it on the same connection, then have another client write it."""
+    lis = InvalidationListener(r)
+    try:
+        lis.tracking("ON", *options)
+        lis.command("GET", "k")
+        lis.command("SET", "k", "mine")
+        lis.read_pending(timeout=0.2)
+        own = list(lis.messages)
+        r.set("k", "theirs")
+        lis.read_pending(timeout=0.2)
+        return own, lis.messages[len(own):], lis.trackinginfo()["flags"]
+    finally:
+        lis.close()
+
+
+def test_noloop_silences_own_writes_and_untracks_the_key(r):
+    assert _own_write_then_foreign(r) == ([["k"]], [], ["on"])
+    # NOLOOP: no push for our own write, and the server has dropped k from its table, so the
+    # next foreign write is silent too: a cache that kept its own value would stay stale.
+    own, foreign, flags = _own_write_then_foreign(r, "NOLOOP")
+    assert own == [] and foreign == [] and "noloop" in flags
+
+
+@pytest.mark.parametrize("mode, announce, expected", [("OPTIN", "yes", ["b"]), ("OPTOUT", "no", ["a"])])
+def test_optin_optout_track_only_the_chosen_reads(r, mode, announce, expected):
+    lis = InvalidationListener(r)
+    try:
+        lis.tracking("ON", mode)
+        lis.command("GET", "a")
+        lis.command("CLIENT", "CACHING", announce)  # applies to the next command only
+        lis.command("GET", "b")
+        r.mset({"a": "1", "b": "1"})
+        lis.read_pending(timeout=0.2)
+        assert lis.messages == [expected] and mode.lower() in lis.trackinginfo()["flags"]
+    finally:
+        lis.close()
+
+
+def test_full_tracking_table_invalidates_without_writes():
+    with RedisServer(config={"tracking-table-max-keys": 20}, modules=()) as small:
+        probe = small.client()
+        lis = InvalidationListener(probe)
+        try:
+            lis.tracking("ON")
+            sets = command_calls(probe, "set")
+            rows = read_and_sample(lis, probe, [f"k:{i}" for i in range(200)], every=50)
+            assert rows[0] == (0, 0, 0) and rows[-1][0] == 200
+            assert all(tracked <= 20 for _, tracked, _ in rows)
+            assert rows[-1][2] >= 180 and command_calls(probe, "set") == sets  # no writes
+        finally:
+            lis.close()
+
+
+def test_resp2_redirect_to_pubsub(redis_server, r):
+    r2 = redis_server.client(protocol=2, client_name="test-inval")
+    inv = Resp2Invalidations(r2)
+    data = redis_server.client(protocol=2, single_connection_client=True)
+    try:
+        assert inv.track(data) in ("OK", b"OK", True)
+        data.get("u:1")
+        r.set("u:1", "x")
+        assert inv.wait_for(1) and inv.messages == [["u:1"]]
+        r.flushdb()
+        assert inv.wait_for(2) and inv.messages[1] is None
+    finally:
+        inv.close()
+        data.close()
+    with pytest.raises(ValueError):
+        Resp2Invalidations(r)  # RESP3 and unnamed
