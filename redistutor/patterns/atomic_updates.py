@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 import redis
 
-from ..race import call_hook
+from ..race import call_hook, run_in_thread
 from ..stats import Stats
 
 
@@ -451,3 +451,120 @@ class Idempotency:
             if time.monotonic() >= deadline:
                 raise InProgress(f"request {request_id!r} is still being processed")
             time.sleep(0.005)  # poll until the first caller stores its result (or gives up)
+
+
+@dataclass(frozen=True)
+class Outage:
+    """What another client saw while a long script held the server (see :class:`LongScript`).
+
+    Attributes:
+        first_error: the first error reply a probe got (``BUSY Redis is busy running a script...``).
+        first_wait_s: how long that first probe waited before the error came back (a command
+            sent while the script runs queues until ``busy-reply-threshold``, then gets BUSY).
+        busy_replies: how many probes got an error reply before the server answered again.
+        unavailable_s: from the moment the script was sent until a probe got a normal reply.
+    """
+
+    first_error: str
+    first_wait_s: float
+    busy_replies: int
+    unavailable_s: float
+
+
+class LongScript:
+    """A Lua script that runs too long, and what it does to every other client.
+
+    Redis runs one script at a time and nothing else meanwhile; that is what makes a script
+    atomic, and it is also why a slow one stops the whole server::
+
+        time 0      client A: EVAL <loop>            the server runs only A's script now
+        time 0-T    client B: GET x                  no reply: B's command waits
+        time T      (T = busy-reply-threshold, 5 s by default)
+                    client B: <- BUSY Redis is busy running a script
+        later       client C: SCRIPT KILL            the script stops with an error; server is back
+
+    ``SCRIPT KILL`` works only if the script has not written anything yet: stopping it halfway
+    through its writes would break atomicity, so Redis answers ``UNKILLABLE`` and the only way
+    out is ``SHUTDOWN NOSAVE`` (the process exits; what the script wrote is never saved).
+
+    Both scripts below loop until a key appears. No other client can write that key while the
+    script runs (every write gets BUSY), so they spin until killed, or until the safety bound
+    ``max_ms`` on the server's clock ends them.
+
+    Args:
+        r: the client the script is sent on (use a separate one from the probes: it is blocked).
+        prefix: keys are ``<prefix>:<name>``.
+    """
+
+    # KEYS[1] = a key to wait for; ARGV[1] = safety bound in ms of server time
+    # Returns the number of loop turns. Read-only: SCRIPT KILL can stop it.
+    LUA_SPIN = """
+    local t0 = redis.call('TIME')
+    local bound, n = tonumber(ARGV[1]), 0
+    while redis.call('EXISTS', KEYS[1]) == 0 do
+      n = n + 1
+      if n % 10000 == 0 then
+        local t = redis.call('TIME')
+        if (t[1] - t0[1]) * 1000 + (t[2] - t0[2]) / 1000 > bound then return n end
+      end
+    end
+    return n
+    """
+
+    # KEYS[1] = a key to wait for, KEYS[2] = a key written first; ARGV[1] = safety bound in ms
+    # The same loop after one SET: the script has written, so SCRIPT KILL answers UNKILLABLE.
+    LUA_WRITE_THEN_SPIN = "\n    redis.call('SET', KEYS[2], 'half-done')" + LUA_SPIN
+
+    def __init__(self, r: redis.Redis, *, prefix: str = "busy") -> None:
+        self.r = r
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
+
+    def start(self, *, writes: bool = False, max_ms: int = 20_000):
+        """Send the script from a new thread; returns ``(Future, send_time)`` (perf_counter)."""
+        if writes:
+            args = (self.LUA_WRITE_THEN_SPIN, 2, self.key("go"), self.key("written"), max_ms)
+        else:
+            args = (self.LUA_SPIN, 1, self.key("go"), max_ms)
+        sent = time.perf_counter()
+        return run_in_thread(self.r.eval, *args, thread_name="long-script"), sent
+
+    @staticmethod
+    def wait_busy(probe: redis.Redis, *, timeout: float = 10.0) -> tuple[str, float]:
+        """PING until a reply is an error (BUSY); return it and how long that PING waited."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            t = time.perf_counter()
+            try:
+                probe.ping()
+            except redis.ResponseError as exc:
+                return str(exc), time.perf_counter() - t
+        raise TimeoutError(f"no BUSY reply within {timeout} s: is the script running?")
+
+    @staticmethod
+    def wait_available(probe: redis.Redis, *, timeout: float = 10.0) -> int:
+        """PING until it answers PONG; return how many error replies came first."""
+        deadline, errors = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline:
+            try:
+                probe.ping()
+                return errors
+            except redis.ResponseError:
+                errors += 1
+        raise TimeoutError(f"the server did not answer within {timeout} s")
+
+    def outage(self, probe: redis.Redis, *, stop: Callable[[], Any], timeout: float = 10.0) -> Outage:
+        """Run the read-only script, wait for BUSY, call ``stop()`` (e.g. SCRIPT KILL), and
+        measure how long ``probe`` could not get an answer."""
+        fut, sent = self.start()
+        first, waited = self.wait_busy(probe, timeout=timeout)
+        stop()
+        errors = self.wait_available(probe, timeout=timeout)
+        back = time.perf_counter()
+        try:
+            fut.result(timeout=timeout)
+        except redis.ResponseError:
+            pass  # "Script killed by user with SCRIPT KILL": what a killed script's caller gets
+        return Outage(first, waited, errors + 1, back - sent)

@@ -274,3 +274,79 @@ def test_idempotency_failure_releases_the_claim(r):
     first, again = idem.run("req-3", lambda: "ok"), idem.run("req-3", lambda: "other")
     assert (first.result, first.executed) == ("ok", True)
     assert (again.result, again.executed) == ("ok", False)
+
+
+# -- a long script blocks everyone ------------------------------------------------------------
+
+@pytest.fixture
+def busy_server():
+    """A throwaway server that answers BUSY after 100 ms of script (it may be shut down)."""
+    from redistutor.server import RedisServer
+
+    with RedisServer(modules=(), config={"busy-reply-threshold": 100}, name="test-busy") as s:
+        yield s
+
+
+def test_long_script_gets_busy_and_script_kill_ends_it(busy_server):
+    from redistutor.patterns.atomic_updates import LongScript
+
+    probe = busy_server.client(fail_fast=True)
+    long = LongScript(busy_server.client(fail_fast=True))
+    fut, _ = long.start()
+    error, _ = long.wait_busy(probe)
+    assert error.startswith("BUSY")
+    # Writes are refused too: the key the script waits for cannot be set by anyone.
+    with pytest.raises(redis.ResponseError, match="^BUSY"):
+        probe.set(long.key("go"), 1)
+    assert probe.script_kill() is True
+    long.wait_available(probe)
+    with pytest.raises(redis.ResponseError, match="killed by user"):
+        fut.result(timeout=10)
+    assert probe.exists(long.key("go")) == 0
+
+
+def test_outage_is_measured_from_send_to_first_pong(busy_server):
+    from redistutor.patterns.atomic_updates import LongScript
+
+    probe = busy_server.client(fail_fast=True)
+    out = LongScript(busy_server.client(fail_fast=True)).outage(probe, stop=probe.script_kill)
+    assert out.first_error.startswith("BUSY") and out.busy_replies >= 1
+    assert out.unavailable_s >= out.first_wait_s > 0
+    assert probe.ping() is True
+
+
+def test_a_script_that_wrote_is_unkillable_and_only_shutdown_nosave_ends_it(busy_server):
+    from redistutor.patterns.atomic_updates import LongScript
+
+    probe = busy_server.client(fail_fast=True)
+    long = LongScript(busy_server.client(fail_fast=True))
+    fut, _ = long.start(writes=True)
+    long.wait_busy(probe)
+    with pytest.raises(redis.ResponseError, match="^UNKILLABLE"):
+        probe.script_kill()
+    probe.shutdown(nosave=True)
+    with pytest.raises(redis.ConnectionError):
+        fut.result(timeout=10)
+    busy_server.proc.wait(timeout=10)
+    assert busy_server.proc.returncode == 0
+
+
+def test_shutdown_nosave_keeps_the_aof_but_not_the_unfinished_scripts_write():
+    from redistutor.patterns.atomic_updates import LongScript
+    from redistutor.server import RedisServer
+
+    with RedisServer(modules=(), persistence="aof-always", name="test-busy-aof",
+                     config={"busy-reply-threshold": 100}) as s:
+        probe = s.client(fail_fast=True)
+        long = LongScript(s.client(fail_fast=True))
+        probe.set("before", "kept")
+        fut, _ = long.start(writes=True)
+        long.wait_busy(probe)
+        probe.shutdown(nosave=True)
+        with pytest.raises(redis.ConnectionError):
+            fut.result(timeout=10)
+        s.proc.wait(timeout=10)
+        s.restart()
+        c = s.client()
+        # A script's writes reach the AOF only when it finishes: this one never did.
+        assert c.get("before") == "kept" and c.exists(long.key("written")) == 0
