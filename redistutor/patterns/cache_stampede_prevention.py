@@ -588,6 +588,41 @@ def simulate_xfetch(cache: XFetchCache, name: str, *, periods: int = 10, rate: f
                      starts)
 
 
+# -- many keys expiring together -------------------------------------------------------------
+
+
+def warm(r: redis.Redis, items: dict[str, str], *, ttl: float, jitter: float = 0.0,
+         rng: random.Random | None = None) -> None:
+    """Batch-load ``items`` (key -> value) with ``SET PX``, each TTL spread by ±``jitter``.
+
+    Keys loaded together with one TTL expire together: a stampede across keys even if each key
+    alone is cold. ``jitter=0.1`` spreads a 60 s TTL over 54..66 s.
+    """
+    if not 0 <= jitter < 1:
+        raise ValueError("jitter is a fraction of the TTL: 0 <= jitter < 1")
+    rng = rng or random.Random()
+    with r.pipeline(transaction=False) as p:
+        for key, value in items.items():
+            p.set(key, value, px=max(1, int(ttl * (1 + rng.uniform(-jitter, jitter)) * 1000)))
+        p.execute()
+
+
+def expiries_per_bucket(r: redis.Redis, keys: list[str], width: float = 0.1) -> list[int]:
+    """How many of ``keys`` expire in each ``width``-second slot, from the first expiry on
+    (read with PTTL in one pipeline; keys without a TTL are left out)."""
+    with r.pipeline(transaction=False) as p:
+        for key in keys:
+            p.pttl(key)
+        pttls = [ms / 1000 for ms in p.execute() if ms >= 0]
+    if not pttls:
+        return []
+    first = min(pttls)
+    out = [0] * (int((max(pttls) - first) / width) + 1)
+    for t in pttls:
+        out[int((t - first) / width)] += 1
+    return out
+
+
 # -- the stampede harness -----------------------------------------------------------------------
 
 

@@ -211,3 +211,15 @@ def test_xfetch_run_counts_db_calls_per_bucket(r):
     run = simulate_xfetch(cache, "top", periods=3, rate=100, delta=0.2)
     assert len(run.starts) == run.rebuilds and sum(run.per_bucket(0.1)) == run.rebuilds
     assert max(run.per_bucket(0.1)) >= 10  # the garbled sign: ~20 misses in one 200 ms rebuild
+
+
+def test_jitter_spreads_the_expiries_of_keys_loaded_together(r):
+    from redistutor.patterns.cache_stampede_prevention import expiries_per_bucket, warm
+    keys = [f"batch:{i}" for i in range(100)]
+    warm(r, {k: "v" for k in keys}, ttl=60)
+    assert max(expiries_per_bucket(r, keys)) >= 95  # one 100 ms slot holds (almost) all of them
+    warm(r, {k: "v" for k in keys}, ttl=60, jitter=0.1, rng=random.Random(7))
+    per = expiries_per_bucket(r, keys)
+    assert sum(per) == 100 and max(per) <= 10 and len(per) > 50  # spread over ~12 s
+    with pytest.raises(ValueError):
+        warm(r, {}, ttl=1, jitter=1.5)
