@@ -33,7 +33,9 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import redis
-from redis.exceptions import AskError, ClusterError, MovedError, TryAgainError
+from redis.exceptions import AskError, ClusterError, MovedError, TryAgainError, WatchError
+
+from ..race import call_hook
 
 SLOTS = 16384
 T = TypeVar("T")
@@ -147,6 +149,7 @@ class UserStore:
         prefix: key prefix (``user`` -> ``user:{42}:profile``).
         tagged: put the user id in braces (the pattern) or not (the failure).
         attempts: tries per multi-key operation across MOVED/ASK/TRYAGAIN (1 = no retry).
+        hooks: ``"after_watch"(user_id, balance)`` in :meth:`reserve`, between WATCH and MULTI.
     """
 
     # KEYS[1] = user:{id}:profile (hash)   KEYS[2] = user:{id}:settings (hash)
@@ -167,11 +170,14 @@ class UserStore:
     return n
     """
 
-    def __init__(self, rc: Any, *, prefix: str = "user", tagged: bool = True, attempts: int = 3) -> None:
+    def __init__(self, rc: Any, *, prefix: str = "user", tagged: bool = True, attempts: int = 3,
+                 hooks: dict[str, Callable[..., Any]] | None = None) -> None:
         self.rc = rc
         self.names = EntityKeys(prefix, tagged=tagged)
         self.attempts = attempts
+        self.hooks = hooks
         self.retries = 0
+        self.conflicts = 0  # EXECs aborted by WATCH in reserve()
 
     def key(self, user_id: Any, part: str) -> str:
         return self.names.key(user_id, part)
@@ -202,6 +208,31 @@ class UserStore:
         """LMOVE the oldest pending session to the active list (two keys, one command)."""
         src, dst = self.names.keys(user_id, "sessions:pending", "sessions:active")
         return self._retry(lambda: self.rc.lmove(src, dst, "LEFT", "RIGHT"))
+
+    def reserve(self, user_id: Any, amount: int, *, max_tries: int = 10) -> tuple[int, int] | None:
+        """Move ``amount`` from ``balance`` to ``pending``, optimistically: WATCH both keys, read the
+        balance, then MULTI · DECRBY balance · INCRBY pending · EXEC. If another client changed
+        either key after WATCH, EXEC aborts (WatchError) and we re-read and decide again.
+
+        Returns ``(balance, pending)`` after the move, or None if the balance is too small.
+        """
+        balance_key, pending_key = self.names.keys(user_id, "balance", "pending")
+        for _ in range(max_tries):
+            with self.rc.pipeline(transaction=True) as p:
+                p.watch(balance_key, pending_key)
+                balance = int(p.get(balance_key) or 0)
+                call_hook(self.hooks, "after_watch", user_id, balance)
+                if balance < amount:
+                    return None
+                p.multi()
+                p.decrby(balance_key, amount)
+                p.incrby(pending_key, amount)
+                try:
+                    new_balance, new_pending = p.execute()
+                    return int(new_balance), int(new_pending)
+                except WatchError:
+                    self.conflicts += 1
+        raise WatchError(f"reserve({user_id!r}): {max_tries} tries, every one lost to a concurrent write")
 
     def read(self, user_id: Any) -> dict[str, Any]:
         """Every part, one key at a time (single-key reads follow redirects on their own)."""

@@ -176,6 +176,23 @@ def test_slot_density():
     assert slot_density({}, width=8) == " " * 8
 
 
+def test_reserve_watches_both_tagged_keys_and_retries_after_a_concurrent_write(cluster, masters):
+    from redistutor.race import PausePoint, run_in_thread
+    rc = cluster.rc
+    rc.set("user:{5}:balance", 100)
+    paused = PausePoint("after_watch")
+    slow = UserStore(cluster.client(), hooks={"after_watch": paused})
+    fut = run_in_thread(slow.reserve, 5, 60)
+    paused.wait_reached()
+    assert UserStore(rc).reserve(5, 70) == (30, 70)
+    paused.release()
+    assert fut.result(timeout=10) is None and slow.conflicts == 1
+    assert rc.mget("user:{5}:balance", "user:{5}:pending") == ["30", "70"]
+    assert UserStore(rc).reserve(5, 30) == (0, 100)
+    with pytest.raises(redis.exceptions.RedisClusterException, match="same key slot"):
+        UserStore(rc, tagged=False).reserve(5, 1)
+
+
 def test_retry_redirects_gives_up_after_attempts():
     calls = []
 
