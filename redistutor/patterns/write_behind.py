@@ -263,7 +263,10 @@ def backoff_delay(failures: int, base: float, cap: float) -> float:
 def sync_forever(sync: "WriteBehind | NaiveQueue", *, batch: int = 100, interval: float = 0.05,
                  max_backoff: float = 2.0, once: bool = False, stop: threading.Event | None = None,
                  on_error: Callable[[BaseException, int, float], None] | None = None) -> None:
-    """What a sync worker runs: sync, sleep ``interval`` when idle, back off on failures.
+    """What a sync worker runs: sync every ``interval``, back off on failures.
+
+    After a full batch it syncs again at once (a backlog drains at the DB's speed); after a
+    partial one it waits ``interval``, so one hot key costs at most one DB write per interval.
 
     A failed sync (see :data:`RETRYABLE`) leaves its batch in ``syncing`` (nothing is lost); the
     loop waits :func:`backoff_delay` and tries again, and the next success resets the delay.
@@ -283,9 +286,9 @@ def sync_forever(sync: "WriteBehind | NaiveQueue", *, batch: int = 100, interval
             stop.wait(delay)
             continue
         failures = 0
-        if n == 0:
-            if once and sync.pending() == 0:
-                return
+        if n == 0 and once and sync.pending() == 0:
+            return
+        if n < batch:  # a full batch means more may be waiting: go on at once; else wait a tick
             stop.wait(interval)
 
 
