@@ -255,6 +255,17 @@ class TokenBucket(RateLimiter):
     return {0, 0, math.ceil((W - u) / cap)}
     """
 
+    def level(self, client_id: Any, now_ms: int) -> float:
+        """Tokens in the bucket at ``now_ms``, without taking one (a read: for plots and tests).
+
+        The same refill rule as the script: a client never seen has a full bucket.
+        """
+        u, ts = self.r.hmget(self.key(client_id), "u", "ts")
+        if u is None:
+            return float(self.limit)
+        units = min(self.limit * self.window_ms, int(u) + max(0, now_ms - int(ts)) * self.limit)
+        return units / self.window_ms
+
 
 class LeakyBucket(RateLimiter):
     """A queue of capacity ``limit`` that leaks one request every ``window_ms / limit`` ms (GCRA).
@@ -354,6 +365,24 @@ class FakeClock:
     def set(self, ms: int) -> int:
         self.now = int(ms)
         return self.now
+
+
+class SkewedClock:
+    """Another machine's clock: ``base()`` plus a fixed error (``offset_ms`` < 0: running behind).
+
+    Two app servers whose clocks disagree, for the clock-skew demonstration: pass
+    ``clock=SkewedClock(true_clock, -90_000)`` to one limiter and ``clock=true_clock`` to another.
+    """
+
+    def __init__(self, base: Callable[[], int], offset_ms: int) -> None:
+        self.base = base
+        self.offset_ms = int(offset_ms)
+
+    def __call__(self) -> int:
+        return int(self.base()) + self.offset_ms
+
+    def __repr__(self) -> str:
+        return f"SkewedClock({self.offset_ms:+d} ms)"
 
 
 def wall_clock_ms() -> int:

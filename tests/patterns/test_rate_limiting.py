@@ -175,3 +175,50 @@ def test_memory_sliding_log_grows_counters_do_not(r):
     assert log[0] < log[1] < log[2] and log[2] > 10 * max(max(s) for s in usage.values())
     for sizes in usage.values():
         assert max(sizes) - min(sizes) <= 16, usage
+
+
+def test_token_bucket_bursts_capacity_then_sustains_the_rate(r):
+    from redistutor.patterns.rate_limiting import FakeClock
+
+    clock = FakeClock(start_ms=0)
+    tb = TokenBucket(r, limit=5, window_ms=5000, prefix="rl:t:rate", clock=clock)  # 1 token/s
+    assert tb.level("u", 0) == 5.0
+    assert [bool(tb.hit("u")) for _ in range(8)] == [True] * 5 + [False] * 3
+    assert tb.level("u", 0) == 0.0 and tb.level("u", 500) == 0.5
+    allowed = []
+    for _ in range(40):  # every 250 ms for 10 s
+        clock.advance(250)
+        if tb.hit("u"):
+            allowed.append(clock())
+    assert allowed == [1000 * k for k in range(1, 11)]
+    assert tb.level("u", clock()) == 0.0 and tb.level("u", clock() + 60_000) == 5.0
+
+
+@pytest.mark.parametrize("offset", [-90_000, 90_000])
+def test_skewed_app_clocks_break_the_sliding_log_and_server_time_does_not(r, offset):
+    from redistutor.patterns.rate_limiting import FakeClock, SkewedClock
+
+    true = FakeClock(start_ms=7_000_000)
+    a = SlidingLog(r, limit=5, window_ms=60_000, prefix=f"rl:t:skew{offset}", clock=true)
+    b = SlidingLog(r, limit=5, window_ms=60_000, prefix=f"rl:t:skew{offset}", clock=SkewedClock(true, offset))
+    allowed = 0
+    for i in range(20):
+        allowed += bool((a, b)[i % 2].hit("u"))
+        true.advance(50)
+    assert allowed > 5  # each app server drops the other's entries as "older than the window"
+    a_srv = SlidingLog(r, limit=5, window_ms=60_000, prefix=f"rl:t:srv{offset}")
+    b_srv = SlidingLog(r, limit=5, window_ms=60_000, prefix=f"rl:t:srv{offset}")
+    assert sum(bool((a_srv, b_srv)[i % 2].hit("u")) for i in range(20)) == 5
+
+
+@pytest.mark.parametrize("persistence, allowed_after", [("none", 5), ("aof-always", 0)])
+def test_a_restart_resets_the_limit_unless_the_state_persists(persistence, allowed_after):
+    from redistutor.server import RedisServer
+
+    with RedisServer(modules=(), persistence=persistence, name=f"test-rl-{persistence}") as s:
+        lim = SlidingLog(s.client(), limit=5, window_ms=3_600_000, prefix="rl:t:restart")
+        assert sum(bool(lim.hit("u")) for _ in range(6)) == 5
+        s.kill()
+        s.restart()
+        lim = SlidingLog(s.client(), limit=5, window_ms=3_600_000, prefix="rl:t:restart")
+        assert sum(bool(lim.hit("u")) for _ in range(5)) == allowed_after
