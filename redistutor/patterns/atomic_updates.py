@@ -568,3 +568,45 @@ class LongScript:
         except redis.ResponseError:
             pass  # "Script killed by user with SCRIPT KILL": what a killed script's caller gets
         return Outage(first, waited, errors + 1, back - sent)
+
+
+class OneTimeToken:
+    """A token (a password-reset link, an invite code) that may be redeemed exactly once.
+
+    Redis already has single commands that read *and* change a key: ``GETDEL`` (read and delete),
+    ``SET ... GET`` (write and return the old value), ``GETEX`` (read and change the TTL),
+    ``LMOVE`` (pop from one list, push to another). Where one of them fits, it is the whole
+    pattern. The naive redeem is GET then DEL, and two clicks in flight both get the token::
+
+        time 0  click 1: GET token:abc -> "user 42"
+        time 1  click 2: GET token:abc -> "user 42"
+        time 2  click 1: DEL;  click 2: DEL                 <- redeemed twice
+
+    Hooks: ``"after_get"`` is called with ``(token, value)`` in ``naive_redeem`` between the
+    GET and the DEL.
+    """
+
+    def __init__(self, r: redis.Redis, *, prefix: str = "token", ttl: float = 900.0,
+                 hooks: dict[str, Callable[..., Any]] | None = None) -> None:
+        self.r = r
+        self.prefix = prefix
+        self.ttl = ttl
+        self.hooks = hooks
+
+    def key(self, token: str) -> str:
+        return f"{self.prefix}:{token}"
+
+    def issue(self, token: str, value: str) -> None:
+        self.r.set(self.key(token), value, px=int(self.ttl * 1000))
+
+    def naive_redeem(self, token: str) -> str | None:
+        """GET, then DEL: two round trips; overlapping redeems all get the value."""
+        value = self.r.get(self.key(token))
+        call_hook(self.hooks, "after_get", token, value)
+        if value is not None:
+            self.r.delete(self.key(token))
+        return value
+
+    def redeem(self, token: str) -> str | None:
+        """``GETDEL``: the value to exactly one caller, ``None`` to every other."""
+        return self.r.getdel(self.key(token))

@@ -350,3 +350,20 @@ def test_shutdown_nosave_keeps_the_aof_but_not_the_unfinished_scripts_write():
         c = s.client()
         # A script's writes reach the AOF only when it finishes: this one never did.
         assert c.get("before") == "kept" and c.exists(long.key("written")) == 0
+
+
+def test_one_time_token_naive_redeem_is_shared_getdel_is_not(r):
+    from redistutor.patterns.atomic_updates import OneTimeToken
+
+    both_read = threading.Barrier(10, timeout=10)
+    naive = OneTimeToken(r, prefix="t:tok", hooks={"after_get": lambda *_: both_read.wait()})
+    naive.issue("abc", "user42")
+    got = []
+    run_threads(10, lambda i: got.append(naive.naive_redeem("abc")))
+    assert got == ["user42"] * 10
+
+    tok = OneTimeToken(r, prefix="t:tok")
+    tok.issue("def", "user43")
+    go, got = threading.Barrier(10, timeout=10), []
+    run_threads(10, lambda i: (go.wait(), got.append(tok.redeem("def"))))
+    assert got.count("user43") == 1 and r.exists(tok.key("def")) == 0
