@@ -388,3 +388,32 @@ class SkewedClock:
 def wall_clock_ms() -> int:
     """Now in ms from this machine's clock (if you do not use the server's)."""
     return time.time_ns() // 1_000_000
+
+
+# -- app-server processes for the crash demonstrations (module level: Workers spawns them) -----
+
+def naive_crash_worker(ctx: Any, prefix: str, client_id: str, *, limit: int = 3, window_s: int = 60) -> None:
+    """An app-server process making a user's first request with :class:`NaiveLimiter`.
+
+    It stops between INCR and EXPIRE and records ``"between INCR and EXPIRE"``, so that the
+    parent can ``kill -9`` it exactly there (see :class:`redistutor.lab.Workers`).
+    """
+    def stall(n: int) -> None:
+        ctx.record("between INCR and EXPIRE", str(n))
+        time.sleep(60)  # the parent kills this process here; never reaches EXPIRE
+
+    NaiveLimiter(ctx.client(0), limit=limit, window_s=window_s, prefix=prefix,
+                 hooks={"before_expire": stall}).hit(client_id)
+
+
+def lua_hammer_worker(ctx: Any, prefix: str, client_id: str, *, window_ms: int = 60_000) -> None:
+    """An app-server process sending :class:`FixedWindow` decisions in a loop until it is killed.
+
+    Records ``"hitting"`` after its first decision. Killed at any moment, it leaves the key
+    either untouched by the last script or fully updated, TTL included.
+    """
+    lim = FixedWindow(ctx.client(0), limit=10**9, window_ms=window_ms, prefix=prefix)
+    lim.hit(client_id)
+    ctx.record("hitting")
+    while True:
+        lim.hit(client_id)

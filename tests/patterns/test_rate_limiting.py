@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -222,3 +223,29 @@ def test_a_restart_resets_the_limit_unless_the_state_persists(persistence, allow
         s.restart()
         lim = SlidingLog(s.client(), limit=5, window_ms=3_600_000, prefix="rl:t:restart")
         assert sum(bool(lim.hit("u")) for _ in range(5)) == allowed_after
+
+
+def test_kill_9_between_incr_and_expire_leaves_no_ttl_and_lua_always_does(redis_server, r):
+    from redistutor.lab import Workers
+    from redistutor.patterns.rate_limiting import lua_hammer_worker, naive_crash_worker
+
+    naive_key = NaiveLimiter(r, limit=3, window_s=60, prefix="rl:t:crash").key("bob")
+    w = Workers(naive_crash_worker, 1, nodes=[redis_server], args=("rl:t:crash", "bob")).start()
+    try:
+        w.wait_for("between INCR and EXPIRE", timeout=20)
+        w.kill("w1")
+    finally:
+        w.stop()
+    assert r.get(naive_key) == "1" and r.ttl(naive_key) == -1
+
+    lua = FixedWindow(r, limit=10**9, window_ms=60_000, prefix="rl:t:hammer")
+    w = Workers(lua_hammer_worker, 1, nodes=[redis_server], args=("rl:t:hammer", "bob")).start()
+    try:
+        w.wait_for("hitting", timeout=20)
+        deadline = time.monotonic() + 20
+        while int(r.hget(lua.key("bob"), "n") or 0) < 200 and time.monotonic() < deadline:
+            pass
+        w.kill("w1")
+    finally:
+        w.stop()
+    assert int(r.hget(lua.key("bob"), "n")) >= 200 and r.pttl(lua.key("bob")) > 0
