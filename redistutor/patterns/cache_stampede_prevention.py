@@ -24,7 +24,9 @@ Four read paths, all with the same ``get(name)`` method:
 
 * :class:`CoalescingCache`: one in-process future per key (single flight): threads of the same
   process that miss together share one rebuild. Different processes still rebuild once each,
-  which is why coalescing is combined with the lock across processes.
+  which is why coalescing is combined with the lock across processes: ``lock=True`` sends each
+  process's leader through :class:`LockedCache`. :func:`process_stampede` measures both with
+  real OS processes, counting rebuilds in the shared SQLite file.
 * :class:`XFetchCache`: probabilistic early refresh (Vattani, Chierichetti, Lowenstein, "Optimal
   Probabilistic Cache Stampede Prevention", VLDB 2015). The value is stored with the time its
   rebuild took (``delta``) and its logical expiry; each reader refreshes early when::
@@ -382,6 +384,17 @@ def process_stampede(server: Any, db: Any, name: str, query: str, *, prefix: str
         sum(d["waits"] for d in done), workers.exitcodes)
 
 
+def per_bucket(times: list[float], width: float = 0.1) -> list[int]:
+    """Count ``times`` (seconds) per ``width``-second slot, from the earliest to the latest."""
+    if not times:
+        return []
+    first = min(times)
+    out = [0] * (int((max(times) - first) / width) + 1)
+    for t in times:
+        out[int((t - first) / width)] += 1
+    return out
+
+
 # -- XFetch -----------------------------------------------------------------------------------
 
 
@@ -522,14 +535,8 @@ class XFetchRun:
     starts: list[float] = field(default_factory=list)  # start time of every counted rebuild
 
     def per_bucket(self, width: float = 0.1) -> list[int]:
-        """DB calls started per ``width`` seconds, from the first request to the last."""
-        if not self.starts:
-            return []
-        t0 = min(self.starts)
-        out = [0] * (int((max(self.starts) - t0) / width) + 1)
-        for t in self.starts:
-            out[int((t - t0) / width)] += 1
-        return out
+        """DB calls started per ``width`` seconds, from the first to the last."""
+        return per_bucket(self.starts, width)
 
     @property
     def leads(self) -> list[float]:
@@ -614,13 +621,7 @@ def expiries_per_bucket(r: redis.Redis, keys: list[str], width: float = 0.1) -> 
         for key in keys:
             p.pttl(key)
         pttls = [ms / 1000 for ms in p.execute() if ms >= 0]
-    if not pttls:
-        return []
-    first = min(pttls)
-    out = [0] * (int((max(pttls) - first) / width) + 1)
-    for t in pttls:
-        out[int((t - first) / width)] += 1
-    return out
+    return per_bucket(pttls, width)
 
 
 # -- the stampede harness -----------------------------------------------------------------------

@@ -23,6 +23,13 @@ When the connection that carries tracking is lost, the server forgets its tracki
 local cache must be flushed, or it serves stale values forever. :class:`TrackedCache` flushes
 on every (re)connect of its data connection and when its listener loses its connection.
 
+Two ways to get an invalidation without a write to your keys being the cause you expect:
+
+* ``NOLOOP``: your own write sends you nothing, but still removes the key from the server's
+  table, so the next write by someone else is silent as well: drop keys you wrote yourself.
+* ``tracking-table-max-keys``: past the cap the server evicts keys from its table and sends
+  their readers invalidations that no write caused (:func:`read_and_sample` counts them).
+
 Notebook: notebooks/05-client-side-caching.ipynb
 Redis: https://redis.io/docs/latest/develop/reference/client-side-caching/
        https://redis.io/commands/client-tracking/
