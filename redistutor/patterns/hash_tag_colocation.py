@@ -346,3 +346,28 @@ def slot_density(per_slot: Mapping[int, int], *, width: int = 64) -> str:
     levels = len(DENSITY) - 1
     return "".join(DENSITY[max(1, math.ceil(levels * math.log1p(n) / math.log1p(top)))] if n else " "
                    for n in cells)
+
+
+def explain_slot(key: str, ranges: list[tuple[int, int, str]]) -> str:
+    """One line: the key, the part that is hashed, its CRC16, the slot and the master that owns it."""
+    part = hashed_part(key)
+    crc = crc16(part)
+    return (f"{key!r} hashes {part.decode(errors='replace')!r}: CRC16 = 0x{crc:04x} = {crc}, "
+            f"mod 16384 = slot {crc % SLOTS}, on {owner_of(crc % SLOTS, ranges)}")
+
+
+def slot_calculator(ranges: list[tuple[int, int, str]], key: str = "user:{123}:profile") -> Any:
+    """A text box: type a key, read :func:`explain_slot` of it (ipywidgets). Without ipywidgets,
+    the explanation of ``key`` as text."""
+    try:
+        import ipywidgets
+    except ImportError:  # pragma: no cover - ipywidgets is a dependency of the notebooks
+        return explain_slot(key, ranges)
+    box = ipywidgets.Text(value=key, description="key", continuous_update=True)
+    result = ipywidgets.Label(value=explain_slot(key, ranges))
+
+    def update(change: dict) -> None:
+        result.value = explain_slot(change["new"], ranges)
+
+    box.observe(update, names="value")
+    return ipywidgets.VBox([box, result])

@@ -193,6 +193,18 @@ def test_reserve_watches_both_tagged_keys_and_retries_after_a_concurrent_write(c
         UserStore(rc, tagged=False).reserve(5, 1)
 
 
+def test_explain_slot_and_the_calculator_widget():
+    from redistutor.patterns.hash_tag_colocation import explain_slot, slot_calculator
+    ranges = [(0, 5460, "m1"), (5461, 10922, "m2"), (10923, 16383, "m3")]
+    line = explain_slot("user:{123}:profile", ranges)
+    assert "hashes '123'" in line and f"slot {key_slot('123')}" in line and line.endswith("on m2")
+    assert "0x31c3" in explain_slot("123456789", ranges)     # the CRC16/XMODEM check value
+    widget = slot_calculator(ranges)
+    box, label = widget.children
+    box.value = "{}x"
+    assert label.value == explain_slot("{}x", ranges) and "hashes '{}x'" in label.value
+
+
 def test_retry_redirects_gives_up_after_attempts():
     calls = []
 
