@@ -239,12 +239,12 @@ def test_failover_loses_an_unreplicated_lock(cut_link):
     """Partitioned replica: the lock (and its fence) dies with the primary, B gets in with the
     same fence. Replicated first (WAIT says 1): the promoted replica refuses B."""
     with lab.Replicated(replicas=1) as rep:
-        a = Lock(rep.primary.r, "payout", ttl_ms=30_000)
+        a = Lock(rep.primary.client(socket_timeout=10), "payout", ttl_ms=30_000)
         a.release(a.try_acquire())
         rep.wait_in_sync()
         if cut_link:
             rep.partition("replica-1")
-        lease_a = a.try_acquire(wait_replicas=1)
+        lease_a = a.try_acquire(wait_replicas=1, wait_ms=100 if cut_link else 5000)
         assert lease_a is not None and lease_a.fence == 2 and lease_a.replicas == (0 if cut_link else 1)
         rep.primary.kill()
         new = rep.promote("replica-1")
@@ -257,7 +257,7 @@ def test_failover_loses_an_unreplicated_lock(cut_link):
 
 def test_replicated_acquire_refuses_when_the_link_is_cut():
     with lab.Replicated(replicas=1) as rep:
-        lock = Lock(rep.primary.r, "payout", ttl_ms=30_000)
+        lock = Lock(rep.primary.client(socket_timeout=10), "payout", ttl_ms=30_000)
         rep.partition("replica-1")
         assert lock.try_acquire_replicated(1, wait_ms=50) is None
         assert not rep.primary.r.exists(lock.key)  # released again, token-checked
