@@ -237,6 +237,26 @@ def test_cluster_start_picks_another_bus_port_when_one_is_taken(monkeypatch):
             c.stop()
 
 
+def test_cluster_start_forms_again_after_a_failed_formation(monkeypatch):
+    calls = []
+    real_assign = lab.Cluster._assign_slots
+
+    def first_attempt_fails(self, masters):
+        calls.append(sorted(n.pid for n in self.nodes))
+        if len(calls) == 1:
+            raise redis.exceptions.ResponseError("Node config epoch is already non-zero")
+        return real_assign(self, masters)
+
+    monkeypatch.setattr(lab.Cluster, "_assign_slots", first_attempt_fails)
+    c = lab.Cluster(3).start()
+    try:
+        assert len(calls) == 2 and not set(calls[0]) & set(calls[1])  # all-new processes
+        assert not wait_gone(set(calls[0]))  # the failed attempt's nodes are gone
+        assert sorted(c.masters()) == ["m1", "m2", "m3"]
+    finally:
+        c.stop()
+
+
 def test_automatic_failover_after_a_master_is_killed():
     c = lab.Cluster(3, replicas=1, node_timeout_ms=1000).start()
     pids = {n.pid for n in c}

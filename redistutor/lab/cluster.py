@@ -74,6 +74,16 @@ class Cluster(LabObject):
     def start(self) -> "Cluster":
         if self.nodes:
             return self
+        try:
+            return self._form()
+        except (redis.exceptions.ResponseError, ClusterTimeout):
+            # Seen once on a machine running several labs at once: a fresh node was already
+            # part of something else ("config epoch is already non-zero"), likely via a port a
+            # stopped cluster had just used. Everything was stopped; form again on new ports.
+            return self._form()
+
+    def _form(self) -> "Cluster":
+        self.ids, self.bus_ports = {}, {}
         t0 = time.monotonic()
         self._dir = lab_dir("cluster")
         self.password = secrets.token_urlsafe(18)
