@@ -42,8 +42,8 @@ import os
 import signal
 import sqlite3
 import subprocess
-import threading
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
