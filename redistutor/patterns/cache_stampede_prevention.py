@@ -91,6 +91,16 @@ class _Base:
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
 
+    def _cached(self, name: str) -> str | None:
+        """The cached value (a hit), or None after counting the miss and firing ``after_miss``."""
+        value = self.r.get(self.key(name))
+        if value is not None:
+            self.stats.add("hits")
+            return value
+        self.stats.add("misses")
+        call_hook(self.hooks, "after_miss", name)
+        return None
+
     def _rebuild(self, name: str) -> str:
         self.stats.add("rebuilds")
         return self.loader(name)
@@ -108,15 +118,11 @@ class NaiveCache(_Base):
     strategy = "naive"
 
     def get(self, name: str) -> str:
-        key = self.key(name)
-        value = self.r.get(key)
+        value = self._cached(name)
         if value is not None:
-            self.stats.add("hits")
             return value
-        self.stats.add("misses")
-        call_hook(self.hooks, "after_miss", name)
         value = self._rebuild(name)
-        self.r.set(key, value, px=int(self.ttl * 1000))
+        self.r.set(self.key(name), value, px=int(self.ttl * 1000))
         return value
 
 
@@ -164,13 +170,10 @@ class LockedCache(_Base):
         return f"{self.prefix}:lock:{name}"
 
     def get(self, name: str) -> str:
-        key, lock = self.key(name), self.lock_key(name)
-        value = self.r.get(key)
+        value = self._cached(name)
         if value is not None:
-            self.stats.add("hits")
             return value
-        self.stats.add("misses")
-        call_hook(self.hooks, "after_miss", name)
+        key, lock = self.key(name), self.lock_key(name)
         deadline = time.monotonic() + self.wait_timeout
         waited = False
         while True:
@@ -250,13 +253,9 @@ class CoalescingCache(_Base):
         return value
 
     def get(self, name: str) -> str:
-        key = self.key(name)
-        value = self.r.get(key)
+        value = self._cached(name)
         if value is not None:
-            self.stats.add("hits")
             return value
-        self.stats.add("misses")
-        call_hook(self.hooks, "after_miss", name)
         with self._mutex:
             fut = self._inflight.get(name)
             leader = fut is None
@@ -266,7 +265,7 @@ class CoalescingCache(_Base):
             self.stats.add("waits")
             return fut.result(timeout=self.wait_timeout)
         try:
-            value = self.r.get(key)  # double-check: a previous leader may have just stored it
+            value = self.r.get(self.key(name))  # double-check: a previous leader may have just stored it
             if value is None:
                 call_hook(self.hooks, "before_rebuild", name)
                 value = self._fill(name)
