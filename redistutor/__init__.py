@@ -4,6 +4,7 @@ Notebooks import only these top-level names; patterns come from their own module
 (``from redistutor.patterns.cache_aside import CacheAside``).
 """
 
+from . import charts  # one chart style: charts.figure(...), charts.finish(ax, summary=...)
 from . import check  # learner-facing checks: check.key_equals(server, "k", "v"), check.ttl_between(...)
 from .check import Exercise  # exercise definitions in redistutor/exercises/*
 from .diff import changes, diff  # "what changed?": with changes(server, "user:*") as d: ...
@@ -21,6 +22,8 @@ from .server import (  # every notebook's setup cell
     connect,
     start_server,
 )
+from .listing import show_code  # highlighted source: show_code(Lock.LUA_RELEASE)
+from .tables import Table  # results that are not keys: trials, per-node state, measurements
 from .timeline import Timeline, max_concurrent, run_threads  # race labs: N threads, one timeline
 from .trace import trace  # record commands and round trips: with trace(r) as t: ...
 from .viz import show, view  # show(server, "user:*") table; show(server, "user:1") typed view
@@ -36,9 +39,11 @@ __all__ = [
     "MissingCapability",
     "RedisServer",
     "RedistutorError",
+    "Table",
     "Timeline",
     "__version__",
     "changes",
+    "charts",
     "check",
     "connect",
     "diff",
@@ -47,6 +52,7 @@ __all__ = [
     "run_threads",
     "set_options",
     "show",
+    "show_code",
     "snapshot",
     "start_server",
     "trace",
