@@ -1,7 +1,10 @@
 """Exercises for notebooks/01-cache-aside.ipynb.
 
-1. ``read_path``: write the cache-aside read (GET, on a miss SELECT then SET with a TTL).
+1. ``batch_read``: the read path applied to a new case, a page of users in one round trip
+   (MGET, then the DB for the misses only, then SET each with a TTL in one pipeline).
 2. ``write_path``: write the update (DB first, then invalidate the key).
+
+``read_path`` (the single-key read) is kept for reuse; the notebook shows that path as the pattern.
 """
 
 from __future__ import annotations
@@ -26,6 +29,19 @@ def get_user(r: redis.Redis, db: Database, key: str, user_id: int) -> dict | Non
     if row is not None:
         r.set(key, json.dumps(row), ex=60)
     return row
+
+
+def get_users(r: redis.Redis, db: Database, prefix: str, user_ids: list[int]) -> list[dict | None]:
+    cached = r.mget([f"{prefix}:{i}" for i in user_ids])       # one round trip for all keys
+    rows = [json.loads(c) if c is not None else None for c in cached]
+    pipe = r.pipeline(transaction=False)
+    for n, user_id in enumerate(user_ids):
+        if rows[n] is None:
+            rows[n] = db.get_user(user_id)                      # the DB only for the misses
+            if rows[n] is not None:
+                pipe.set(f"{prefix}:{user_id}", json.dumps(rows[n]), ex=60)
+    pipe.execute()                                              # one round trip for all fills
+    return rows
 
 
 def update_user_name(r: redis.Redis, db: Database, key: str, user_id: int, name: str) -> None:
@@ -69,6 +85,45 @@ def read_path(r: redis.Redis, db: Database, prefix: str = "ex1:user") -> Exercis
             "Do not cache None for a missing user (or, if you do, give it a short TTL).",
         ],
         solution=inspect.getsource(get_user), reference=get_user,
+    )
+
+
+def batch_read(r: redis.Redis, db: Database, prefix: str = "ex1:user") -> Exercise:
+    """Exercise 1: ``get_users(r, db, prefix, user_ids)``: a page of users, cache-aside, in few round trips."""
+
+    def checker(answer) -> None:
+        from ..trace import trace
+
+        ids = [1, 2, 3, 4, 5, 999999]
+        r.delete(*[f"{prefix}:{i}" for i in ids])
+        for i in (2, 4):  # already cached, as after earlier reads
+            r.set(f"{prefix}:{i}", json.dumps(db.get_user(i)), ex=60)
+        truth = [db.get_user(i) for i in ids]
+        before = db.counts["read"]
+        with trace(r) as t:
+            rows = answer(r, db, prefix, ids)
+        reads = db.counts["read"] - before
+        expect(rows == truth, "the rows come back in the order asked, None for a user that does not exist",
+               expected=truth, actual=rows)
+        expect(reads == 4, "the DB is queried only for the ids Redis did not have (1, 3, 5 and 999999)",
+               expected=4, actual=reads)
+        for i in (1, 3, 5):
+            ttl = r.ttl(f"{prefix}:{i}")
+            expect(0 < ttl <= 60, f"{prefix}:{i} is cached and expires within 60 s",
+                   expected="1..60", actual=ttl)
+        expect(t.round_trips <= 2, "Redis is read in one round trip (MGET) and filled in at most one more "
+               "(a pipeline), not once per user", expected="at most 2", actual=t.round_trips)
+        expect(r.exists(f"{prefix}:999999") == 0 or (r.ttl(f"{prefix}:999999") > 0),
+               "a missing user is not cached forever", expected="no key, or a TTL", actual=r.ttl(f"{prefix}:999999"))
+
+    return Exercise(
+        "cache-aside for a page of users", checker,
+        hints=[
+            "Read every key at once with r.mget(list_of_keys); it returns None where Redis has nothing.",
+            "Only the None entries need db.get_user. Queue their SETs (ex=60) on r.pipeline() and execute once.",
+            "Keep the order of user_ids in the result, and do not cache None.",
+        ],
+        solution=inspect.getsource(get_users), reference=get_users,
     )
 
 

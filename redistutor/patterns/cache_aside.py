@@ -1,7 +1,12 @@
 """Cache-aside (lazy loading): the application reads Redis first and fills it from the DB on a miss.
 
-Read:  GET user:1 -> hit: done · miss: SELECT from the DB, then SET user:1 <json> PX ttl.
+Read:  GET user:1 -> hit: done · miss: SELECT from the DB, then SET user:1 <json> EX ttl.
 Write: UPDATE the DB, then invalidate user:1 (the next read reloads it).
+
+``read_user`` and ``write_user`` are the pattern in a dozen lines, as the notebook shows them.
+``CacheAside`` is the same read and write path with the production extras: hit/miss stats, TTL
+jitter, negative caching, a fail-fast fallback to the DB when Redis is down, pause-point hooks
+for race labs, and versioned invalidation.
 
 The classic race, with plain DEL as the invalidation::
 
@@ -32,6 +37,25 @@ from ..race import call_hook
 from ..stats import Stats
 
 INVALIDATIONS = ("delete", "versioned")
+
+
+def read_user(r, db, user_id, *, prefix="user", ttl=3600):
+    """Cache-aside read: Redis first; on a miss, the DB, then SET with an expiry."""
+    key = f"{prefix}:{user_id}"
+    cached = r.get(key)
+    if cached is not None:
+        return json.loads(cached)            # hit: the database is not touched
+    row = db.get_user(user_id)               # miss: the database is the source of truth
+    if row is not None:
+        r.set(key, json.dumps(row), ex=ttl)  # always with a TTL: it bounds any mistake
+    return row
+
+
+def write_user(r, db, user_id, *, prefix="user", **fields):
+    """Cache-aside write: the database first, then invalidate; the next read reloads the row."""
+    version = db.update_user(user_id, **fields)
+    r.delete(f"{prefix}:{user_id}")
+    return version
 
 
 @dataclass

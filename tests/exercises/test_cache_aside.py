@@ -99,3 +99,36 @@ def test_write_path_delete_before_write_fails(r, db):
 
     res = verdict(ex.write_path(r, db), wrong_order)
     assert res.outcome == INCORRECT and "DEL, then DB write" in res.message
+
+
+def test_batch_read_reference_passes(r, db):
+    assert verdict(ex.batch_read(r, db), ex.get_users).outcome == CORRECT
+
+
+def test_batch_read_one_round_trip_per_user_fails(r, db):
+    def one_by_one(r, db, prefix, user_ids):
+        return [ex.get_user(r, db, f"{prefix}:{i}", i) for i in user_ids]
+
+    res = verdict(ex.batch_read(r, db), one_by_one)
+    assert res.outcome == INCORRECT and "one round trip (MGET)" in res.message
+
+
+def test_batch_read_all_from_db_fails(r, db):
+    def ignore_cache(r, db, prefix, user_ids):
+        rows = [db.get_user(i) for i in user_ids]
+        r.mset({f"{prefix}:{i}": json.dumps(row) for i, row in zip(user_ids, rows) if row})
+        return rows
+
+    res = verdict(ex.batch_read(r, db), ignore_cache)
+    assert res.outcome == INCORRECT and "only for the ids Redis did not have" in res.message
+
+
+def test_batch_read_without_ttl_fails(r, db):
+    def forever(r, db, prefix, user_ids):
+        cached = r.mget([f"{prefix}:{i}" for i in user_ids])
+        rows = [json.loads(c) if c else db.get_user(i) for c, i in zip(cached, user_ids)]
+        r.mset({f"{prefix}:{i}": json.dumps(row) for c, i, row in zip(cached, user_ids, rows) if row and not c})
+        return rows
+
+    res = verdict(ex.batch_read(r, db), forever)
+    assert res.outcome == INCORRECT and "expires within 60 s" in res.message

@@ -82,3 +82,23 @@ def test_redis_down_serves_from_db(db):
         assert row["name"] == "user-5" and cache.last_degraded and cache.stats.degraded == 1
     finally:
         server.stop()
+
+
+def test_read_user_and_write_user_are_the_pattern(r, db):
+    from redistutor.patterns.cache_aside import read_user, write_user
+
+    assert read_user(r, db, 6)["name"] == "user-6" and read_user(r, db, 6)["name"] == "user-6"
+    assert db.counts["read"] == 1 and 3590 < r.ttl("user:6") <= 3600
+    assert read_user(r, db, 999999) is None and r.exists("user:999999") == 0
+    version = write_user(r, db, 6, name="new")
+    assert r.exists("user:6") == 0 and read_user(r, db, 6)["version"] == version
+
+
+@pytest.mark.parametrize("invalidation, stale", [("delete", True), ("versioned", False)])
+def test_stale_set_race_scenario(redis_server, r, db, invalidation, stale):
+    from redistutor.scenarios.cache_aside import stale_set_race
+
+    res = stale_set_race(redis_server, r, db, "user", invalidation)
+    assert res.row_seen["version"] == 1 and db.get_user(5)["version"] == 2
+    assert (res.in_redis.get("row", {}).get("version") == 1) is stale
+    assert len(res.steps.rows) == 3
