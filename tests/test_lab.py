@@ -408,6 +408,15 @@ def test_latency_proxy_delays_partitions_heals_and_stops():
 # -- workers --------------------------------------------------------------------------------------
 
 
+def test_demo_workers_live_with_the_lab_notebooks_scenarios():
+    from redistutor.scenarios import multi_node_lab
+
+    # lab.lock_worker / lab.counter_worker stay importable (README) as re-exports.
+    assert lab.lock_worker is multi_node_lab.lock_worker
+    assert lab.counter_worker is multi_node_lab.counter_worker
+    assert lab.lock_worker.__module__ == "redistutor.scenarios.multi_node_lab"
+
+
 def test_worker_killed_mid_critical_section_leaves_the_lock_until_ttl():
     with lab.Node("lock") as node:
         workers = lab.Workers(lab.lock_worker, 3, nodes=[node], log=node.log,

@@ -32,7 +32,19 @@ from .node import Node
 from .proxy import LatencyProxy
 from .replication import Replicated, ReplicationTimeout
 from .timeline import timeline_table
-from .workers import Workers, WorkerContext, counter_worker, lock_worker, run_workers
+from .workers import Workers, WorkerContext, run_workers
+
+# The demo workers (``lab.lock_worker``, ``lab.counter_worker``; README, tests) live with the lab
+# notebook's scenarios; re-exported lazily because that module imports the lab.
+_SCENARIO_WORKERS = ("counter_worker", "lock_worker")
+
+
+def __getattr__(name: str):
+    if name in _SCENARIO_WORKERS:
+        from ..scenarios import multi_node_lab
+
+        return getattr(multi_node_lab, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Cluster", "ClusterTimeout", "Event", "EventLog", "Fleet", "LatencyProxy", "Node",

@@ -3,7 +3,8 @@
 Threads share one interpreter and can never be ``kill -9``-ed on their own; a lock that must
 survive a client crash has to be tested with processes. Each worker is started with the
 ``spawn`` context (a fresh interpreter: nothing inherited from a half-initialised kernel), so its
-function must be importable: a module-level function, e.g. :func:`lock_worker` below.
+function must be importable: a module-level function, e.g.
+:func:`redistutor.scenarios.multi_node_lab.lock_worker` (also ``lab.lock_worker``).
 
 How the timeline survives a ``kill -9``: a worker appends each event as one JSON line to its own
 file with a single ``write`` (kept by the OS page cache even if the process dies the next
@@ -274,39 +275,3 @@ def run_workers(fn: Callable[..., Any], n: int = 3, *, timeout: float = 30.0, **
     finally:
         workers.stop()
     return workers
-
-
-# -- workers a lab can run as is ----------------------------------------------------------------
-
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-
-
-def lock_worker(ctx: WorkerContext, key: str = "lab:lock", *, hold: float = 0.2, ttl_ms: int = 1000,
-                deadline: float = 10.0) -> None:
-    """Take a single-node lock (SET NX PX), hold it ``hold`` s, release it if still ours.
-
-    Records "acquire" when it gets the lock and "release" when it gives it back, so a lab can
-    check that holders never overlap, and kill a worker between the two (a crash that leaves
-    the lock to expire after ``ttl_ms``).
-    """
-    r = ctx.client(0)
-    token = f"{ctx.name}:{os.getpid()}"
-    give_up = time.monotonic() + deadline
-    while time.monotonic() < give_up:
-        if r.set(key, token, nx=True, px=ttl_ms):
-            ctx.record("acquire", key)
-            time.sleep(hold)  # the critical section
-            released = r.eval(_RELEASE, 1, key, token)
-            ctx.record("release", key if released else f"{key} (expired before release)")
-            return
-        time.sleep(0.01)
-    ctx.record("give-up", key)
-
-
-def counter_worker(ctx: WorkerContext, key: str = "lab:counter", *, n: int = 100) -> None:
-    """INCR ``key`` ``n`` times on node 0 and record one "write" span."""
-    r = ctx.client(0)
-    t = time.monotonic()
-    for _ in range(n):
-        r.incr(key)
-    ctx.record("write", f"INCR {key} x{n}", t=t, end=time.monotonic())
