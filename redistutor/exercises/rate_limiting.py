@@ -1,6 +1,9 @@
 """Exercises for notebooks/09-rate-limiting.ipynb.
 
-1. ``fixed_window``: ``hit(r, key, limit, window_s)``: count and expire in ONE atomic round trip.
+Try it. ``sliding_counter_prediction``: predict how many requests the sliding counter admits
+   ``offset_ms`` into a window that follows a full one; the check runs it.
+1. ``credit_quota``: ``spend(r, key, cost, limit, window_s)``: a new case for the fixed window:
+   requests that cost different amounts of a per-window credit budget, a refused one costing nothing.
 2. ``token_bucket``: ``allow(r, key, capacity, per_second, now_ms)``: a token bucket in Lua.
 """
 
@@ -17,16 +20,18 @@ from ..trace import trace
 
 # -- reference solutions (self-tested in tests/exercises/test_rate_limiting.py) -----------------
 
-FIXED_WINDOW_LUA = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-if n <= tonumber(ARGV[1]) then return 1 end
-return 0
+CREDIT_QUOTA_LUA = """
+local cost, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used + cost > limit then return 0 end
+redis.call('INCRBY', KEYS[1], cost)
+redis.call('EXPIRE', KEYS[1], ARGV[3], 'NX')
+return 1
 """
 
 
-def hit(r: redis.Redis, key: str, limit: int, window_s: int) -> bool:
-    return r.eval(FIXED_WINDOW_LUA, 1, key, limit, window_s) == 1
+def spend(r: redis.Redis, key: str, cost: int, limit: int, window_s: int) -> bool:
+    return r.eval(CREDIT_QUOTA_LUA, 1, key, cost, limit, window_s) == 1
 
 
 TOKEN_BUCKET_LUA = """
@@ -81,40 +86,72 @@ def _one_round_trip(r: redis.Redis, call, what: str):
 # -- exercises ----------------------------------------------------------------------------------
 
 
-def fixed_window(r: redis.Redis, prefix: str = "ex1") -> Exercise:
-    """Exercise 1: ``hit(r, key, limit, window_s) -> bool``."""
+def sliding_counter_prediction(r: redis.Redis, offset_ms: int, prefix: str = "try") -> Exercise:
+    """Try it: a full previous window (10 of limit 10), then 10 requests at once ``offset_ms`` into
+    the next window. The answer is how many of those 10 the sliding counter admits."""
+    from ..patterns.rate_limiting import SlidingWindowCounter
+
+    def run() -> int:
+        lim = SlidingWindowCounter(r, limit=10, window_ms=1000, prefix=prefix)
+        r.delete(lim.key("kim"))
+        for _ in range(10):
+            lim.hit("kim", now_ms=20_500)
+        return sum(bool(lim.hit("kim", now_ms=21_000 + offset_ms)) for _ in range(10))
 
     def checker(answer) -> None:
-        key = f"{prefix}:alice"
-        r.delete(key)
-        first = _one_round_trip(r, lambda: answer(r, key, 3, 60), "one hit")
-        expect(first is True or first == 1, "the first request is allowed", expected=True, actual=first)
-        ttl = r.ttl(key)
-        expect(0 < ttl <= 60, f"{key} gets a TTL of the window (60 s) on the first hit, or the count "
-               "never resets", expected="1..60", actual=ttl)
-        got = [bool(answer(r, key, 3, 60)) for _ in range(3)]
-        expect(got == [True, True, False], "limit 3: requests 2 and 3 allowed, the 4th refused",
-               expected=[True, True, False], actual=got)
-        r.pexpire(key, 500)  # as if 59.5 s of the window had passed
-        answer(r, key, 3, 60)
-        pttl = r.pttl(key)
-        expect(0 < pttl <= 500, "later hits must not push the expiry back: a client that keeps "
-               "retrying would then never get a new window", expected="<= 500 ms", actual=f"{pttl} ms")
-        r.delete(key)
-        allowed = sum(_together(8, lambda: sum(bool(answer(r, key, 10, 60)) for _ in range(5))))
-        expect(allowed == 10, "8 clients x 5 requests at once, limit 10: exactly 10 allowed",
-               expected=10, actual=allowed)
+        got = run()
+        expect(answer == got, f"{offset_ms} ms into the window the previous 10 count as "
+               f"{SlidingWindowCounter.estimate(10, 0, offset_ms, 1000):g}; the server admitted {got}",
+               expected=got, actual=answer)
 
     return Exercise(
-        "atomic fixed window", checker,
+        f"sliding counter at {offset_ms} ms", checker,
+        hints=["The estimate is previous * (1000 - offset_ms) / 1000 + current; a request passes "
+               "while the estimate is below 10, and each one that passes adds 1 to current.",
+               "Count how many whole requests fit below 10 once the previous window's share is "
+               "subtracted: 10 - 10 * (1000 - offset_ms) / 1000, rounded up."],
+        solution="import math\nprediction = math.ceil(10 * offset_ms / 1000)   # for 0 <= offset_ms < 1000",
+        reference=None,
+    )
+
+
+def credit_quota(r: redis.Redis, prefix: str = "ex1") -> Exercise:
+    """Exercise 1: ``spend(r, key, cost, limit, window_s) -> bool``."""
+
+    def checker(answer) -> None:
+        key = f"{prefix}:acme"
+        r.delete(key)
+        first = _one_round_trip(r, lambda: answer(r, key, 40, 100, 60), "one request")
+        expect(first is True or first == 1, "a 40-credit request on an empty budget of 100 is allowed",
+               expected=True, actual=first)
+        expect(r.get(key) == "40", f"{key} holds the credits spent so far", expected="40", actual=r.get(key))
+        ttl = r.ttl(key)
+        expect(0 < ttl <= 60, f"{key} gets the window (60 s) as its TTL on the first request, or the "
+               "budget never resets", expected="1..60", actual=ttl)
+        r.pexpire(key, 30_000)  # as if 30 s of the window had passed
+        got = [bool(answer(r, key, c, 100, 60)) for c in (50, 20, 10)]
+        pttl = r.pttl(key)
+        expect(0 < pttl <= 30_000, "later requests must not push the expiry back: a client that keeps "
+               "spending would then never get a new window", expected="<= 30000 ms", actual=f"{pttl} ms")
+        expect(got == [True, False, True], "40 spent: 50 more fits (90), 20 more would make 110 and is "
+               "refused, 10 more fits (100)", expected=[True, False, True], actual=got)
+        expect(r.get(key) == "100", "a refused request costs nothing: the refused 20 credits must not "
+               "be counted", expected="100", actual=r.get(key))
+        r.delete(key)
+        allowed = sum(_together(8, lambda: sum(bool(answer(r, key, 3, 30, 60)) for _ in range(5))))
+        expect(allowed == 10 and r.get(key) == "30", "8 clients x 5 requests of 3 credits at once, "
+               "budget 30: exactly 10 allowed, 30 spent", expected=(10, "30"), actual=(allowed, r.get(key)))
+
+    return Exercise(
+        "credit quota", checker,
         hints=[
-            "INCR the key; if the result is 1 this is the window's first request: set the expiry. "
-            "Both must happen in one round trip.",
-            "A Lua script does it: local n = redis.call('INCR', KEYS[1]); if n == 1 then "
-            "redis.call('EXPIRE', KEYS[1], ARGV[2]) end; then return 1 if n <= limit, else 0. "
-            "Call it with r.eval(script, 1, key, limit, window_s).",
+            "Read the credits spent, compare spent + cost with the limit, and only then add the cost "
+            "and set the window's TTL: all of it in one Lua script, so no other client runs in between.",
+            "In the script: GET (a missing key is 0); if used + cost > limit return 0; otherwise INCRBY "
+            "the cost and EXPIRE key window_s NX (NX: only a new window sets the TTL); return 1. "
+            "Call it with r.eval(script, 1, key, cost, limit, window_s).",
         ],
-        solution=FIXED_WINDOW_LUA + "\n" + inspect.getsource(hit), reference=hit,
+        solution=CREDIT_QUOTA_LUA + "\n" + inspect.getsource(spend), reference=spend,
     )
 
 

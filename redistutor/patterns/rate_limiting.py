@@ -40,9 +40,7 @@ pattern) · https://redis.io/docs/latest/develop/interact/programmability/eval-i
 
 from __future__ import annotations
 
-import itertools
-import os
-import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,14 +48,29 @@ import redis
 
 from ..race import call_hook
 
-# Shared prelude: ARGV[1] is now in ms, or "" to use the server's clock.
-_NOW = """
+# Every script starts with this prelude: ARGV[1] is now in ms, or "" to read the server's clock
+# (TIME). Since Redis 5.0 scripts replicate their effects by default (the only mode since 7.0), so
+# a script that reads TIME is safe on replicas and in the AOF.
+NOW_MS = """
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 """
+
+
+def fixed_window_hit(r: redis.Redis, key: str, limit: int, window_s: int) -> bool:
+    """The canonical fixed window: INCR the count, EXPIRE ... NX so only a new window sets the TTL.
+
+    One MULTI/EXEC round trip: both commands run or neither, so a client that dies between them
+    cannot leave a counter without a TTL; NX keeps later hits from pushing the expiry back.
+    """
+    with r.pipeline(transaction=True) as tx:
+        tx.incr(key)
+        tx.expire(key, window_s, nx=True)
+        count, _ = tx.execute()
+    return count <= limit
 
 
 @dataclass(frozen=True)
@@ -116,13 +129,13 @@ class RateLimiter:
             return int(now_ms)
         return int(self.clock()) if self.clock is not None else ""
 
-    def _extra_args(self) -> list[Any]:
-        return [self.limit, self.window_ms]
+    def script_args(self, now_ms: int | str) -> list[Any]:
+        """ARGV for the script: now, the limit, the window (a subclass may add more)."""
+        return [now_ms, self.limit, self.window_ms]
 
     def hit(self, client_id: Any, now_ms: int | None = None) -> Decision:
         """Decide one request for ``client_id`` (one round trip)."""
-        reply = self._script(keys=[self.key(client_id)],
-                             args=[self._now_arg(now_ms), *self._extra_args()])
+        reply = self._script(keys=[self.key(client_id)], args=self.script_args(self._now_arg(now_ms)))
         allowed, remaining, retry, *rest = (int(x) for x in reply)
         return Decision(bool(allowed), remaining, retry, rest[0] if rest else 0)
 
@@ -141,7 +154,7 @@ class FixedWindow(RateLimiter):
     # KEYS[1] = the client's hash {w = window id, n = requests allowed in window w}
     # ARGV[1] = now in ms ("" = server TIME), ARGV[2] = limit, ARGV[3] = window in ms
     # Returns {allowed 0/1, remaining, retry_after_ms}.
-    LUA = _NOW + """
+    LUA = NOW_MS + """
     local limit, W = tonumber(ARGV[2]), tonumber(ARGV[3])
     local win = math.floor(now / W)
     local n = 0
@@ -158,22 +171,18 @@ class FixedWindow(RateLimiter):
 
 
 class SlidingLog(RateLimiter):
-    """Keep the timestamp of every allowed request for the last W ms in a sorted set.
-
-    Exact: in *every* interval of W ms at most ``limit`` requests are allowed. The price is one
-    sorted-set entry per allowed request, so memory grows with the limit and the traffic.
-    """
+    """Exact: at most ``limit`` requests in every window of W ms; one sorted-set entry each."""
 
     name = "log"
-    # KEYS[1] = the client's sorted set: member = unique request id, score = its time in ms
-    # ARGV[1] = now in ms ("" = server TIME), ARGV[2] = limit, ARGV[3] = window in ms,
+    # KEYS[1] = the client's sorted set: member = a unique request id, score = its time in ms
+    # ARGV[1] = now in ms ("" = the server's TIME), ARGV[2] = limit, ARGV[3] = window in ms,
     # ARGV[4] = a unique id for this request
-    # Returns {allowed 0/1, remaining, retry_after_ms}. Entries at or before now - W are dropped.
-    LUA = _NOW + """
+    # Returns {allowed 0/1, remaining, retry_after_ms}.
+    LUA = NOW_MS + """
     local limit, W = tonumber(ARGV[2]), tonumber(ARGV[3])
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - W)
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - W)   -- forget what left the window
     local n = redis.call('ZCARD', KEYS[1])
-    if n >= limit then
+    if n >= limit then                                         -- full: retry when the oldest leaves
       local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
       return {0, 0, tonumber(oldest[2]) + W - now}
     end
@@ -182,11 +191,8 @@ class SlidingLog(RateLimiter):
     return {1, limit - n - 1, 0}
     """
 
-    _ids = itertools.count()
-    _tag = os.urandom(4).hex()
-
-    def _extra_args(self) -> list[Any]:
-        return [self.limit, self.window_ms, f"{self._tag}-{next(self._ids)}"]
+    def script_args(self, now_ms):
+        return [now_ms, self.limit, self.window_ms, uuid.uuid4().hex]
 
 
 class SlidingWindowCounter(RateLimiter):
@@ -198,10 +204,19 @@ class SlidingWindowCounter(RateLimiter):
     """
 
     name = "counter"
+
+    @staticmethod
+    def estimate(previous: int, current: int, elapsed_ms: int, window_ms: int) -> float:
+        """The script's estimate: the previous window weighted by the part still inside, plus now's.
+
+        ``SlidingWindowCounter.estimate(10, 0, 1, 1000)`` is 9.99 (weight 0.999): 1 ms into a
+        window, 10 requests of the previous one count as 9.99, so one more passes a limit of 10.
+        """
+        return previous * (window_ms - elapsed_ms) / window_ms + current
     # KEYS[1] = the client's hash {w = current window id, c = its count, p = previous window's count}
     # ARGV[1] = now in ms ("" = server TIME), ARGV[2] = limit, ARGV[3] = window in ms
     # Returns {allowed 0/1, remaining (floor of limit - estimate), retry_after_ms}.
-    LUA = _NOW + """
+    LUA = NOW_MS + """
     local limit, W = tonumber(ARGV[2]), tonumber(ARGV[3])
     local win = math.floor(now / W)
     local s = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
@@ -240,7 +255,7 @@ class TokenBucket(RateLimiter):
     # KEYS[1] = the client's hash {u = tokens in units (1 token = W units), ts = last update ms}
     # ARGV[1] = now in ms ("" = server TIME), ARGV[2] = capacity (= limit), ARGV[3] = window in ms
     # Returns {allowed 0/1, whole tokens left, retry_after_ms}.
-    LUA = _NOW + """
+    LUA = NOW_MS + """
     local cap, W = tonumber(ARGV[2]), tonumber(ARGV[3])
     local full = cap * W
     local s = redis.call('HMGET', KEYS[1], 'u', 'ts')
@@ -281,7 +296,7 @@ class LeakyBucket(RateLimiter):
     # KEYS[1] = the client's TAT, in units of 1/limit ms (a string holding an integer)
     # ARGV[1] = now in ms ("" = server TIME), ARGV[2] = capacity (= limit), ARGV[3] = window in ms
     # Returns {allowed 0/1, free places left in the queue, retry_after_ms, delay_ms}.
-    LUA = _NOW + """
+    LUA = NOW_MS + """
     local cap, W = tonumber(ARGV[2]), tonumber(ARGV[3])
     local nowu = now * cap
     local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -336,84 +351,3 @@ class NaiveLimiter:
             call_hook(self.hooks, "before_expire", n)
             self.r.expire(key, self.window_s)
         return True
-
-
-def max_in_any_window(times_ms: list[int], window_ms: int) -> int:
-    """The largest number of the given times that fall in one interval (t - window_ms, t]."""
-    ts = sorted(times_ms)
-    best, lo = 0, 0
-    for hi, t in enumerate(ts):
-        while ts[lo] <= t - window_ms:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
-class FakeClock:
-    """A clock for tests and notebooks: ``clock()`` returns ms; ``clock.advance(ms)`` moves it."""
-
-    def __init__(self, start_ms: int = 1_000_000) -> None:
-        self.now = int(start_ms)
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, ms: int) -> int:
-        self.now += int(ms)
-        return self.now
-
-    def set(self, ms: int) -> int:
-        self.now = int(ms)
-        return self.now
-
-
-class SkewedClock:
-    """Another machine's clock: ``base()`` plus a fixed error (``offset_ms`` < 0: running behind).
-
-    Two app servers whose clocks disagree, for the clock-skew demonstration: pass
-    ``clock=SkewedClock(true_clock, -90_000)`` to one limiter and ``clock=true_clock`` to another.
-    """
-
-    def __init__(self, base: Callable[[], int], offset_ms: int) -> None:
-        self.base = base
-        self.offset_ms = int(offset_ms)
-
-    def __call__(self) -> int:
-        return int(self.base()) + self.offset_ms
-
-    def __repr__(self) -> str:
-        return f"SkewedClock({self.offset_ms:+d} ms)"
-
-
-def wall_clock_ms() -> int:
-    """Now in ms from this machine's clock (if you do not use the server's)."""
-    return time.time_ns() // 1_000_000
-
-
-# -- app-server processes for the crash demonstrations (module level: Workers spawns them) -----
-
-def naive_crash_worker(ctx: Any, prefix: str, client_id: str, *, limit: int = 3, window_s: int = 60) -> None:
-    """An app-server process making a user's first request with :class:`NaiveLimiter`.
-
-    It stops between INCR and EXPIRE and records ``"between INCR and EXPIRE"``, so that the
-    parent can ``kill -9`` it exactly there (see :class:`redistutor.lab.Workers`).
-    """
-    def stall(n: int) -> None:
-        ctx.record("between INCR and EXPIRE", str(n))
-        time.sleep(60)  # the parent kills this process here; never reaches EXPIRE
-
-    NaiveLimiter(ctx.client(0), limit=limit, window_s=window_s, prefix=prefix,
-                 hooks={"before_expire": stall}).hit(client_id)
-
-
-def lua_hammer_worker(ctx: Any, prefix: str, client_id: str, *, window_ms: int = 60_000) -> None:
-    """An app-server process sending :class:`FixedWindow` decisions in a loop until it is killed.
-
-    Records ``"hitting"`` after its first decision. Killed at any moment, it leaves the key
-    either untouched by the last script or fully updated, TTL included.
-    """
-    lim = FixedWindow(ctx.client(0), limit=10**9, window_ms=window_ms, prefix=prefix)
-    lim.hit(client_id)
-    ctx.record("hitting")
-    while True:
-        lim.hit(client_id)

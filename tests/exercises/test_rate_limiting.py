@@ -6,52 +6,63 @@ from redistutor.check import CORRECT, INCORRECT, NOT_ATTEMPTED
 from redistutor.exercises import rate_limiting as ex
 
 
-def test_fixed_window_reference_passes(r):
-    assert ex.fixed_window(r).evaluate(ex.hit).outcome == CORRECT
+def test_credit_quota_reference_passes(r):
+    assert ex.credit_quota(r).evaluate(ex.spend).outcome == CORRECT
 
 
-def test_fixed_window_multi_pipeline_passes(r):
-    def with_multi(r, key, limit, window_s):
-        with r.pipeline(transaction=True) as p:
-            p.set(key, 0, ex=window_s, nx=True)
-            p.incr(key)
-            return p.execute()[1] <= limit
-
-    assert ex.fixed_window(r).evaluate(with_multi).outcome == CORRECT
-
-
-def test_fixed_window_starter_is_not_attempted(r):
-    def starter(r, key, limit, window_s):
+def test_credit_quota_starter_is_not_attempted(r):
+    def starter(r, key, cost, limit, window_s):
         raise NotImplementedError
 
-    assert ex.fixed_window(r).evaluate(starter).outcome == NOT_ATTEMPTED
+    assert ex.credit_quota(r).evaluate(starter).outcome == NOT_ATTEMPTED
 
 
-def test_fixed_window_incr_then_expire_fails(r):
-    def two_trips(r, key, limit, window_s):
-        n = r.incr(key)
-        if n == 1:
-            r.expire(key, window_s)
-        return n <= limit
+def test_credit_quota_counting_refused_requests_fails(r):
+    # INCRBY first, then compare: a refused request still eats the budget
+    script = """
+    local used = redis.call('INCRBY', KEYS[1], ARGV[1])
+    redis.call('EXPIRE', KEYS[1], ARGV[3], 'NX')
+    if used <= tonumber(ARGV[2]) then return 1 end
+    return 0
+    """
+    res = ex.credit_quota(r).evaluate(lambda r, k, c, l, w: r.eval(script, 1, k, c, l, w) == 1)
+    assert res.outcome == INCORRECT and "refused" in res.message
 
-    res = ex.fixed_window(r).evaluate(two_trips)
+
+def test_credit_quota_two_round_trips_fail(r):
+    def check_then_spend(r, key, cost, limit, window_s):
+        if int(r.get(key) or 0) + cost > limit:
+            return False
+        with r.pipeline(transaction=True) as p:
+            p.incrby(key, cost)
+            p.expire(key, window_s, nx=True)
+            p.execute()
+        return True
+
+    res = ex.credit_quota(r).evaluate(check_then_spend)
     assert res.outcome == INCORRECT and "one round trip" in res.message
 
 
-def test_fixed_window_without_expiry_fails(r):
-    res = ex.fixed_window(r).evaluate(lambda r, key, limit, w: r.incr(key) <= limit)
-    assert res.outcome == INCORRECT and "gets a TTL" in res.message
+def test_credit_quota_without_expiry_fails(r):
+    script = ex.CREDIT_QUOTA_LUA.replace("redis.call('EXPIRE', KEYS[1], ARGV[3], 'NX')", "")
+    res = ex.credit_quota(r).evaluate(lambda r, k, c, l, w: r.eval(script, 1, k, c, l, w) == 1)
+    assert res.outcome == INCORRECT and "TTL" in res.message
 
 
-def test_fixed_window_resetting_ttl_every_hit_fails(r):
-    def always_expire(r, key, limit, window_s):
-        with r.pipeline(transaction=True) as p:
-            p.incr(key)
-            p.expire(key, window_s)
-            return p.execute()[0] <= limit
-
-    res = ex.fixed_window(r).evaluate(always_expire)
+def test_credit_quota_resetting_ttl_every_request_fails(r):
+    script = ex.CREDIT_QUOTA_LUA.replace("ARGV[3], 'NX')", "ARGV[3])")
+    res = ex.credit_quota(r).evaluate(lambda r, k, c, l, w: r.eval(script, 1, k, c, l, w) == 1)
     assert res.outcome == INCORRECT and "push the expiry back" in res.message
+
+
+def test_try_it_prediction_is_checked_against_the_server(r):
+    import math
+
+    for offset in (1, 250, 500, 999):
+        assert ex.sliding_counter_prediction(r, offset).evaluate(math.ceil(10 * offset / 1000)).outcome == CORRECT
+    assert ex.sliding_counter_prediction(r, 1).evaluate(0).outcome == INCORRECT   # "weight 0.99": 9.9 + ...
+    assert ex.sliding_counter_prediction(r, 500).evaluate(10).outcome == INCORRECT
+    assert ex.sliding_counter_prediction(r, 500).evaluate(None).outcome == NOT_ATTEMPTED
 
 
 def test_token_bucket_reference_passes(r):

@@ -16,8 +16,9 @@ from redistutor.patterns.rate_limiting import (
     SlidingLog,
     SlidingWindowCounter,
     TokenBucket,
-    max_in_any_window,
+    fixed_window_hit,
 )
+from redistutor.scenarios.rate_limiting import FakeClock, SkewedClock, max_in_any_window
 
 W = 1000
 
@@ -90,6 +91,39 @@ def test_sliding_counter_weights_previous_window(r):
     assert len(run(sc, [11_250] * 5)) == 3
     # at 900 ms: 10 * 0.1 + 3 = 4.0, so 6 more pass (estimates 4 .. 9)
     assert len(run(sc, [11_900] * 8)) == 6
+
+
+def test_sliding_counter_estimate_matches_the_script_one_ms_into_the_window(r):
+    # 10 requests fill the previous window; at 0 ms into the next the weight is 1.0 (estimate 10:
+    # refused), 1 ms in it is 0.999 (estimate 9.99: one passes), then 9.98 + 1 is refused again.
+    assert SlidingWindowCounter.estimate(10, 0, 0, W) == 10
+    assert SlidingWindowCounter.estimate(10, 0, 1, W) == pytest.approx(9.99)
+    sc = SlidingWindowCounter(r, limit=10, window_ms=W)
+    assert len(run(sc, [10_500] * 10)) == 10
+    assert run(sc, [11_000, 11_001, 11_002]) == [11_001]
+
+
+def test_fixed_window_hit_is_one_round_trip_and_sets_the_ttl_once(r):
+    key = "rl:t:canonical"
+    with trace(r) as t:
+        assert fixed_window_hit(r, key, 3, 60)
+    assert t.round_trips == 1 and 0 < r.ttl(key) <= 60
+    r.pexpire(key, 500)
+    assert [fixed_window_hit(r, key, 3, 60) for _ in range(3)] == [True, True, False]
+    assert 0 < r.pttl(key) <= 500  # NX: later hits do not push the expiry back
+
+
+def test_fixed_window_hit_is_exact_under_8_concurrent_clients(r):
+    from redistutor.scenarios.rate_limiting import canonical_race
+
+    assert sum(canonical_race(r, "rl:t:canon-race")) == 1  # count at 4 of 5: one more passes
+
+
+def test_kill_9_never_leaves_the_canonical_counter_without_a_ttl(redis_server, r):
+    from redistutor.scenarios.rate_limiting import kill_while_hammering
+
+    assert kill_while_hammering(redis_server, "rl:t:canon-kill") == -9
+    assert int(r.get("rl:t:canon-kill")) >= 200 and r.pttl("rl:t:canon-kill") > 0
 
 
 @pytest.mark.parametrize("name", list(ALGORITHMS))
@@ -179,8 +213,6 @@ def test_memory_sliding_log_grows_counters_do_not(r):
 
 
 def test_token_bucket_bursts_capacity_then_sustains_the_rate(r):
-    from redistutor.patterns.rate_limiting import FakeClock
-
     clock = FakeClock(start_ms=0)
     tb = TokenBucket(r, limit=5, window_ms=5000, prefix="rl:t:rate", clock=clock)  # 1 token/s
     assert tb.level("u", 0) == 5.0
@@ -197,8 +229,6 @@ def test_token_bucket_bursts_capacity_then_sustains_the_rate(r):
 
 @pytest.mark.parametrize("offset", [-90_000, 90_000])
 def test_skewed_app_clocks_break_the_sliding_log_and_server_time_does_not(r, offset):
-    from redistutor.patterns.rate_limiting import FakeClock, SkewedClock
-
     true = FakeClock(start_ms=7_000_000)
     a = SlidingLog(r, limit=5, window_ms=60_000, prefix=f"rl:t:skew{offset}", clock=true)
     b = SlidingLog(r, limit=5, window_ms=60_000, prefix=f"rl:t:skew{offset}", clock=SkewedClock(true, offset))
@@ -227,7 +257,7 @@ def test_a_restart_resets_the_limit_unless_the_state_persists(persistence, allow
 
 def test_kill_9_between_incr_and_expire_leaves_no_ttl_and_lua_always_does(redis_server, r):
     from redistutor.lab import Workers
-    from redistutor.patterns.rate_limiting import lua_hammer_worker, naive_crash_worker
+    from redistutor.scenarios.rate_limiting import lua_hammer_worker, naive_crash_worker
 
     naive_key = NaiveLimiter(r, limit=3, window_s=60, prefix="rl:t:crash").key("bob")
     w = Workers(naive_crash_worker, 1, nodes=[redis_server], args=("rl:t:crash", "bob")).start()
