@@ -50,17 +50,25 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
     return "\n".join(out)
 
 
+NUM, TEXT = "rt-num", "rt-text"  # cell classes: numbers right-aligned, text left-aligned
+
+
+def align(numeric: bool) -> str:
+    """The alignment class of a cell: every ``td``/``th`` gets one, so the stylesheet (and not
+    JupyterLab's ``td { text-align: right }``) decides; see static/style.css."""
+    return NUM if numeric else TEXT
+
+
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
                right: Sequence[int] = (), raw: Sequence[int] = ()) -> str:
     """The HTML twin of :func:`text_table`; columns in ``raw`` hold HTML made by a view."""
     shown, more = _cut(rows)
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    head = "".join(f'<th class="{align(i in right)}">{esc(h)}</th>' for i, h in enumerate(headers))
     body = []
     for row in shown:
         tds = []
         for i, c in enumerate(row):
-            cls = ' class="rt-num"' if i in right else ""
-            tds.append(f"<td{cls}>{c if i in raw else esc(c)}</td>")
+            tds.append(f'<td class="{align(i in right)}">{c if i in raw else esc(c)}</td>')
         body.append(f"<tr>{''.join(tds)}</tr>")
     tail = f'<div class="rt-note">... {more} more</div>' if more else ""
     return f'<table class="rt-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{tail}'

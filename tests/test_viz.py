@@ -140,7 +140,7 @@ def test_html_and_text_show_the_same_keys_and_values(view, expected):
 def test_key_table_html_lists_exactly_the_text_keys():
     table = KeyTable(ROWS, pattern="user:*")
     with set_options(display="html"):
-        html_keys = re.findall(r"<tr><td>([^<]+)</td>", table._repr_html_())
+        html_keys = re.findall(r'<tr><td class="rt-text">([^<]+)</td>', table._repr_html_())
     text_keys = [line.split()[0] for line in repr(table).splitlines()[3:]]
     assert html_keys == text_keys == ["user:1", "user:2"]
 
