@@ -15,14 +15,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import re
 import weakref
 from typing import Any, Iterable
 
 import redis
 
-from .options import option
+# The value formatters (TTL buckets, byte sizes, value previews) live in ``_format``, a module with
+# no Redis access and no views; re-exported here for callers that import them from ``keys``.
+from ._format import _num, fmt_bytes, fmt_idle, fmt_ttl, fmt_value, shorten  # noqa: F401
 
 # Friendly names for TYPE replies (module types have odd names).
 TYPE_NAMES = {
@@ -78,80 +79,6 @@ def scan_sorted(r: redis.Redis, pattern: str = "*", *, limit: int = SCAN_LIMIT) 
     return sorted(keys)
 
 
-# -- formatting helpers shared by views and the diff --------------------------------------------
-
-_TTL_LADDER = [  # upper bounds (seconds) and labels: TTLs are shown as "≤ bucket" (stable output)
-    (1, "1 s"), (2, "2 s"), (5, "5 s"), (10, "10 s"), (30, "30 s"), (60, "1 min"),
-    (120, "2 min"), (300, "5 min"), (600, "10 min"), (1800, "30 min"), (3600, "1 h"),
-    (7200, "2 h"), (21600, "6 h"), (43200, "12 h"), (86400, "1 d"), (7 * 86400, "7 d"),
-    (30 * 86400, "30 d"),
-]
-
-
-def fmt_ttl(ttl_ms: int | None) -> str:
-    """A remaining TTL as a bucket: "none", "≤ 1 min", "≤ 1 h", ... (exact values change every
-    millisecond; the bucket stays put while a cell runs)."""
-    if ttl_ms is None or ttl_ms < 0:
-        return "none"
-    for bound, label in _TTL_LADDER:
-        if ttl_ms <= bound * 1000:
-            return f"≤ {label}"
-    return "> 30 d"
-
-
-def fmt_idle(idle_ms: int | None) -> str:
-    """Idle time of a pending stream entry, bucketed (it grows while you read it)."""
-    if idle_ms is None:
-        return ""
-    for bound, label in ((10_000, "< 10 s"), (60_000, "< 1 min"), (600_000, "< 10 min")):
-        if idle_ms < bound:
-            return label
-    return "≥ 10 min"
-
-
-def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    if n < 1024:
-        return f"{n} B"
-    for unit in ("KiB", "MiB", "GiB"):
-        n /= 1024
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}"
-    return f"{n} B"  # pragma: no cover
-
-
-def fmt_value(v: Any) -> str:
-    """A scalar as a learner would type it: numbers bare, other strings quoted."""
-    if isinstance(v, bytes):
-        v = v.decode("utf-8", "backslashreplace")
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return _num(v)
-    s = str(v)
-    if re.fullmatch(r"-?\d+(\.\d+)?", s):
-        return s
-    if s[:1] in "{[":  # a JSON document stored as a string: show it as JSON, not escaped
-        try:
-            json.loads(s)
-            return s
-        except ValueError:
-            pass
-    return json.dumps(s, ensure_ascii=False)
-
-
-def _num(x: float | int) -> str:
-    if isinstance(x, float):
-        if math.isfinite(x) and x == int(x) and abs(x) < 1e15:
-            return str(int(x))
-        return f"{x:.6g}"
-    return str(x)
-
-
-def shorten(s: str, width: int | None = None) -> str:
-    width = width or option("preview_width")
-    return s if len(s) <= width else s[: width - 1] + "…"
-
-
 # -- snapshots ----------------------------------------------------------------------------------
 
 
@@ -195,19 +122,17 @@ class Snapshot:
     def __contains__(self, key: object) -> bool:
         return any(row.key == key for row in self.rows)
 
-    def view(self):
-        from .viz import KeyTable
-
-        return KeyTable.from_snapshot(self)
-
     def __repr__(self) -> str:
-        return repr(self.view())
-
-    def _repr_html_(self) -> str:
-        return self.view()._repr_html_()
+        # Data, not a view: ``show(server, pattern)`` (or ``viz.KeyTable.from_snapshot``) renders it.
+        shown = ", ".join(self.keys[:5]) + (", …" if len(self.rows) > 5 else "")
+        n = len(self.rows)
+        return f"Snapshot({self.pattern!r}: {n} key{'s' * (n != 1)}{': ' + shown if shown else ''})"
 
     def to_frame(self):
-        return self.view().to_frame()
+        import pandas as pd
+
+        return pd.DataFrame([(k.key, k.type, k.encoding, k.ttl_ms, k.memory, k.preview) for k in self.rows],
+                            columns=["key", "type", "encoding", "ttl_ms", "memory", "value"])
 
 
 def server_time_ms(r: redis.Redis) -> int:
@@ -257,7 +182,7 @@ def info(r: redis.Redis, key: str, namespace: str = "", pre: list[Any] | None = 
             return None  # expired or deleted since the prefetch
         preview = shorten(preview_of(r, key, kind))
     except redis.exceptions.RedisError as exc:  # e.g. a module command missing in attach mode
-        preview = f"({type(exc).__name__})"
+        preview = f"({type(exc).__name__}: {exc})"  # whole: a cut error message hides the cause
     return KeyInfo(
         key=strip(key, namespace), type=kind, encoding=str(enc or ""),
         ttl_ms=pttl if isinstance(pttl, int) and pttl >= 0 else None,

@@ -19,10 +19,8 @@ from typing import Any, Sequence
 import redis
 
 from . import _html as H
-from .keys import (
-    KeyInfo, Snapshot, _num, fmt_bytes, fmt_idle, fmt_ttl, fmt_value, get_text, has_glob,
-    info as key_info, resolve, snapshot,
-)
+from ._format import _num, fmt_bytes, fmt_idle, fmt_ttl, fmt_value
+from .keys import KeyInfo, Snapshot, get_text, has_glob, info as key_info, resolve, snapshot
 
 __all__ = [
     "BitmapView", "GeoView", "HashView", "HyperLogLogView", "JSONView", "KeyTable", "ListView",
@@ -612,16 +610,23 @@ def _svg_scatter(points: Sequence[tuple[str, float, float]], xlabel: str, ylabel
     def sy(y: float) -> float:
         return h - pad - (y - y0) / (y1 - y0 or 1) * (h - 2 * pad)
 
-    dots = "".join(
-        f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="#d6336c"/>'
-        f'<text x="{sx(x) + 5:.1f}" y="{sy(y) - 4:.1f}" font-size="10">{H.esc(m)}</text>'
-        for m, x, y in points[:100])
+    def label(m: str, x: float, y: float) -> str:
+        # Labels sit right of their dot unless that would run past the edge (clipped text): then
+        # they end left of it. Never placed above the top edge either.
+        px, py, width = sx(x), max(sy(y) - 4, 10), len(m) * 6.0
+        if px + 5 + width > w - 2 and px - 5 - width >= 2:
+            return f'<text x="{px - 5:.1f}" y="{py:.1f}" font-size="10" text-anchor="end">{H.esc(m)}</text>'
+        return f'<text x="{min(px + 5, w - 2 - width):.1f}" y="{py:.1f}" font-size="10">{H.esc(m)}</text>'
+
+    dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="#d6336c"/>{label(m, x, y)}'
+                   for m, x, y in points[:100])
     axes = (f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>'
             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>'
             f'<text x="{w / 2:.0f}" y="{h - 8}" font-size="10" text-anchor="middle">{H.esc(xlabel)}</text>'
             f'<text x="10" y="{h / 2:.0f}" font-size="10" transform="rotate(-90 10 {h / 2:.0f})" '
             f'text-anchor="middle">{H.esc(ylabel)}</text>')
-    return f'<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">{axes}{dots}</svg>'
+    return (f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" overflow="visible" '
+            f'xmlns="http://www.w3.org/2000/svg">{axes}{dots}</svg>')
 
 
 def _mpl_scatter(points, xlabel, ylabel, title, ax=None):
@@ -630,6 +635,7 @@ def _mpl_scatter(points, xlabel, ylabel, title, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
     ax.scatter([p[1] for p in points], [p[2] for p in points], color="#d6336c")
+    ax.margins(0.18)  # room for the labels: none clipped at the edges
     for m, x, y in points:
         ax.annotate(m, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel(xlabel)
