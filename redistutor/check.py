@@ -23,9 +23,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .exceptions import CheckFailed
+from .options import text_mode
 
 CORRECT, INCORRECT, NOT_ATTEMPTED = "correct", "incorrect", "not attempted"
 _MARK = {CORRECT: "✓", INCORRECT: "✗", NOT_ATTEMPTED: "○"}
+OK, BAD = "#1a7f37", "#cf222e"
+# Messages are shown whole and wrap between words (JupyterLab's output <pre> breaks mid-word, and a
+# <pre> that does not wrap hides the end of a long message off the right edge).
+_PRE = "margin:0;white-space:pre-wrap;word-break:normal;overflow-wrap:anywhere"
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,11 @@ class Result:
         head = f"{_MARK[self.outcome]} {self.exercise}: {self.outcome}"
         return f"{head}\n{self.message}" if self.message else head
 
-    def _repr_html_(self) -> str:
-        colour = {CORRECT: "#1a7f37", INCORRECT: "#cf222e", NOT_ATTEMPTED: "#6e7781"}[self.outcome]
-        body = f"<pre style='margin:0'>{html.escape(self.message)}</pre>" if self.message else ""
+    def _repr_html_(self) -> str | None:
+        if text_mode():  # plain text only: no HTML twin for nbval to compare or a reviewer to diff
+            return None
+        colour = {CORRECT: OK, INCORRECT: BAD, NOT_ATTEMPTED: "#6e7781"}[self.outcome]
+        body = f"<pre style='{_PRE}'>{html.escape(self.message)}</pre>" if self.message else ""
         return (f"<div style='border-left:4px solid {colour};padding:4px 8px'>"
                 f"<b style='color:{colour}'>{_MARK[self.outcome]} {html.escape(self.exercise)}: "
                 f"{self.outcome}</b>{body}</div>")
@@ -187,14 +194,12 @@ class Verdict:
             return f"✓ {self.what}"
         return f"✗ {self.what}\n  expected: {self.expected!r}\n  actual:   {self.actual!r}"
 
-    def _repr_html_(self) -> str:
-        from .options import text_mode
-
-        if text_mode():
-            return f"<pre>{html.escape(repr(self))}</pre>"
-        colour = "#1a7f37" if self.passed else "#cf222e"
+    def _repr_html_(self) -> str | None:
+        if text_mode():  # plain text only: no HTML twin for nbval to compare or a reviewer to diff
+            return None
+        colour = OK if self.passed else BAD
         body = "" if self.passed else (
-            f"<pre style='margin:0'>expected: {html.escape(repr(self.expected))}\n"
+            f"<pre style='{_PRE}'>expected: {html.escape(repr(self.expected))}\n"
             f"actual:   {html.escape(repr(self.actual))}</pre>")
         return (f"<div style='border-left:4px solid {colour};padding:2px 8px'>"
                 f"<b style='color:{colour}'>{'✓' if self.passed else '✗'}</b> {html.escape(self.what)}{body}</div>")

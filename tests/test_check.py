@@ -83,4 +83,37 @@ def test_verdict_renders_as_text_and_html(r, capsys):
     with set_options(display="html"):
         assert "✓" in v._repr_html_() and "<pre>" not in v._repr_html_()
     with set_options(display="text"):
-        assert v._repr_html_() == "<pre>✓ `k` equals &#x27;v&#x27;</pre>"
+        assert v._repr_html_() is None  # text mode: the verdict is plain text only
+
+
+def test_every_verdict_honours_text_mode(r):
+    """In text mode a displayed verdict (a check, an exercise's ✓/✗/○) carries text/plain only."""
+    from IPython.core.formatters import DisplayFormatter
+
+    from redistutor.check import Exercise, expect
+
+    r.set("k", "v")
+    ex = Exercise("demo", lambda answer: expect(answer == 1, "answer is 1", expected=1, actual=answer),
+                  hints=["one"], solution="1")
+    failed = check.Verdict("`k` equals 'w'", False, "w", "v")
+    shown = [check.key_equals(r, "k", "v", show=False), failed, ex.evaluate(1), ex.evaluate(2), ex.evaluate(None)]
+    fmt = DisplayFormatter()
+    for obj in shown:
+        with set_options(display="text"):
+            data, _ = fmt.format(obj)
+            assert set(data) == {"text/plain"}, obj
+        with set_options(display="html"):
+            data, _ = fmt.format(obj)
+            assert set(data) == {"text/plain", "text/html"} and "<div" in data["text/html"]
+
+
+def test_long_failure_messages_are_shown_whole_and_wrap(r):
+    from redistutor.check import Exercise, expect
+
+    long = "the value you stored " + "is much too long " * 20 + "END"
+    ex = Exercise("demo", lambda answer: expect(False, long), hints=["h"], solution="")
+    result = ex.evaluate(1)
+    assert repr(result).endswith("END")
+    with set_options(display="html"):
+        page = result._repr_html_()
+    assert "END" in page and "white-space:pre-wrap" in page
