@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from . import _html as H
 from .exceptions import ConfigError, MissingCapability
 
 # Notable features: the command that proves each one exists, and how to get it when missing.
@@ -88,14 +89,23 @@ class Capabilities:
             )
         return FEATURES[feature][0] in self.commands
 
+    def card_items(self) -> list[tuple[str, bool | None]]:
+        """The card's items in order: (text, has it) for features, (text, None) for the rest."""
+        mods = ", ".join(f"{n} {v}" for n, v in sorted(self.modules.items(), key=lambda kv: kv[0].lower()))
+        items: list[tuple[str, bool | None]] = [(f"Redis {self.version_str} ({self.backend})", None),
+                                                (f"modules: {mods or 'none'}", None)]
+        items += [(label, all(self.has(f) for f in names)) for label, names in CARD_FEATURES]
+        return items
+
     def card(self) -> str:
         """One line: backend, version, modules and notable features."""
-        mods = ", ".join(f"{n} {v}" for n, v in sorted(self.modules.items(), key=lambda kv: kv[0].lower()))
-        feats = " · ".join(
-            f"{label} {'✓' if all(self.has(f) for f in names) else '✗'}"
-            for label, names in CARD_FEATURES
-        )
-        return f"Redis {self.version_str} ({self.backend}) · modules: {mods or 'none'} · {feats}"
+        return " · ".join(text if ok is None else f"{text} {'✓' if ok else '✗'}"
+                          for text, ok in self.card_items())
+
+    def card_view(self) -> "CapabilityCard":
+        """The card as a view: the same text, and HTML that wraps between items, never inside one
+        (a printed line wraps mid-word in JupyterLab, whose output ``<pre>`` breaks anywhere)."""
+        return CapabilityCard(self.card_items())
 
     def missing(self, requires: Mapping[str, Any] | None) -> list[tuple[str, str]]:
         """(what is missing, how to get it) for each unmet requirement."""
@@ -149,3 +159,27 @@ def _module_version(ver) -> str:
     except (TypeError, ValueError):
         return _s(ver)
     return f"{n // 10000}.{n // 100 % 100}.{n % 100}"
+
+
+class CapabilityCard(H.Renderable):
+    """The capability card: ``✓ Redis 8.2.1 (local) · modules: … · vector sets ✓ · …``.
+
+    Text: one line (as printed by ``start_server``). HTML: one item per ``nowrap`` span in a
+    wrapping flex row, so a narrow notebook wraps between items and never inside a word.
+    """
+
+    def __init__(self, items: list[tuple[str, bool | None]]) -> None:
+        self.items = list(items)
+
+    def _text(self) -> str:
+        return "✓ " + " · ".join(t if ok is None else f"{t} {'✓' if ok else '✗'}" for t, ok in self.items)
+
+    def _html(self) -> str:
+        spans = []
+        for i, (text, ok) in enumerate(self.items):
+            mark = "" if ok is None else (
+                f' <span class="{"rt-ok" if ok else "rt-bad"}">{"✓" if ok else "✗"}</span>')
+            lead = '<span class="rt-ok">✓</span> ' if i == 0 else ""
+            spans.append(f'<span class="rt-item">{lead}{H.esc(text)}{mark}</span>')
+        return f'<div class="rt-items">{"".join(spans)}</div>'
+

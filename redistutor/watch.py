@@ -66,6 +66,7 @@ class Watcher(H.Renderable):
         self._table = None
         self._widget = None
         self._config_taken = False
+        self._thread_ended = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "Watcher":
@@ -77,6 +78,7 @@ class Watcher(H.Renderable):
             self._pubsub.psubscribe(f"__keyspace@{self._db}__:{self.namespace}{self.pattern}")
             self.refresh()
             self._stop.clear()
+            self._thread_ended = False
             self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
             self._thread.start()
         except BaseException:
@@ -100,10 +102,19 @@ class Watcher(H.Renderable):
         self._release_notifications()
         self._pool.disconnect()
         _live.discard(self)
+        self._redraw()  # the widget on the page says "stopped" now, not "running"
+
+    def _redraw(self) -> None:
+        if self._widget is not None:
+            try:
+                self._widget.value = self._inner_html()
+            except Exception:  # a closed comm (kernel shutting down): nothing left to redraw
+                pass
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return (self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+                and not self._thread_ended)
 
     def __enter__(self) -> "Watcher":
         return self.start()
@@ -179,14 +190,15 @@ class Watcher(H.Renderable):
                 except Exception as exc:  # keep watching; say what went wrong in the view
                     self.note = f"last refresh failed: {type(exc).__name__}: {exc}"
                 dirty, last = False, time.monotonic()
+        self._thread_ended = True
+        self._redraw()  # ended by stop() or a dead server: the status line says so
 
     def refresh(self):
         """Re-read the keys now (and redraw the widget, if shown)."""
         from .viz import KeyTable
 
         self._table = KeyTable.from_snapshot(snapshot(self._r, self.pattern, namespace=self.namespace))
-        if self._widget is not None:
-            self._widget.value = self._inner_html()
+        self._redraw()
         return self._table
 
     def wait(self, events: int, timeout: float = 5.0) -> bool:

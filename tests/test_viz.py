@@ -229,3 +229,19 @@ def test_show_reads_module_types(r, redis_server):
         assert vs.startswith("vs · vectorset · 3 elements · dim 3 · quantization int8")
         assert vs == repr(show(r, "vs"))  # the projection repeats
         assert [row.type for row in show(r, "*").rows] == ["bloom", "json", "topk", "vectorset"]
+
+
+def test_capability_card_wraps_between_items_never_inside_one():
+    from redistutor.capabilities import Capabilities
+
+    caps = Capabilities((8, 2, 1), {"bf": "8.2.1", "ReJSON": "8.2.1"}, frozenset({"vadd", "json.set", "hexpire"}),
+                        "local")
+    card = caps.card_view()
+    assert repr(card) == "✓ " + caps.card()
+    assert caps.card() == ("Redis 8.2.1 (local) · modules: bf 8.2.1, ReJSON 8.2.1 · vector sets ✓ · JSON ✓ · "
+                           "Bloom family ✗ · hash-field TTL ✓ · client tracking ✗")
+    with set_options(display="html"):
+        page = card._repr_html_()
+    items = re.findall(r'<span class="rt-item">(.*?)</span>(?=<span class="rt-item">|</div>)', page)
+    assert len(items) == 7 and '<div class="rt-items">' in page
+    assert ".rt .rt-item { white-space: nowrap;" in page and "flex-wrap: wrap" in page

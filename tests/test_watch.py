@@ -46,3 +46,28 @@ def test_two_watchers_share_the_notification_setting(redis_server, r):
     assert "K" in r.config_get("notify-keyspace-events")["notify-keyspace-events"]
     b.stop()
     assert _watch_clients(r) == []
+
+
+def test_widget_says_stopped_after_stop(redis_server, r):
+    """The widget on the page redraws its status line when the watcher stops."""
+    pytest = __import__("pytest")
+    pytest.importorskip("ipywidgets")
+    with set_options(display="html"):
+        w = watch(redis_server, "w:*")
+        widget = w.widget
+        assert "(running, keyspace notifications on)" in widget.value
+        w.stop()
+        assert "(stopped, keyspace notifications on)" in widget.value
+        assert "running" not in widget.value
+        assert "stopped" in repr(w) and not w.running
+
+
+def test_watcher_widget_tables_align_text_left_numbers_right(redis_server, r):
+    pytest = __import__("pytest")
+    pytest.importorskip("ipywidgets")
+    with watch(redis_server, "al:*") as w:
+        r.set(redis_server.key("al:1"), "x")
+        assert w.wait(1)
+        value = w.widget.value
+    assert '<td class="rt-text">al:1</td>' in value and '<td class="rt-num">1</td>' in value
+    assert ".rt table.rt-table td.rt-num" in value  # the stylesheet travels with the widget
