@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 
 from redistutor.events import EventLog
 from redistutor.race import PausePoint, run_in_thread
-from redistutor.timeline import Timeline, max_concurrent, overlaps, run_threads, spans
+from redistutor.timeline import (
+    MIN_BAR_PX, Timeline, mark_of, max_concurrent, overlap_windows, overlaps, run_threads, spans,
+)
 
 
 def _log(rows):
@@ -73,4 +78,229 @@ def test_pause_point_race_renders_deterministically(r):
     log.record("A", "release")
     tl = Timeline(log)
     assert tl.max_concurrent == 2
-    assert repr(tl).splitlines()[-3:] == ["A  ·A═R", "B  A═R·", "   (A=acquire, R=release; ═ = holding)"]
+    assert repr(tl).splitlines()[-4:] == [
+        "A        ·A═R",
+        "B        A═R·",
+        "overlap   ^^",
+        "         (A=acquire, R=release; ═ = holding; ^ = two or more holding at once)",
+    ]
+
+
+# -- renders, pinned on small fixtures ------------------------------------------------------------
+
+
+def _elog(rows):
+    log = EventLog()
+    for t, actor, kind, detail in rows:
+        log.record(actor, kind, detail, t=t)
+    return log
+
+
+def _page(view):
+    from redistutor import set_options
+
+    with set_options(display="html"):
+        return view._repr_html_()
+
+
+def _attrs(svg, tag, cls=None):
+    """The attributes of every <tag ...> (with class ``cls``) in an SVG, as dicts."""
+    out = []
+    for m in re.finditer(rf"<{tag}\b([^>]*)>", svg):
+        attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', m.group(1)))
+        if cls is None or cls in attrs.get("class", "").split():
+            out.append(attrs)
+    return out
+
+
+def _labels(svg):
+    """(x, y, anchor, text) of every event label."""
+    return [(float(a), float(b), c, html.unescape(t)) for a, b, c, t in re.findall(
+        r'<text class="rt-label" x="([\d.-]+)" y="([\d.-]+)" font-size="10" text-anchor="(\w+)"[^>]*>([^<]*)</text>', svg)]
+
+
+TWO_HOLDERS = [  # a GET-then-SET "lock": both threads saw it free, both hold it from 3 to 5 ms
+    (0.000, "thread-A", "read", "saw free"),
+    (0.001, "thread-B", "read", "saw free"),
+    (0.002, "thread-B", "acquire", ""),
+    (0.003, "thread-A", "acquire", ""),
+    (0.005, "thread-B", "release", ""),
+    (0.006, "thread-A", "release", ""),
+]
+
+
+def test_two_holder_overlap_text_marks_the_overlap():
+    tl = Timeline(_elog(TWO_HOLDERS), title="GET then SET")
+    assert repr(tl) == """GET then SET: 6 events, 2 actors, max concurrent holders 2
+#  actor     event    detail
+-  --------  -------  --------
+1  thread-A  read     saw free
+2  thread-B  read     saw free
+3  thread-B  acquire
+4  thread-A  acquire
+5  thread-B  release
+6  thread-A  release
+
+thread-A  r··A═R
+thread-B  ·rA═R·
+overlap      ^^
+          (A=acquire, R=release, r=read; ═ = holding; ^ = two or more holding at once)"""
+
+
+def test_serial_holds_have_no_overlap_line():
+    tl = Timeline(_elog([(0, "a", "acquire", ""), (1, "a", "release", ""), (1, "b", "acquire", ""),
+                         (2, "b", "release", "")]))
+    assert repr(tl).splitlines()[-3:] == ["a  AR··", "b  ··AR", "   (A=acquire, R=release; ═ = holding)"]
+
+
+def test_two_holder_overlap_svg_is_visible():
+    tl = Timeline(_elog(TWO_HOLDERS))
+    svg = tl.svg()
+    bars = _attrs(svg, "rect", "rt-hold")
+    assert len(bars) == 2
+    assert all(float(b["width"]) > MIN_BAR_PX * 10 for b in bars)  # 2-3 ms of a 6 ms race: wide bars
+    assert all("rt-hold-overlap" in b["class"] and b["stroke"] for b in bars)  # both outlined
+    (band,) = _attrs(svg, "rect", "rt-overlap")
+    assert float(band["width"]) > MIN_BAR_PX
+    # the band covers 3..5 ms: it starts where A's bar starts and ends where B's bar ends
+    b_bar, a_bar = sorted(bars, key=lambda b: float(b["x"]))
+    assert abs(float(band["x"]) - float(a_bar["x"])) < 0.5
+    assert abs(float(band["x"]) + float(band["width"]) - float(b_bar["x"]) - float(b_bar["width"])) < 0.5
+    assert ">2 holders<" in svg and "ms since the first event" in svg
+    assert tl.overlap_windows() == [(0.003, 0.005, 2)]
+    page = _page(tl)
+    assert "two or more holders at once" in page  # legend
+    assert "overlap: thread-A &amp; thread-B held at once" in page
+
+
+def test_short_hold_is_drawn_at_the_minimum_width():
+    tl = Timeline(_elog([(0.0, "slow", "acquire", ""), (1.0, "slow", "release", ""),
+                         (1.5, "quick", "acquire", ""), (1.5002, "quick", "release", "")]))
+    quick, slow = sorted(float(b["width"]) for b in _attrs(tl.svg(), "rect", "rt-hold"))
+    assert quick == MIN_BAR_PX  # 0.2 ms of a 1.5 s race: still a visible bar
+    assert slow > 300
+
+
+def test_window_starts_at_the_first_event_not_at_zero():
+    tl = Timeline(_elog([(100.00, "a", "acquire", ""), (100.02, "a", "release", ""),
+                         (100.03, "b", "acquire", ""), (100.05, "b", "release", "")]))
+    assert tl.window() == (100.0, 100.05)
+    bars = sorted(_attrs(tl.svg(width=760), "rect", "rt-hold"), key=lambda b: float(b["x"]))
+    left = float(bars[0]["x"])
+    right = float(bars[1]["x"]) + float(bars[1]["width"])
+    assert left < 120 and right > 700  # the 50 ms race fills the width
+    assert float(bars[0]["width"]) > 200  # 20 ms of 50: not a sliver at the end of a 100 s axis
+    assert "ms since the first event" in tl.svg()
+
+
+def test_labels_never_overprint_and_every_event_stays_in_the_table():
+    rows = [(0.0, "w", "acquire", "")]
+    rows += [(0.001 * i, "w", "fault", f"fault number {i}") for i in range(1, 12)]  # 11 labels in 11 ms
+    rows += [(0.2, "w", "release", "")]
+    tl = Timeline(_elog(rows))
+    labels = _labels(tl.svg())
+    assert labels
+    by_row: dict = {}
+    for x, y, anchor, text in labels:
+        width = len(text) * 6.0
+        start = x if anchor == "start" else x - width
+        by_row.setdefault(y, []).append((start, start + width))
+    for spans_ in by_row.values():
+        spans_.sort()
+        for (a0, a1), (b0, b1) in zip(spans_, spans_[1:]):
+            assert b0 >= a1 + 6 - 1e-6, "two labels overprint in one row"
+    xs = [float(g) for g in re.findall(r'<g class="rt-event[^"]*"><title>[^<]*</title><polygon points="([\d.]+),', tl.svg())]
+    assert len(xs) == 11  # every fault has its glyph...
+    assert all(b - a >= 10 - 1e-6 for a, b in zip(xs, xs[1:]))  # ...at least a glyph width apart
+    assert len(labels) < 11 and "left out to avoid overprinting" in _page(tl)
+    assert all(f"fault number {i}" in repr(tl) for i in range(1, 12))  # the table keeps every event
+
+
+def test_accepted_and_rejected_writes_and_named_faults():
+    log = _elog([
+        (10.0, "A", "acquire", "fence 33"), (10.2, "A", "fault", "pause (SIGSTOP)"),
+        (10.5, "A", "expire", "PX ran out"), (10.52, "B", "acquire", "fence 34"),
+        (10.6, "B", "write", "from-B fence 34 accepted"), (10.62, "B", "release", ""),
+        (10.7, "A", "fault", "resume (SIGCONT)"), (10.71, "A", "write", "from-A fence 33 rejected"),
+        (10.72, "A", "release", "lock was no longer ours"),
+    ])
+    tl = Timeline(log, end_kind=("release", "expire"), title="fenced")
+    assert [mark_of(e.kind, e.detail) for e in log.events][4:8] == ["accepted", "release", "fault", "rejected"]
+    svg = tl.svg()
+    assert "rt-mark-accepted" in svg and "rt-mark-rejected" in svg and "rt-mark-fault" in svg
+    assert 'stroke="#009E73"' in svg and 'stroke="#D55E00"' in svg  # green ✓, vermillion ✗
+    texts = {t for *_, t in _labels(svg)}
+    assert {"pause (SIGSTOP)", "resume (SIGCONT)", "write: from-B fence 34 accepted",
+            "write: from-A fence 33 rejected", "expire"} <= texts
+    page = _page(tl)
+    for item in ("write accepted", "rejected / refused", "fault (labelled)", "expire", "held (acquire → release/expire)"):
+        assert item in page
+    assert "two or more holders" not in page  # the legend lists only what is present
+    assert repr(tl).splitlines()[-3:] == [
+        "A  A!E···!✗R", "B  ···A✓R···",
+        "   (A=acquire, R=release, !=fault, E=expire, ✓=accepted, ✗=rejected; ═ = holding)"]
+
+
+def test_overlap_windows_counts_holders():
+    tl = Timeline(_elog([(0, "a", "acquire", ""), (1, "b", "acquire", ""), (2, "c", "acquire", ""),
+                         (3, "a", "release", ""), (4, "b", "release", ""), (5, "c", "release", "")]))
+    assert overlap_windows(tl.spans, 5) == [(1, 4, 3)]
+    assert tl.overlap_windows() == [(1, 4, 3)]
+
+
+def test_timeline_html_table_aligns_numbers_right():
+    page = _page(Timeline(_elog(TWO_HOLDERS), times=True))
+    assert '<th class="rt-num">#</th><th class="rt-num">t (s)</th><th class="rt-text">actor</th>' in page
+    assert '<td class="rt-num">1</td><td class="rt-num">0.00</td><td class="rt-text">thread-A</td>' in page
+
+
+def test_text_mode_html_is_the_text(monkeypatch):
+    from redistutor import set_options
+
+    tl = Timeline(_elog(TWO_HOLDERS))
+    with set_options(display="text"):
+        assert tl._repr_html_() == "<pre>" + html.escape(repr(tl)) + "</pre>"
+
+
+def test_plot_draws_the_same_race(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+
+    tl = Timeline(_elog([(100.0, "A", "acquire", ""), (100.2, "A", "fault", "kill -9"),
+                         (100.3, "B", "acquire", ""), (100.4, "B", "write", "x accepted"),
+                         (100.5, "B", "release", "")]), title="kill -9 the holder")
+    ax = tl.plot()
+    assert ax.get_xlabel() == "ms since the first event"
+    assert ax.get_title(loc="left") == "kill -9 the holder: max 2 holders at once"
+    lo, hi = ax.get_xlim()
+    assert lo < 0 < 500 < hi < 600  # the window, in ms since the first event, not 0..100 s
+    legend = ax.get_legend()
+    assert legend is not None and legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "two or more holders at once" in labels and "fault" in labels and "write accepted" in labels
+    assert "kill -9" in [t.get_text() for t in ax.texts]
+    ax.figure.savefig(tmp_path / "t.png")
+
+
+def test_lab_timeline_table_is_a_view_and_still_a_string():
+    from redistutor.lab import timeline_table
+
+    log = _elog([(0.0, "w1", "acquire", "fence 1"), (0.5, "w1", "fault", "kill -9"),
+                 (1.2, "w2", "write", "v fence 2 accepted"), (1.3, "w1", "write", "v fence 1 rejected")])
+    t = timeline_table(log)
+    text = """#  actor  kind     detail
+-  -----  -------  ------------------
+1  w1     acquire  fence 1
+2  w1     fault    kill -9
+3  w2     write    v fence 2 accepted
+4  w1     write    v fence 1 rejected"""
+    assert str(t) == repr(t) == text and t == text and "kill -9" in t and t.splitlines()[2].startswith("1")
+    page = _page(t)
+    assert '<td class="rt-num">1</td><td class="rt-text">w1</td>' in page
+    assert "rt-mark" not in page and 'stroke="#D55E00"' in page and 'stroke="#009E73"' in page  # ✗ and ✓
+    from redistutor import set_options
+
+    with set_options(display="text"):
+        assert t._repr_html_() == "<pre>" + html.escape(text) + "</pre>"
+    assert str(timeline_table([])) == "(no events)"
+    assert timeline_table(log, times=True).splitlines()[0] == "#  t (s)  actor  kind     detail"

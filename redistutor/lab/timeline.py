@@ -8,14 +8,52 @@ to 0.1 s, for labs where the gap is the lesson (a lock held until its TTL ran ou
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
+from .. import _html as H
 from ..events import Event, EventLog
 
 
+class TimelineTable(str, H.Renderable):
+    """The table as a view *and* a string: ``print(t)``, ``str(t)``, ``"kill -9" in t`` and
+    ``t.splitlines()`` work as before, and a cell ending in ``lab.timeline_table(log)`` displays it
+    (text repr, HTML table with numbers right-aligned, fault and ✓/✗ write rows marked)."""
+
+    header: tuple[str, ...]
+    rows: list[list[str]]
+
+    def __new__(cls, text: str, header: Sequence[str] = (), rows: Sequence[Sequence[str]] = ()) -> "TimelineTable":
+        self = super().__new__(cls, text)
+        self.header, self.rows = tuple(header), [list(r) for r in rows]
+        return self
+
+    def __repr__(self) -> str:
+        return str.__str__(self)
+
+    def _text(self) -> str:
+        return str.__str__(self)
+
+    def _html(self) -> str:
+        if not self.rows:
+            return H.note(str.__str__(self))
+        from ..timeline import glyph_html, mark_of
+
+        numeric = (0, 1) if "t (s)" in self.header else (0,)
+        kind_col, detail_col = len(self.header) - 2, len(self.header) - 1
+        cells = []
+        for row in self.rows:
+            mark = mark_of(row[kind_col], row[detail_col])
+            cells.append([H.esc(c) for c in row[:kind_col]]
+                         + [glyph_html(mark) + " " + H.esc(row[kind_col]), H.esc(row[detail_col])])
+        return H.html_table(self.header, cells, right=numeric, raw=tuple(range(len(self.header))))
+
+
 def timeline_table(log: EventLog | Iterable[Event], *, times: bool = False,
-                   kinds: Iterable[str] | None = None, actors: Iterable[str] | None = None) -> str:
+                   kinds: Iterable[str] | None = None, actors: Iterable[str] | None = None) -> TimelineTable:
     """Render events as a fixed-width text table, one row per event in time order.
+
+    Returns a :class:`TimelineTable`: a ``str`` (print it, search it) that also displays as a
+    view when it ends a cell.
 
     Args:
         log: an EventLog (or a list of events).
@@ -40,8 +78,8 @@ def timeline_table(log: EventLog | Iterable[Event], *, times: bool = False,
         row += [e.actor, e.kind, e.detail]
         rows.append(row)
     if not rows:
-        return "(no events)"
+        return TimelineTable("(no events)", header, [])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return TimelineTable("\n".join(lines), header, rows)
