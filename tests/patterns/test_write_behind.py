@@ -8,10 +8,10 @@ import time
 import pytest
 
 from redistutor.db import DatabaseError
-from redistutor.patterns.write_behind import NaiveQueue, Worker, WriteBehind, db_views
+from redistutor.patterns.write_behind import WriteBehind, db_views
 from redistutor.race import PausePoint, run_in_thread
+from redistutor.scenarios.write_behind import NaiveQueue, SyncWorker, kill_mid_batch, run_until_idle
 from redistutor.server import RedisServer
-
 
 
 def test_incr_writes_redis_only_and_marks_dirty(r, db):
@@ -71,19 +71,16 @@ def test_late_worker_cannot_overwrite_newer_copy(r, db):
     old = r.hmget("views:count:x", "count", "ver")
     wb.incr("x")
     wb.flush()
-    sql = wb.SQL_UPSERT.format(table="page_views")
+    sql = wb.SQL_UPSERT.format(table="page_views") + " RETURNING page"
     assert db.execute(sql, ("x", int(old[0]), int(old[1]))) == []  # refused
     assert db_views(db) == {"x": 2}
 
 
 def _killed_mid_batch(server, r, db, prefix, naive, pause_after, batch):
-    worker = Worker(server.url, db.path, prefix, naive=naive, pause_after=pause_after, batch=batch)
-    try:
-        assert worker.wait_paused(r) == pause_after
-        assert worker.kill() == 9
-    finally:
-        worker.stop()
-    Worker(server.url, db.path, prefix, naive=naive, once=True, batch=batch).wait()
+    applied, sig = kill_mid_batch(server, db, prefix, naive=naive, pause_after=pause_after, batch=batch)
+    assert (applied, sig) == (pause_after, 9)
+    assert r.get(f"{prefix}:worker:paused") == str(pause_after)
+    run_until_idle(server, db, prefix, naive=naive, batch=batch)
 
 
 def test_worker_killed_mid_batch_loses_and_doubles_nothing(redis_server, r, db):
@@ -190,7 +187,7 @@ def test_late_claimer_of_a_resumed_batch_cannot_move_the_db_backwards(r, db):
 def test_worker_process_backs_off_while_the_db_is_locked(redis_server, r, db):
     import sqlite3
     wb = WriteBehind(r, db, prefix="wl")
-    worker = Worker(redis_server.url, db.path, "wl", interval=0.02, max_backoff=0.16, busy_timeout=0.05)
+    worker = SyncWorker(redis_server, db, "wl", interval=0.02, max_backoff=0.16, busy_timeout=0.05)
     lock = sqlite3.connect(db.path, isolation_level=None)
     try:
         lock.execute("BEGIN EXCLUSIVE")  # the DB is "down" for writers from here
@@ -210,3 +207,13 @@ def test_worker_process_backs_off_while_the_db_is_locked(redis_server, r, db):
     finally:
         lock.close()
         worker.stop()
+
+
+def test_late_worker_scenario_unversioned_goes_backwards(redis_server, r, db):
+    """The notebook's race: without the version check the DB goes back from 5 to 3 for good."""
+    from redistutor.scenarios.write_behind import late_worker, without_version
+    truth = db  # same connection is fine here: counts are not asserted
+    bad = late_worker(redis_server, r, db, truth, without_version(WriteBehind), "views")
+    good = late_worker(redis_server, r, db, truth, WriteBehind, "views")
+    assert (bad["DB after B"], bad["DB after A's late write"], bad["pending"], bad["A refused"]) == (5, 3, 0, 0)
+    assert (good["DB after B"], good["DB after A's late write"], good["pending"], good["A refused"]) == (5, 5, 0, 1)
