@@ -10,12 +10,15 @@ Why the token (the unsafe ``DEL``)::
     time 0.3  C: SET lock C NX PX 200 -> OK        B and C now both "hold" the lock
 
 Releasing through a Lua script that deletes the key only if it still holds *our* token makes A's
-late release a no-op (it returns 0), so B keeps its lock. A still overran its lock, though: a
-watchdog (:class:`Watchdog`) that extends the TTL while the job runs prevents that, and nothing
-on the client side can prevent a process that is *paused* (GC, SIGSTOP, a swapped-out VM) past
-its TTL from acting late. Only the resource can: every acquisition also gets a fencing token
-(an ``INCR`` counter), and the resource (:class:`FencedResource`) refuses writes carrying a token
-lower than the highest it has seen.
+late release a no-op (it returns 0), so B keeps its lock. :class:`TokenLock` is that core, the
+code the notebook shows: a plain ``SET NX PX`` to acquire (as redis-py's own ``Lock`` does; only
+its release and extend are scripts) and the token-checked release script.
+
+A still overran its lock, though: a watchdog (:class:`Watchdog`) that extends the TTL while the
+job runs prevents that, and nothing on the client side can prevent a process that is *paused*
+(GC, SIGSTOP, a swapped-out VM) past its TTL from acting late. Only the resource can: every
+acquisition of :class:`Lock` also gets a fencing token (an ``INCR`` counter), and the resource
+(:class:`FencedResource`) refuses writes carrying a token lower than the highest it has seen.
 
 Notebook: notebooks/07-distributed-locking.ipynb
 Redis: https://redis.io/docs/latest/develop/use/patterns/distributed-locks/
@@ -30,14 +33,38 @@ import threading
 import time
 from dataclasses import dataclass, field
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import redis
 
 from ..db import Database
-from ..race import call_hook
 
-RELEASES = ("lua", "del")
+class TokenLock:
+    """One lock on one Redis: SET NX PX with a random token, released by a token-checked script."""
+
+    # KEYS[1] = lock key, ARGV[1] = our token
+    # Returns 1 if the key held our token and was deleted; 0 if it was not ours (any more):
+    # it expired, or another client took it since, and that client's lock must survive.
+    LUA_RELEASE = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then
+      return redis.call('DEL', KEYS[1])
+    end
+    return 0
+    """
+
+    def __init__(self, r, key, ttl_ms=10_000):
+        self.r, self.key, self.ttl_ms = r, key, ttl_ms
+
+    def acquire(self):
+        """One attempt: our token if the lock was free, else None."""
+        token = secrets.token_hex(16)  # new per acquisition: a name or PID would repeat
+        # NX: only one client wins; PX: a crashed holder's lock expires by itself.
+        ok = self.r.set(self.key, token, nx=True, px=self.ttl_ms)
+        return token if ok else None
+
+    def release(self, token):
+        """Delete the lock only if it still holds our token; True if it did."""
+        return bool(self.r.eval(self.LUA_RELEASE, 1, self.key, token))
 
 
 @dataclass
@@ -53,7 +80,11 @@ class Lease:
 
 
 class Lock:
-    """A named lock on one Redis, taken with ``SET NX PX`` and a random token.
+    """:class:`TokenLock` plus what production needs: a fencing token, retries, extend, WAIT.
+
+    The acquire is one Lua script over two keys, ``SET lock NX PX`` and, only if it won,
+    ``INCR`` of the fencing counter. A script's keys must live in one hash slot in a Redis
+    Cluster, so both names share a hash tag: ``<prefix>:{<name>}`` and ``<prefix>:{<name>}:fence``.
 
     Example::
 
@@ -66,18 +97,15 @@ class Lock:
 
     Args:
         r: a redis-py client (``decode_responses=True``).
-        name: what is locked; the key is ``<prefix>:<name>`` and the fencing counter
-            ``<prefix>:<name>:fence``.
+        name: what is locked; the key is ``<prefix>:{<name>}`` and the fencing counter
+            ``<prefix>:{<name>}:fence`` (one hash tag: one cluster slot for the two-key script).
         prefix: key prefix, e.g. ``server.key("lock")``.
         ttl_ms: how long the lock lives if its holder never releases it (crash, pause).
-        release: "lua" (token-checked, the pattern) or "del" (plain DEL: the bug, for the lesson).
         retry_delay: a blocking acquire sleeps a random time in this range (seconds) between
             attempts, so waiters do not retry in lockstep.
-        hooks: pause points for race labs: "before_release" (lease), called just before the
-            release command is sent.
     """
 
-    # KEYS[1] = lock key, KEYS[2] = fencing counter
+    # KEYS[1] = lock key, KEYS[2] = fencing counter (same hash tag: a cluster needs one slot)
     # ARGV[1] = random token of this acquisition, ARGV[2] = TTL in milliseconds
     # Returns the new fencing token (an integer, INCR of KEYS[2]) if the lock was free and is now
     # ours; false (nil) if someone holds it. One script, so a fence is never handed out for a
@@ -89,15 +117,8 @@ class Lock:
     return false
     """
 
-    # KEYS[1] = lock key, ARGV[1] = our token
-    # Returns 1 if the key held our token and was deleted, 0 if it was not (or no longer) ours:
-    # expired, or already re-acquired by someone else, whose lock must survive.
-    LUA_RELEASE = """
-    if redis.call('GET', KEYS[1]) == ARGV[1] then
-      return redis.call('DEL', KEYS[1])
-    end
-    return 0
-    """
+    # the token-checked release of TokenLock (KEYS[1] = lock key, ARGV[1] = our token; 1/0)
+    LUA_RELEASE = TokenLock.LUA_RELEASE
 
     # KEYS[1] = lock key, ARGV[1] = our token, ARGV[2] = new TTL in milliseconds
     # Returns 1 if the key held our token and its TTL was reset, 0 otherwise (we lost the lock:
@@ -110,30 +131,25 @@ class Lock:
     """
 
     def __init__(self, r: redis.Redis, name: str, *, prefix: str = "lock", ttl_ms: int = 10_000,
-                 release: str = "lua", retry_delay: tuple[float, float] = (0.005, 0.02),
-                 hooks: dict[str, Callable[..., Any]] | None = None) -> None:
-        if release not in RELEASES:
-            raise ValueError(f"release must be one of {RELEASES}, got {release!r}")
+                 retry_delay: tuple[float, float] = (0.005, 0.02)) -> None:
         if ttl_ms <= 0:
             raise ValueError("ttl_ms must be positive: a lock without expiry outlives a crashed holder")
         self.r = r
         self.name = name
         self.prefix = prefix
         self.ttl_ms = int(ttl_ms)
-        self.release_mode = release
         self.retry_delay = retry_delay
-        self.hooks = hooks
         self._acquire = r.register_script(self.LUA_ACQUIRE)
         self._release = r.register_script(self.LUA_RELEASE)
         self._extend = r.register_script(self.LUA_EXTEND)
 
     @property
     def key(self) -> str:
-        return f"{self.prefix}:{self.name}"
+        return f"{self.prefix}:{{{self.name}}}"
 
     @property
     def fence_key(self) -> str:
-        return f"{self.prefix}:{self.name}:fence"
+        return f"{self.prefix}:{{{self.name}}}:fence"
 
     @staticmethod
     def new_token() -> str:
@@ -145,8 +161,8 @@ class Lock:
         """One attempt: the lock's lease if it was free, else None.
 
         With ``wait_replicas`` > 0 the acquire script and ``WAIT wait_replicas wait_ms`` go out in
-        one pipeline (WAIT counts the replicas that have *this connection's* writes, so both must
-        share a connection), and ``lease.replicas`` says how many replicas had the lock key. It
+        one pipeline: one connection from the pool carries both (WAIT counts the replicas that
+        have *this connection's* writes; sent on another connection it counts nothing), and ``lease.replicas`` says how many replicas had the lock key. It
         only reports: a lease with ``replicas == 0`` is still returned. See
         :meth:`try_acquire_replicated` for a lock that refuses to be trusted on the primary alone.
         """
@@ -192,9 +208,6 @@ class Lock:
 
     def release(self, lease: Lease) -> bool:
         """Give the lock back; True if it was still ours (False: it had expired or moved on)."""
-        call_hook(self.hooks, "before_release", lease)
-        if self.release_mode == "del":
-            return bool(self.r.delete(lease.key))  # the bug: deletes whoever holds it now
         return bool(self._release(keys=[lease.key], args=[lease.token]))
 
     def extend(self, lease: Lease, ttl_ms: int | None = None) -> bool:
@@ -300,52 +313,3 @@ class FencedResource:
     def read(self, name: str) -> tuple[str, int] | None:
         rows = self.db.execute(f"SELECT value, fence FROM {self.table} WHERE name = ?", (name,))
         return (rows[0][0], rows[0][1]) if rows else None
-
-
-# -- worker processes for the lab (lab.Workers): importable, module-level ----------------------
-
-
-def holding_worker(ctx: Any, name: str, prefix: str, ttl_ms: int, *, hold: float = 60.0) -> None:
-    """Take the lock, record "acquire" (detail: fence and token), then hold it for ``hold`` s.
-
-    The lab kills this process with SIGKILL while it holds the lock: it never releases.
-    """
-    lock = Lock(ctx.client(0), name, prefix=prefix, ttl_ms=ttl_ms)
-    lease = lock.acquire(timeout=30)
-    if lease is None:
-        ctx.record("give-up", lock.key)
-        return
-    ctx.record("acquire", f"fence {lease.fence} token {lease.token}")
-    time.sleep(hold)
-    released = lock.release(lease)
-    ctx.record("release", "released" if released else "lock was no longer ours")
-
-
-def fenced_writer_worker(ctx: Any, name: str, prefix: str, ttl_ms: int, db_path: str, gate: str,
-                         value: str, *, fenced: bool = True, table: str = "fenced_resource") -> None:
-    """Take the lock, wait for ``gate`` to be set (the job's input), write to the resource.
-
-    Records "acquire" (detail ``fence N``), then "write" (detail "accepted"/"rejected"), then
-    "release". The lab pauses this process (SIGSTOP) while it holds the lock and lets the lock
-    expire before it resumes, so its write arrives late, carrying an old fencing token.
-    """
-    r = ctx.client(0)
-    db = Database(path=db_path)
-    try:
-        resource = FencedResource(db, table)
-        lock = Lock(r, name, prefix=prefix, ttl_ms=ttl_ms)
-        lease = lock.acquire(timeout=30)
-        if lease is None:
-            ctx.record("give-up", lock.key)
-            return
-        ctx.record("acquire", f"fence {lease.fence}")
-        give_up = time.monotonic() + 60
-        while not r.exists(gate) and time.monotonic() < give_up:
-            time.sleep(0.01)  # plain polling: survives SIGSTOP/SIGCONT without socket timeouts
-        ok = (resource.write if fenced else resource.write_unfenced)(name, value, lease.fence)
-        ctx.record("write", f"{value} fence {lease.fence} {'accepted' if ok else 'rejected'}")
-        released = lock.release(lease)
-        ctx.record("release", "released" if released else "lock was no longer ours")
-    finally:
-        db.close()
-

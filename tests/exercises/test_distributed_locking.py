@@ -111,3 +111,133 @@ def test_fence_not_stored_fails(db):
 
     res = ex.fenced_write_exercise(db).evaluate(value_only)
     assert res.outcome == INCORRECT and "records fence 5" in res.message
+
+
+# -- exercise 3: the pattern on a new case (run a job under the lock) -----------------------------
+
+
+def test_run_exclusive_reference_passes(r):
+    assert ex.run_exclusive_exercise(r).evaluate(ex.run_exclusive).outcome == CORRECT
+
+
+def test_run_exclusive_starter_is_not_attempted(r):
+    def starter(r, key, job, ttl_ms=5000):
+        raise NotImplementedError
+
+    assert ex.run_exclusive_exercise(r).evaluate(starter).outcome == NOT_ATTEMPTED
+
+
+def _tokens():
+    import secrets
+    return secrets.token_hex(16)
+
+
+def test_run_exclusive_without_expiry_fails(r):
+    def no_px(r, key, job, ttl_ms=5000):
+        token = _tokens()
+        if not r.set(key, token, nx=True):
+            return None
+        try:
+            return job()
+        finally:
+            r.eval(ex.RELEASE_SCRIPT, 1, key, token)
+
+    res = ex.run_exclusive_exercise(r).evaluate(no_px)
+    assert res.outcome == INCORRECT and "expiry" in res.message
+
+
+def test_run_exclusive_with_a_fixed_token_fails(r):
+    def fixed(r, key, job, ttl_ms=5000):
+        if not r.set(key, "worker-1", nx=True, px=ttl_ms):
+            return None
+        try:
+            return job()
+        finally:
+            r.eval(ex.RELEASE_SCRIPT, 1, key, "worker-1")
+
+    res = ex.run_exclusive_exercise(r).evaluate(fixed)
+    assert res.outcome == INCORRECT and "new random token" in res.message
+
+
+def test_run_exclusive_that_runs_the_job_anyway_fails(r):
+    def ignores_the_lock(r, key, job, ttl_ms=5000):
+        token = _tokens()
+        r.set(key, token, nx=True, px=ttl_ms)
+        try:
+            return job()
+        finally:
+            r.eval(ex.RELEASE_SCRIPT, 1, key, token)
+
+    res = ex.run_exclusive_exercise(r).evaluate(ignores_the_lock)
+    assert res.outcome == INCORRECT and "does not run" in res.message
+
+
+def test_run_exclusive_without_finally_fails(r):
+    def no_finally(r, key, job, ttl_ms=5000):
+        token = _tokens()
+        if not r.set(key, token, nx=True, px=ttl_ms):
+            return None
+        result = job()
+        r.eval(ex.RELEASE_SCRIPT, 1, key, token)
+        return result
+
+    res = ex.run_exclusive_exercise(r).evaluate(no_finally)
+    assert res.outcome == INCORRECT and "finally" in res.message
+
+
+def test_run_exclusive_with_a_plain_del_fails(r):
+    def plain_del(r, key, job, ttl_ms=5000):
+        if not r.set(key, _tokens(), nx=True, px=ttl_ms):
+            return None
+        try:
+            return job()
+        finally:
+            r.delete(key)
+
+    res = ex.run_exclusive_exercise(r).evaluate(plain_del)
+    assert res.outcome == INCORRECT and "next holder's" in res.message
+
+
+def test_run_exclusive_get_then_del_fails_on_the_injected_race(r):
+    def get_then_del(r, key, job, ttl_ms=5000):
+        token = _tokens()
+        if not r.set(key, token, nx=True, px=ttl_ms):
+            return None
+        try:
+            return job()
+        finally:
+            if r.get(key) == token:
+                r.delete(key)
+
+    res = ex.run_exclusive_exercise(r).evaluate(get_then_del)
+    assert res.outcome == INCORRECT and "one atomic step" in res.message
+
+
+# -- "Try it": the watchdog's interval ------------------------------------------------------------
+
+
+def test_watchdog_interval_reference_passes(r):
+    assert ex.watchdog_interval(r).evaluate(ex.renew_every_ms).outcome == CORRECT
+
+
+def test_watchdog_interval_starter_is_not_attempted(r):
+    def starter(ttl_ms):
+        raise NotImplementedError
+
+    assert ex.watchdog_interval(r).evaluate(starter).outcome == NOT_ATTEMPTED
+
+
+def test_watchdog_interval_at_or_past_the_ttl_fails(r):
+    for wrong in (lambda ttl: ttl, lambda ttl: 2 * ttl):
+        res = ex.watchdog_interval(r).evaluate(wrong)
+        assert res.outcome == INCORRECT and "after the key has expired" in res.message
+
+
+def test_watchdog_interval_without_a_spare_renewal_fails(r):
+    res = ex.watchdog_interval(r).evaluate(lambda ttl: ttl * 0.9)
+    assert res.outcome == INCORRECT and "no room for one slow or failed renewal" in res.message
+
+
+def test_watchdog_interval_fixed_in_ms_fails_for_short_locks(r):
+    res = ex.watchdog_interval(r).evaluate(lambda ttl: 1000)
+    assert res.outcome == INCORRECT

@@ -12,14 +12,15 @@ import pytest
 from redistutor import lab
 from redistutor.db import Database
 from redistutor.events import EventLog
-from redistutor.patterns.distributed_locking import (
-    FencedResource,
-    Lock,
-    Watchdog,
+from redis.crc import key_slot
+
+from redistutor.patterns.distributed_locking import FencedResource, Lock, TokenLock, Watchdog
+from redistutor.scenarios.distributed_locking import (
+    DelLock,
+    del_race,
     fenced_writer_worker,
     holding_worker,
 )
-from redistutor.race import PausePoint, run_in_thread
 from redistutor.timeline import max_concurrent, overlaps, run_threads
 
 
@@ -30,23 +31,63 @@ def wait_until(cond, timeout=10.0, step=0.01):
         time.sleep(step)
 
 
+def test_token_lock_is_the_core_pattern(r):
+    """The notebook's pattern cell: SET NX PX with a random token, token-checked release."""
+    lock = TokenLock(r, "lock:core", ttl_ms=5000)
+    token = lock.acquire()
+    assert token is not None and len(token) == 32 and r.get("lock:core") == token
+    assert 0 < r.pttl("lock:core") <= 5000
+    assert lock.acquire() is None and r.get("lock:core") == token  # NX: the second client loses
+    assert lock.release("someone-else") is False and r.get("lock:core") == token
+    assert lock.release(token) is True and not r.exists("lock:core")
+    assert lock.acquire() != token  # a new token per acquisition
+
+
+def test_token_lock_acquires_with_a_plain_set_nx_px(r):
+    """Like redis-py's Lock: the acquire is one SET ... NX PX, not a script."""
+    seen = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def set(self, *args, **kwargs):
+            seen.append(("SET", kwargs.get("nx"), kwargs.get("px")))
+            return self.inner.set(*args, **kwargs)
+
+        def __getattr__(self, name):
+            seen.append(name)
+            return getattr(self.inner, name)
+
+    token = TokenLock(Spy(r), "lock:plain", ttl_ms=4000).acquire()
+    assert token and seen == [("SET", True, 4000)]
+
+
 def test_acquire_is_exclusive_with_expiry_token_and_fence(r):
     lock = Lock(r, "job", ttl_ms=5000)
+    assert lock.key == "lock:{job}" and lock.fence_key == "lock:{job}:fence"
     a = lock.try_acquire()
-    assert a is not None and r.get("lock:job") == a.token and len(a.token) == 32
-    assert 0 < r.pttl("lock:job") <= 5000
+    assert a is not None and r.get(lock.key) == a.token and len(a.token) == 32
+    assert 0 < r.pttl(lock.key) <= 5000
     assert lock.try_acquire() is None  # held: NX refuses
-    assert lock.release(a) and r.exists("lock:job") == 0
+    assert lock.release(a) and r.exists(lock.key) == 0
     b = lock.try_acquire()
     assert b.fence == a.fence + 1 and b.token != a.token
-    assert r.get("lock:job:fence") == str(b.fence)
+    assert r.get(lock.fence_key) == str(b.fence)
+
+
+def test_lock_and_fence_share_a_cluster_slot(r):
+    """The acquire script touches two keys: in a cluster they must hash to one slot."""
+    for name in ("job", "report", "invoice-42"):
+        lock = Lock(r, name, prefix="app:lock")
+        assert key_slot(lock.key.encode()) == key_slot(lock.fence_key.encode())
 
 
 def test_a_refused_acquire_hands_out_no_fence(r):
     lock = Lock(r, "job", ttl_ms=5000)
     lock.try_acquire()
     assert lock.try_acquire() is None and lock.try_acquire() is None
-    assert r.get("lock:job:fence") == "1"
+    assert r.get(lock.fence_key) == "1"
 
 
 def test_ttl_must_be_positive(r):
@@ -54,45 +95,18 @@ def test_ttl_must_be_positive(r):
         Lock(r, "job", ttl_ms=0)
 
 
-def _del_race(r, release):
-    """A's lock expires while A is paused before its release; B acquires; A releases; C tries."""
-    log = EventLog()
-    pause = PausePoint("before_release")
-    lock_a = Lock(r, "report", ttl_ms=150, release=release, hooks={"before_release": pause})
-    lock = Lock(r, "report", ttl_ms=5000)
-    lease_a = lock_a.try_acquire()
-    log.record("A", "acquire")
-    done_a = run_in_thread(lock_a.release, lease_a)
-    pause.wait_reached()
-    wait_until(lambda: r.exists(lock.key) == 0)
-    log.record("A", "expire")
-    lease_b = lock.try_acquire()
-    log.record("B", "acquire")
-    pause.release()
-    released_a = done_a.result(timeout=10)
-    log.record("A", "late release", "deleted" if released_a else "refused")
-    lease_c = lock.try_acquire()
-    if lease_c:
-        log.record("C", "acquire")
-    log.record("B", "release")
-    released_b = lock.release(lease_b)
-    if lease_c:
-        log.record("C", "release")
-        lock.release(lease_c)
-    return log, released_a, released_b, lease_c
-
-
 def test_plain_del_release_lets_a_third_client_in(r):
-    log, released_a, released_b, lease_c = _del_race(r, "del")
-    assert released_a is True and lease_c is not None and released_b is False
-    assert max_concurrent(log, "acquire", ("release", "expire")) == 2
-    assert overlaps(log, "acquire", ("release", "expire")) == [("B", "C")]
+    run = del_race(r, DelLock, "lock:report")
+    assert run["a_released"] is True and run["holder_after"] is None and run["c_got_it"]
+    assert max_concurrent(run["log"], "acquire", ("release", "expire")) == 2
+    assert overlaps(run["log"], "acquire", ("release", "expire")) == [("B", "C")]
 
 
 def test_lua_release_refuses_the_late_release(r):
-    log, released_a, released_b, lease_c = _del_race(r, "lua")
-    assert released_a is False and lease_c is None and released_b is True
-    assert max_concurrent(log, "acquire", ("release", "expire")) == 1
+    run = del_race(r, TokenLock, "lock:report")
+    assert run["a_released"] is False and not run["c_got_it"] and run["b_released"] is True
+    assert run["holder_after"] == run["b_token"]
+    assert max_concurrent(run["log"], "acquire", ("release", "expire")) == 1
 
 
 def test_extend_only_extends_our_own_lock(r):
@@ -246,6 +260,13 @@ def test_failover_loses_an_unreplicated_lock(cut_link):
             rep.partition("replica-1")
         lease_a = a.try_acquire(wait_replicas=1, wait_ms=100 if cut_link else 5000)
         assert lease_a is not None and lease_a.fence == 2 and lease_a.replicas == (0 if cut_link else 1)
+        if cut_link:
+            # WAIT counts only its own connection's writes: from a connection that never wrote it
+            # answers 1 at once, though the replica has nothing. try_acquire's pipeline pins the
+            # acquire and its WAIT to one connection, so it reported 0.
+            other = rep.primary.client()
+            assert other.execute_command("WAIT", 1, 100) == 1
+            other.close()
         rep.primary.kill()
         new = rep.promote("replica-1")
         lease_b = Lock(new.r, "payout", ttl_ms=30_000).try_acquire()
