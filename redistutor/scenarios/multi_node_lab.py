@@ -25,7 +25,7 @@ from ..tables import Table
 __all__ = [
     "PERSISTENCE_MODES", "clusterdown_window", "counter_worker", "first_read_after_failover",
     "frozen_node", "lock_worker", "persistence_table", "persistence_trial", "persistence_trials",
-    "pause_for_writes", "timeline_view", "wait_on_frozen_replica", "write_and_wait",
+    "pause_for_writes", "slow_node_timings", "timeline_view", "wait_on_frozen_replica", "write_and_wait",
 ]
 
 
@@ -114,8 +114,34 @@ def pause_for_writes(node: Any, key: str = "who") -> dict[str, Any]:
         write_result = pending.result(timeout=10)
     finally:
         writer.close()
-    return {"read while paused": read_while_paused, "write returned while paused": write_done_while_paused,
-            "write result": write_result, "after unpause": node.r.get(key), "before": before}
+    return {"before": before, "read while paused": read_while_paused,
+            "write returned while paused": write_done_while_paused, "write result": write_result,
+            "after unpause": node.r.get(key)}
+
+
+def slow_node_timings(sleeper: Any, delayed: Any, *, sleep_s: float = 0.3, delay_ms: float = 25) -> dict[str, float]:
+    """Durations (ms) seen by a client of a node in DEBUG SLEEP, and through a latency proxy.
+
+    For printing only: on a shared machine a duration is a measurement, not a guarantee.
+    """
+    sleeping = sleeper.debug_sleep(sleep_s)
+    time.sleep(0.05)  # let DEBUG SLEEP reach the server first
+    t = time.monotonic()
+    sleeper.r.ping()
+    ping_ms = (time.monotonic() - t) * 1000
+    sleeping.result()
+    proxy = delayed.latency(delay_ms)
+    far = proxy.client(delayed.password)
+    try:
+        far.ping()  # connecting pays the delay too
+        t = time.monotonic()
+        far.ping()
+        far_ms = (time.monotonic() - t) * 1000
+    finally:
+        far.close()
+        proxy.stop()
+    return {f"PING during DEBUG SLEEP {sleep_s:g}": ping_ms,
+            f"PING through a +{delay_ms:g} ms proxy (each way)": far_ms}
 
 
 # -- replication: WAIT ----------------------------------------------------------------------------
@@ -153,7 +179,7 @@ def _cluster_state(node: Any) -> str:
     return node.r.cluster("info")["cluster_state"]
 
 
-def clusterdown_window(cluster: Any, master: str, replica: str, probe_key: str,
+def clusterdown_window(cluster: Any, master: str, replica: str, probe_key: str | None = None,
                        *, timeout: float = 15.0) -> dict[str, Any]:
     """kill -9 ``master`` while its ``replica`` is frozen, so nobody can take over its slots yet.
 
@@ -164,6 +190,9 @@ def clusterdown_window(cluster: Any, master: str, replica: str, probe_key: str,
     we need, so catching it does not depend on timing.
     """
     victim, heir = cluster[master], cluster[replica]
+    if probe_key is None:  # the first of probe:0, probe:1... that another master owns
+        probe_key = next(k for k in (f"probe:{i}" for i in range(100))
+                         if cluster.owner(k).name not in (master, replica))
     live = cluster.owner(probe_key)
     assert live.name not in (master, replica), "probe_key must live on another master"
     with frozen_node(heir):
@@ -178,11 +207,13 @@ def clusterdown_window(cluster: Any, master: str, replica: str, probe_key: str,
             try:
                 call()
                 errors[what] = "answered"
+            except redis.exceptions.ClusterDownError as exc:  # redis-py's name for a CLUSTERDOWN reply
+                errors[what] = f"CLUSTERDOWN {exc}"
             except redis.exceptions.ResponseError as exc:
-                errors[what] = str(exc).split(" ", 1)[0]
+                errors[what] = f"error: {exc}"
         state_during = _cluster_state(live)
     cluster.wait_promoted(replica, timeout=timeout)
-    return {"prober": live.name, "state during": state_during, "read": errors["read"],
+    return {"probe key": probe_key, "asked": live.name, "state during": state_during, "read": errors["read"],
             "write": errors["write"], "state after": _cluster_state(live)}
 
 
