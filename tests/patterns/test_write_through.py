@@ -170,3 +170,21 @@ def test_redis_down_then_back_absent_or_stale_until_ttl(tmp_path, db, persistenc
         assert wt.get(9)["name"] == "during" and cached(c, "user:9")["name"] == "during"
     finally:
         server.stop()
+
+
+def test_write_through_function_is_the_pattern(r, db):
+    from redistutor.db import DatabaseError
+    from redistutor.patterns.write_through import write_through
+
+    db.reset_counts()
+    row = write_through(r, db, 3, "Grace", ttl=60)
+    assert row == db.get_user(3) and row["version"] == 2
+    assert json.loads(r.get("user:3")) == row and 0 < r.ttl("user:3") <= 60
+    assert db.counts["write"] == 1 and db.counts["read"] == 1  # the get_user above, no read-back
+    db.fail_next("write")
+    with pytest.raises(DatabaseError):
+        write_through(r, db, 3, "Refused")
+    assert json.loads(r.get("user:3")) == row  # Redis untouched by the refused write
+    with pytest.raises(KeyError):
+        write_through(r, db, 999999, "nobody")
+    assert r.exists("user:999999") == 0
