@@ -1,5 +1,7 @@
 """Exercises for notebooks/10-cross-shard-consistency.ipynb.
 
+0. ``backoff_prediction`` (the "Try it" step): predict whether a reader that backs off still
+   repairs a write that is only stalled, and whether the account is consistent afterwards.
 1. ``stamp_check``: read two stamped parts from two instances and accept them only if they carry
    the same token (``"<token>|<json>"``; the JSON may itself contain ``|``).
 2. ``commit_marker``: write two parts under txid-tagged keys and the commit marker last, so a
@@ -16,6 +18,8 @@ import redis
 
 from ..check import Exercise, expect
 from ..exceptions import CheckFailed
+from ..patterns.cross_shard_consistency import SourceOfTruth, StampedSplit
+from ..scenarios.cross_shard_consistency import stalled_writer
 from ..server import fail_fast_retry, free_port
 
 
@@ -40,6 +44,41 @@ def marked_write(a: redis.Redis, b: redis.Redis, prefix: str, txid: str, profile
 
 
 # -- exercises ----------------------------------------------------------------------------------
+
+
+_FREE = {"profile": {"plan": "free"}, "settings": {"plan": "free", "max_projects": 3}}
+_PRO = {"profile": {"plan": "pro"}, "settings": {"plan": "pro", "max_projects": 50}}
+
+
+def backoff_prediction(shards, db, held_for: int, *, retries: int = 3, prefix: str = "try:acct") -> Exercise:
+    """Try it: the answer is a prediction, ``{"repaired": bool, "consistent": bool}``, for a writer
+    stalled between its SETs through ``held_for`` of a patient reader's ``retries`` back-offs."""
+    if not 0 <= held_for <= 10:
+        raise ValueError(f"held_for is a number of back-offs, 0 to 10; got {held_for!r}")
+
+    def checker(answer) -> None:
+        expect(isinstance(answer, dict) and set(answer) == {"repaired", "consistent"},
+               'the prediction is a dict {"repaired": True/False, "consistent": True/False}', actual=answer)
+        truth = SourceOfTruth(db, "try_it")
+        truth.clear()
+        split = StampedSplit(shards, prefix=prefix, truth=truth)
+        out = stalled_writer(split, 1, _FREE, _PRO, held_for=held_for, retries=retries)
+        actual = {"repaired": out["repairs"] > 0, "consistent": out["after"].ok}
+        why = (f"the writer stalled through {held_for} back-off(s); the reader gives up after {retries}. "
+               + ("It outlasted them, so the reader repaired the in-flight write, and the writer's "
+                  "second SET then landed over the repair: a false tear (same data, two stamps)."
+                  if actual["repaired"] else
+                  "It finished within them, so the reader's re-read found the writer's complete pair."))
+        expect(answer == actual, why, expected=actual, actual=answer)
+
+    return Exercise(
+        "Try it: does backing off prevent the repair?", checker,
+        hints=["Count: the reader re-reads after each back-off, `retries` times, and repairs only "
+               "if the last re-read is still torn.",
+               "If the writer stays stalled past the last back-off, the repair runs first and the "
+               "writer's second SET lands afterwards."],
+        solution='{"repaired": HELD_FOR > 3, "consistent": HELD_FOR <= 3}', reference=None,
+    )
 
 
 def stamp_check(a: redis.Redis, b: redis.Redis, prefix: str = "ex1:acct") -> Exercise:

@@ -26,7 +26,14 @@ Three ways to make the tear visible or harmless, all implemented here:
   that crashed before its marker is invisible: readers keep seeing the previous complete pair.
 
 Repair is roll-forward from the source of truth (:class:`SourceOfTruth`, a SQLite table written
-before the shards): rewrite every part from the database row, with a fresh stamp.
+before the shards): rewrite every part from the database row, with a fresh stamp
+(:class:`RollForward`). Each part is rewritten only if it still holds the value the reader saw (a
+Lua compare-and-set), so a writer whose SET lands after that read is never overwritten. Backing
+off before a repair (:meth:`StampedSplit.read_consistent`) only makes false repairs rarer; the
+compare-and-set is what makes a repair safe.
+
+Experiment drivers (tear trials, the blind repair, tables) live in
+:mod:`redistutor.scenarios.cross_shard_consistency`.
 
 Notebook: notebooks/10-cross-shard-consistency.ipynb
 Redis: https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/ (why multi-key
@@ -36,11 +43,10 @@ commands stop at a slot) · SET: https://redis.io/commands/set · EVAL: https://
 from __future__ import annotations
 
 import json
-import random
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 import redis
 
@@ -51,10 +57,6 @@ from ..stats import Stats
 
 SEP = "|"
 VERSIONS = (None, "counter", "timestamp")
-
-
-class InjectedFault(Exception):
-    """Raised by a fault hook to simulate a writer crashing between two SETs."""
 
 
 # -- stamps ---------------------------------------------------------------------------------------
@@ -110,6 +112,7 @@ class Read:
     status: str  # "ok", "torn" (stamps differ or a part is missing), "missing" (no part at all)
     parts: dict[str, dict | None]
     stamps: dict[str, Stamp | None]
+    raw: dict[str, str | None] = field(default_factory=dict)  # the values as read (for a safe repair)
 
     @property
     def ok(self) -> bool:
@@ -137,6 +140,7 @@ class SplitStats(Stats):
     torn_reads: int = 0  # reads that saw differing stamps (a tear, or a write in flight)
     retries: int = 0  # re-reads after backing off
     repairs: int = 0  # roll-forwards from the source of truth
+    repair_skips: int = 0  # parts a repair left alone: a writer changed them after the read
     rejected: int = 0  # versioned parts refused by a shard holding a newer version
 
 
@@ -180,6 +184,58 @@ class SourceOfTruth:
 
     def clear(self) -> None:
         self.db.execute(f"DELETE FROM {self.table}", kind="schema")
+
+
+# -- the pattern: a stamp in every part, and a repair that never overwrites a later write -----------
+
+
+class Stamped:
+    """One logical write over several instances: every part carries the same stamp."""
+
+    def __init__(self, shards, prefix="acct"):
+        self.shards, self.prefix = dict(shards), prefix  # part name -> client of its instance
+
+    def key(self, entity, part):
+        return f"{self.prefix}:{entity}:{part}"
+
+    def new_stamp(self, version=None):
+        return Stamp(secrets.token_hex(8), version)  # one random token per logical write
+
+    def write(self, entity, parts, stamp):
+        for part, r in self.shards.items():  # one SET per instance: the write can tear between them
+            r.set(self.key(entity, part), encode(stamp, parts[part]))
+
+    def read(self, entity):
+        """GET every part; the pair is "ok" only if all parts carry the same stamp."""
+        raw = {part: r.get(self.key(entity, part)) for part, r in self.shards.items()}
+        decoded = {part: decode(value) for part, value in raw.items()}
+        stamps = {part: stamp for part, (stamp, _) in decoded.items()}
+        payloads = {part: payload for part, (_, payload) in decoded.items()}
+        return Read(entity, verdict(stamps), payloads, stamps, raw)
+
+
+class RollForward:
+    """Repair a torn entity from the source of truth, but only the parts that still hold what the
+    reader saw: a writer whose SET landed after that read is never overwritten."""
+
+    # KEYS[1] = one part's key; ARGV[1] = the value the reader saw ('' if none); ARGV[2] = the repair.
+    # Returns 1 if written, 0 if the key changed since the read (then the later write stays).
+    LUA_SET_IF_UNCHANGED = """
+    if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+    redis.call('SET', KEYS[1], ARGV[2])
+    return 1
+    """
+
+    def __init__(self, split, truth):
+        self.split, self.truth = split, truth
+
+    def repair(self, seen):
+        """Roll `seen` (the torn Read) forward; returns {part: written?}."""
+        doc, version = self.truth.load(seen.entity)
+        stamp = self.split.new_stamp(version)
+        return {part: bool(r.eval(self.LUA_SET_IF_UNCHANGED, 1, self.split.key(seen.entity, part),
+                                  seen.raw.get(part) or "", encode(stamp, doc[part])))
+                for part, r in self.split.shards.items()}
 
 
 # -- shared plumbing ------------------------------------------------------------------------------
@@ -241,8 +297,9 @@ class NaiveSplit(_Split):
         return out
 
 
-class StampedSplit(_Split):
-    """Every part of one logical write carries the same stamp; readers compare stamps.
+class StampedSplit(_Split, Stamped):
+    """:class:`Stamped` with what a lab needs around it: the source of truth written first, version
+    tokens, fault hooks, an event log, counters, retries, a batched audit and a safe repair.
 
     Args:
         shards: part name -> client of the instance that holds it (written in this order).
@@ -261,7 +318,7 @@ class StampedSplit(_Split):
     # ARGV[1] = the incoming write's version (an integer)
     # ARGV[2] = the encoded value "v<version>|<token>|<json>"
     # Returns 1 if stored; 0 if the key already holds a *newer* version (an equal version is
-    # overwritten, so a repair can re-stamp the write it rolls forward).
+    # overwritten).
     LUA_SET_IF_NEWER = """
     local cur = redis.call('GET', KEYS[1])
     if cur then
@@ -289,7 +346,7 @@ class StampedSplit(_Split):
         self._set_if_newer = {part: c.register_script(self.LUA_SET_IF_NEWER) for part, c in self.shards.items()}
 
     # -- write ---------------------------------------------------------------------------------
-    def new_stamp(self, truth_version: int | None) -> Stamp:
+    def new_stamp(self, truth_version: int | None = None) -> Stamp:
         token = secrets.token_hex(self.token_bytes)
         if self.versions == "counter":
             return Stamp(token, truth_version)
@@ -327,21 +384,19 @@ class StampedSplit(_Split):
     # -- read ----------------------------------------------------------------------------------
     def read(self, entity: Any) -> Read:
         """GET every part and compare stamps (one round trip per shard)."""
-        stamps, payloads = {}, {}
-        for part in self.parts:
-            stamps[part], payloads[part] = decode(self.shards[part].get(self.key(entity, part)))
-        status = verdict(stamps)
-        if status == TORN:
+        res = Stamped.read(self, entity)
+        if res.status == TORN:
             self.stats.add("torn_reads")
-        return Read(entity, status, payloads, stamps)
+        return res
 
     def read_consistent(self, entity: Any, *, retries: int = 3, backoff: float = 0.02,
                         repair: bool = True, actor: str = "reader") -> Read:
         """Read; on a mismatch back off and re-read (a write may be in flight); repair only if the
         mismatch outlives the retries.
 
-        Exponential backoff: ``backoff``, ``2*backoff``, ... A write in flight finishes within
-        milliseconds; a tear never heals by itself.
+        Exponential backoff: ``backoff``, ``2*backoff``, ... This makes repairing a write that is
+        merely slow *rarer*, never impossible (a writer can stall for longer than any back-off);
+        what keeps the repair harmless is :meth:`repair`'s compare-and-set.
         """
         res = self.read(entity)
         for attempt in range(1, retries + 1):
@@ -354,16 +409,17 @@ class StampedSplit(_Split):
             res = self.read(entity)
         if res.status == TORN and repair:
             self._record(actor, "repair", f"{entity}: still torn after {retries} retries")
-            self.repair(entity)
+            self.repair(entity, seen=res)
             res = self.read(entity)
         return res
 
     def read_or_repair_at_once(self, entity: Any, *, actor: str = "reader") -> Read:
-        """The over-eager reader: any mismatch is "repaired" on the spot (wrong for in-flight writes)."""
+        """The over-eager reader: any mismatch is "repaired" on the spot (a false repair when the
+        write is only in flight)."""
         res = self.read(entity)
         if res.status == TORN:
             self._record(actor, "repair", f"{entity}: repaired at once")
-            self.repair(entity)
+            self.repair(entity, seen=res)
         return res
 
     def audit(self, entities: Iterable[Any], *, batch: int = 500) -> list[Any]:
@@ -380,24 +436,20 @@ class StampedSplit(_Split):
         return torn
 
     # -- repair --------------------------------------------------------------------------------
-    def repair(self, entity: Any, *, actor: str = "repair") -> Stamp:
-        """Roll forward: rewrite every part from the source of truth, with one fresh stamp."""
+    def repair(self, entity: Any, *, seen: Read | None = None, actor: str = "repair") -> dict[str, bool]:
+        """Roll forward from the source of truth (:class:`RollForward`): every part the reader saw
+        (``seen``, or a fresh read) is rewritten with one fresh stamp, unless a writer changed it
+        since. Returns ``{part: written?}``."""
         if self.truth is None:
             raise ValueError("roll-forward repair needs the source of truth: pass truth=")
-        loaded = self.truth.load(entity)
-        if loaded is None:
+        if self.truth.load(entity) is None:
             raise KeyError(f"entity {entity} is not in the source of truth")
-        doc, version = loaded
-        stamp = self.new_stamp(version)
-        if self.versions == "timestamp":
-            # The clock could be behind the torn write: re-stamp with the newest version seen.
-            seen = [s.version for s in self.read(entity).stamps.values() if s is not None and s.version is not None]
-            stamp = Stamp(stamp.token, max([stamp.version or 0, *seen]))
-        for part in self.parts:
-            self._set(part, entity, stamp, doc[part])
+        seen = seen if seen is not None else Stamped.read(self, entity)
+        written = RollForward(self, self.truth).repair(seen)
         self.stats.add("repairs")
-        self._record(actor, "repair", f"{entity}: rolled forward to {stamp}")
-        return stamp
+        self.stats.add("repair_skips", sum(1 for ok in written.values() if not ok))
+        self._record(actor, "repair", f"{entity}: rolled forward {sorted(p for p, ok in written.items() if ok)}")
+        return written
 
 
 class MarkedSplit(_Split):
@@ -482,102 +534,3 @@ class MarkedSplit(_Split):
                 if not k.endswith(f":{committed}") and c.ttl(k) == -1:
                     out.append(k)
         return sorted(out)
-
-
-# -- detection, measured over many trials -----------------------------------------------------
-
-
-def _raise_fault(entity: Any, next_part: str) -> None:
-    raise InjectedFault(f"writer died before writing {next_part} of {entity}")
-
-
-@dataclass
-class Trial:
-    """One detection trial: which writes were torn, and which ones the audit flagged."""
-
-    fault: str
-    rate: float
-    seed: int
-    entities: list[Any]
-    planned: set[Any]                          # the seeded sample chosen to tear
-    injected: set[Any]                         # writes that actually failed between the SETs
-    detected: set[Any]                         # flagged by the audit after the torn round
-    clean_flags: list[Any] = field(default_factory=list)  # flagged after the clean round
-
-    @property
-    def missed(self) -> set[Any]:
-        return self.injected - self.detected
-
-    @property
-    def false_positives(self) -> set[Any]:
-        return (self.detected - self.injected) | set(self.clean_flags)
-
-
-def tear_trial(split: StampedSplit, entities: Sequence[Any], *, rate: float, seed: int,
-               before: Mapping[str, Any], after: Mapping[str, Any],
-               fault: Callable[[Any, str], Any] = _raise_fault, recover: Callable[[], Any] | None = None,
-               label: str = "exception") -> Trial:
-    """Write every entity ``before`` cleanly and audit it (any flag is a false positive), then write
-    ``after`` to all of them with ``fault(entity, next_part)`` run between the SETs of a seeded
-    ``rate`` sample, and audit again. ``recover()`` runs after each failed write (restart a killed
-    shard). ``split.hooks`` is restored afterwards."""
-    entities = list(entities)
-    planned = set(random.Random(seed).sample(entities, round(rate * len(entities))))
-    saved = split.hooks
-    split.hooks = None
-    try:
-        for e in entities:
-            split.write(e, before)
-        clean = split.audit(entities)
-        split.hooks = {"between_sets": lambda e, part: fault(e, part) if e in planned else None}
-        injected = set()
-        for e in entities:
-            try:
-                split.write(e, after)
-            except (InjectedFault, redis.ConnectionError):
-                injected.add(e)
-                if recover is not None:
-                    recover()
-    finally:
-        split.hooks = saved
-    return Trial(label, rate, seed, entities, planned, injected, set(split.audit(entities)), clean)
-
-
-def trial_table(trials: Iterable[Trial]) -> str:
-    """One row per trial: fault, tear rate, seed, writes, torn, detected, missed, false positives."""
-    head = f"{'fault':10} {'rate':>5} {'seed':>4} {'writes':>6} {'torn':>5} {'detected':>8} {'missed':>6} {'false+':>6}"
-    rows = [f"{t.fault:10} {t.rate:5.0%} {t.seed:4} {2 * len(t.entities):6} {len(t.injected):5} "
-            f"{len(t.detected):8} {len(t.missed):6} {len(t.false_positives):6}" for t in trials]
-    return "\n".join([head, "-" * len(head), *rows])
-
-
-def tear_strip(trial: Trial, *, width: int = 50) -> str:
-    """The torn round as a timeline, one character per write in order: ``.`` clean, ``x`` torn and
-    detected, ``!`` torn but missed, ``?`` clean but flagged (a false positive)."""
-    marks = []
-    for e in trial.entities:
-        torn, flagged = e in trial.injected, e in trial.detected
-        marks.append("x" if torn and flagged else "!" if torn else "?" if flagged else ".")
-    return "\n".join(f"{i + 1:4}  {''.join(marks[i:i + width])}" for i in range(0, len(marks), width))
-
-
-def pair_table(reads: Iterable[Read]) -> str:
-    """One row per entity: each part's stamp, and ✗ where the parts disagree (text, stable order
-    if the caller's is)."""
-    reads = list(reads)
-    if not reads:
-        return "(no entities)"
-    parts = list(reads[0].stamps)
-    header = ["entity", *parts, "verdict"]
-    rows = []
-    for res in reads:
-        cells = [str(res.entity)]
-        for p in parts:
-            s = res.stamps[p]
-            cells.append("-" if s is None else str(Stamp(s.token[:6], s.version)))
-        cells.append({OK: "ok", TORN: "✗ torn", MISSING: "missing"}[res.status])
-        rows.append(cells)
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

@@ -100,3 +100,22 @@ def test_commit_marker_overwriting_in_place_fails(ab):
 
     res = ex.commit_marker(*ab).evaluate(in_place)
     assert res.outcome == INCORRECT and "finds both parts" in res.message
+
+
+@pytest.fixture
+def db():
+    from redistutor.db import Database
+    with Database() as d:
+        yield d
+
+
+@pytest.mark.parametrize("held_for", [1, 4])
+def test_backoff_prediction_right_and_wrong(fleet, ab, db, held_for):
+    shards = {"profile": ab[0], "settings": ab[1]}
+    right = {"repaired": held_for > 3, "consistent": held_for <= 3}
+    assert ex.backoff_prediction(shards, db, held_for).evaluate(right).outcome == CORRECT
+    wrong = {"repaired": False, "consistent": True} if held_for > 3 else {"repaired": True, "consistent": False}
+    assert ex.backoff_prediction(shards, db, held_for).evaluate(wrong).outcome == INCORRECT
+    # "backing off always prevents the repair" is the belief this step corrects
+    assert ex.backoff_prediction(shards, db, held_for).evaluate(None).outcome == NOT_ATTEMPTED
+    assert ex.backoff_prediction(shards, db, held_for).evaluate({"repaired": 1}).outcome == INCORRECT

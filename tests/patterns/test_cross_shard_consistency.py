@@ -11,24 +11,34 @@ import redis
 from redistutor import lab
 from redistutor.db import Database
 from redistutor.patterns.cross_shard_consistency import (
-    InjectedFault,
     MarkedSplit,
     NaiveSplit,
+    RollForward,
     SourceOfTruth,
     Stamp,
+    Stamped,
     StampedSplit,
     decode,
     encode,
-    pair_table,
-    tear_strip,
-    tear_trial,
-    trial_table,
     verdict,
+)
+from redistutor.scenarios.cross_shard_consistency import (
+    InjectedFault,
+    Trial,
+    blind_repair,
+    crash,
+    late_writer_during_repair,
+    pair_table,
+    stalled_writer,
+    tear_trial,
+    tear_write,
+    trial_table,
 )
 from redistutor.race import PausePoint, run_in_thread
 
 FREE = {"profile": {"plan": "free"}, "settings": {"plan": "free", "max_projects": 3}}
 PRO = {"profile": {"plan": "pro"}, "settings": {"plan": "pro", "max_projects": 50}}
+TEAM = {"profile": {"plan": "team"}, "settings": {"plan": "team", "max_projects": 200}}
 
 
 def fail(entity, part):
@@ -85,7 +95,7 @@ def test_stamped_detects_a_kill_between_sets_and_repair_rolls_forward(fleet, sha
     s = StampedSplit(shards, truth=truth, hooks=None)
     first = s.write(1, FREE)
     assert shards["profile"].get("acct:1:profile").startswith(first.token + "|")
-    s.hooks = {"between_sets": lambda e, p: fleet["b"].kill()}
+    s.hooks = {"between_sets": lambda e, p: crash(fleet["b"])}
     with pytest.raises(redis.ConnectionError):
         s.write(1, PRO)
     fleet["b"].restart()  # the AOF brings back the old settings
@@ -95,7 +105,7 @@ def test_stamped_detects_a_kill_between_sets_and_repair_rolls_forward(fleet, sha
     s.repair(1)
     fixed = s.read(1)
     assert fixed.ok and fixed.parts == PRO == truth.load(1)[0]
-    assert "torn" not in pair_table([fixed]) and "✗ torn" in pair_table([torn])
+    assert "torn" not in repr(pair_table([fixed])) and "✗ torn" in repr(pair_table([torn]))
 
 
 def test_detection_is_exact_over_1000_writes(shards, truth):
@@ -135,25 +145,76 @@ def test_tear_trials_detect_exactly_the_injected_tears(shards, truth):
     t = tear_trial(s, range(1, 201), rate=0.25, seed=3, before=FREE, after=PRO)
     assert len(t.planned) == 50 and t.injected == t.planned == t.detected
     assert t.missed == set() and t.false_positives == set() and s.hooks is None
-    strip = tear_strip(t, width=100)
-    assert strip.count("x") == 50 and strip.count(".") == 150 and len(strip.splitlines()) == 2
     table = trial_table([zero, t])
-    assert table.splitlines()[3].split() == ["exception", "25%", "3", "400", "50", "50", "0", "0"]
+    assert table.rows[1] == ["exception", "25%", 3, 400, 50, 50, 0, 0]
+    assert "50 of 50 torn writes flagged, 0 clean writes flagged" in repr(table)
 
 
 def test_tear_trial_with_kill_9_of_shard_b_and_restart(fleet, shards, truth):
     s = StampedSplit(shards, truth=truth)
     t = tear_trial(s, range(1, 41), rate=0.05, seed=2, before=FREE, after=PRO, label="kill -9",
-                   fault=lambda e, part: fleet["b"].kill(), recover=fleet["b"].restart)
+                   fault=lambda e, part: crash(fleet["b"]), recover=fleet["b"].restart)
     assert len(t.injected) == 2 and t.injected == t.planned == t.detected and not t.false_positives
     assert all(s.read(e).parts["settings"] == FREE["settings"] for e in t.injected)  # B kept the old part
 
 
 def test_detection_counts_a_missed_tear_and_a_false_positive():
-    from redistutor.patterns.cross_shard_consistency import Trial
     t = Trial("x", 0.5, 1, [1, 2, 3, 4], {1, 2}, {1, 2}, {2, 3})
     assert t.missed == {1} and t.false_positives == {3}
-    assert tear_strip(t).split()[1] == "!x?."
+    assert trial_table([t]).rows[0][-2:] == [1, 1]
+
+
+def test_stamped_core_writes_one_stamp_per_logical_write(shards):
+    s = Stamped(shards)
+    stamp = s.new_stamp()
+    s.write(1, FREE, stamp)
+    res = s.read(1)
+    assert res.ok and res.parts == FREE and set(res.stamps.values()) == {stamp}
+    assert res.raw["profile"] == shards["profile"].get("acct:1:profile") == encode(stamp, FREE["profile"])
+    shards["settings"].set("acct:1:settings", encode(s.new_stamp(), FREE["settings"]))  # another write's part
+    assert s.read(1).status == "torn"
+    shards["settings"].delete("acct:1:settings")
+    assert s.read(1).status == "torn" and s.read(2).status == "missing"
+
+
+def test_repair_never_overwrites_a_writer_that_lands_after_its_read(shards, truth):
+    """The repair's read (of the parts and of the truth) and its write are two steps; a writer whose
+    SETs land in between must survive. The old repair (SET every part from the row it loaded)
+    rolled the entity back to older data under stamps that agree, so no audit could ever see it."""
+    s = StampedSplit(shards, truth=truth)
+    safe = late_writer_during_repair(s, 1, (FREE, PRO, TEAM), repair_with=RollForward)
+    assert safe["seen"].status == "torn"
+    assert safe["written"] == {"profile": False, "settings": False}
+    assert safe["after"].ok and safe["after"].parts == TEAM == safe["truth"]
+    assert set(safe["after"].stamps.values()) == {safe["late_stamp"]}
+    # The old, blind repair overwrites the late writer: this is what the test above rules out.
+    blind = late_writer_during_repair(s, 2, (FREE, PRO, TEAM))
+    assert blind["after"].ok and blind["after"].parts == PRO != blind["truth"] == TEAM
+    assert blind["audit"] == []  # undetectable: the stamps agree
+
+
+def test_roll_forward_writes_only_parts_that_still_hold_what_was_seen(shards, truth):
+    s = StampedSplit(shards, truth=truth)
+    s.write(3, FREE)
+    assert tear_write(s, 3, PRO) == "InjectedFault"
+    seen = s.read(3)
+    # a writer rewrites only the settings part after the read: the repair leaves it, fixes the profile
+    shards["settings"].set("acct:3:settings", encode(Stamp("late"), PRO["settings"]))
+    assert RollForward(s, truth).repair(seen) == {"profile": True, "settings": False}
+    assert shards["settings"].get("acct:3:settings") == encode(Stamp("late"), PRO["settings"])
+    # a missing part ("" in the script) is written only if it is still missing
+    shards["settings"].delete("acct:3:settings")
+    seen = s.read(3)
+    assert RollForward(s, truth).repair(seen) == {"profile": True, "settings": True}
+    assert s.read(3).ok and s.read(3).parts == PRO
+    assert blind_repair(s, 3) == {"profile": True, "settings": True} and s.read(3).ok
+
+
+@pytest.mark.parametrize("held_for, repairs, final", [(0, 0, "ok"), (3, 0, "ok"), (4, 1, "torn")])
+def test_back_off_only_makes_a_false_repair_rarer(shards, truth, held_for, repairs, final):
+    s = StampedSplit(shards, truth=truth)
+    out = stalled_writer(s, 10 + held_for, FREE, PRO, held_for=held_for, retries=3, backoff=0.001)
+    assert out["repairs"] == repairs and out["after"].status == final and out["after"].parts == PRO
 
 
 def test_repair_at_once_during_an_in_flight_write_leaves_a_false_tear(shards, truth):
