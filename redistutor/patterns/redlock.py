@@ -52,6 +52,37 @@ def validity_ms(ttl_ms: int, elapsed_ms: float, factor: float = 0.01) -> float:
     return ttl_ms - elapsed_ms - drift_ms(ttl_ms, factor)
 
 
+# -- the pattern: one round and the release, as a learner writes them (shown in the notebook) ----
+
+def redlock_acquire(clients, key, token, ttl_ms, clock=time.monotonic):
+    """One Redlock round: the validity in ms if a majority said OK in time, else None."""
+    t1 = clock()                                  # validity counts from here: the first key dies first
+    ok = 0
+    for c in clients:
+        try:
+            ok += bool(c.set(key, token, nx=True, px=ttl_ms))
+        except redis.RedisError:                  # down or timed out: a "no" (the SET may still land)
+            pass
+    elapsed_ms = (clock() - t1) * 1000
+    validity = ttl_ms - elapsed_ms - drift_ms(ttl_ms)
+    if ok >= len(clients) // 2 + 1 and validity > 0:
+        return validity
+    redlock_release(clients, key, token)          # failed: undo everywhere, "failed" nodes too
+    return None
+
+
+def redlock_release(clients, key, token):
+    """Delete the key on every node where it still holds our token; returns how many did."""
+    script = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+    released = 0
+    for c in clients:
+        try:
+            released += c.eval(script, 1, key, token)
+        except redis.RedisError:                  # a node that is down keeps nothing of ours for long
+            pass
+    return released
+
+
 class SkewedClock:
     """A clock (seconds, like ``time.monotonic``) that runs at ``rate`` times real speed.
 
@@ -103,7 +134,11 @@ class RedlockLease:
 
 
 class Redlock:
-    """The Redlock algorithm over independent nodes.
+    """The Redlock algorithm over independent nodes, instrumented for the notebook's experiments.
+
+    The same rule as :func:`redlock_acquire` / :func:`redlock_release` (which are what a learner
+    writes), plus what the experiments need: per-node outcomes (:class:`Attempt`), node names,
+    retries with random delays, parallel rounds, an injectable clock, and :meth:`holders`.
 
     Example::
 

@@ -146,3 +146,81 @@ def test_acquire_ignoring_elapsed_time_fails(clients):
 
     res = ex.acquire_on_majority(clients).evaluate(count_only)
     assert res.outcome == INCORRECT and "longer than the 150 ms TTL" in res.message
+
+
+# -- exercise 2: extend (a new case) ----------------------------------------------------------------
+
+
+def test_extend_reference_passes(clients):
+    assert ex.extend_on_majority(clients).evaluate(ex.redlock_extend).outcome == CORRECT
+
+
+def test_extend_starter_is_not_attempted(clients):
+    def starter(clients, key, token, ttl_ms):
+        raise NotImplementedError
+
+    assert ex.extend_on_majority(clients).evaluate(starter).outcome == NOT_ATTEMPTED
+
+
+def _extend_with(step):
+    """An extend that counts the nodes where ``step(c, key, token, ttl_ms)`` is truthy."""
+    def extend(clients, key, token, ttl_ms):
+        start, ok = time.monotonic(), 0
+        for c in clients:
+            try:
+                ok += bool(step(c, key, token, ttl_ms))
+            except redis.RedisError:
+                pass
+        validity = ttl_ms - (time.monotonic() - start) * 1000 - (int(ttl_ms * 0.01) + 2)
+        return validity if ok >= len(clients) // 2 + 1 and validity > 0 else None
+    return extend
+
+
+def test_extend_without_token_check_fails(clients):
+    blind = _extend_with(lambda c, key, token, ttl: c.pexpire(key, ttl))
+    res = ex.extend_on_majority(clients).evaluate(blind)
+    assert res.outcome == INCORRECT and "another client's token" in res.message
+
+
+def test_extend_by_setting_the_key_again_fails(clients):
+    # re-SET with our token where the key is free or ours: creates keys where ours had expired
+    def reset(c, key, token, ttl):
+        return c.get(key) in (None, token) and c.set(key, token, px=ttl)
+
+    res = ex.extend_on_majority(clients).evaluate(_extend_with(reset))
+    assert res.outcome == INCORRECT and "2 of 5" in res.message
+
+
+def test_extend_ignoring_elapsed_time_fails(clients):
+    def no_elapsed(clients, key, token, ttl_ms):
+        ok = 0
+        for c in clients:
+            try:
+                ok += c.eval(ex.EXTEND, 1, key, token, ttl_ms)
+            except redis.RedisError:
+                pass
+        return ttl_ms - (int(ttl_ms * 0.01) + 2) if ok >= len(clients) // 2 + 1 else None
+
+    res = ex.extend_on_majority(clients).evaluate(no_elapsed)
+    assert res.outcome == INCORRECT and "150 ms" in res.message
+
+
+def test_extend_crashing_on_a_down_node_fails(clients):
+    def raises(clients, key, token, ttl_ms):
+        ok = sum(c.eval(ex.EXTEND, 1, key, token, ttl_ms) for c in clients)
+        return ttl_ms - 102 if ok >= 3 else None
+
+    res = ex.extend_on_majority(clients).evaluate(raises)
+    assert res.outcome == INCORRECT and "raised" in res.message
+
+
+# -- Try it -----------------------------------------------------------------------------------------
+
+
+def test_try_it_prediction_is_checked_by_killing_nodes():
+    with lab.Fleet(5) as fleet:
+        assert ex.majority_prediction(fleet, 2).evaluate(True).outcome == CORRECT
+        assert ex.majority_prediction(fleet, 3).evaluate(False).outcome == CORRECT
+        assert ex.majority_prediction(fleet, 3).evaluate(True).outcome == INCORRECT
+        assert ex.majority_prediction(fleet, 0).evaluate(None).outcome == NOT_ATTEMPTED
+        assert fleet.up() == ["n1", "n2", "n3", "n4", "n5"]

@@ -170,3 +170,49 @@ def test_contending_clients_never_overlap(nodes):
 
     run_threads(worker, 4, log=log)
     assert max_concurrent(log) == 1 and len(log.of_kind("acquire")) == 20
+
+
+# -- the pattern as shown in the notebook: redlock_acquire / redlock_release ------------------------
+
+
+def test_shown_acquire_passes_the_exercise_checker_on_real_nodes(nodes):
+    from redistutor.check import CORRECT
+    from redistutor.exercises.redlock import acquire_on_majority
+    from redistutor.patterns.redlock import redlock_acquire
+
+    assert acquire_on_majority(clients(nodes, timeout=0.5)).evaluate(redlock_acquire).outcome == CORRECT
+
+
+def test_shown_acquire_and_release_agree_with_the_class(nodes):
+    from redistutor.patterns.redlock import redlock_acquire, redlock_release
+
+    cs = clients(nodes, timeout=0.5)
+    validity = redlock_acquire(cs, "redlock:job", "tok-1", 10_000)
+    assert validity is not None and 0 < validity <= 10_000 - 102
+    assert all(n.r.get("redlock:job") == "tok-1" for n in nodes)
+    rival, att = Redlock(cs, "job", ttl_ms=10_000).try_acquire()   # the class, same key
+    assert rival is None and att.refused == ["n1", "n2", "n3", "n4", "n5"]
+    assert redlock_acquire(cs, "redlock:job", "tok-2", 10_000) is None
+    assert redlock_release(cs, "redlock:job", "tok-2") == 0          # not ours: nothing deleted
+    assert redlock_release(cs, "redlock:job", "tok-1") == 5
+
+
+def test_aof_records_set_px_as_absolute_pxat_and_everysec_survives_kill_9(nodes):
+    from redistutor.scenarios.redlock import persistence_scenario
+
+    out = persistence_scenario(nodes, EventLog(), lab.Node, persistence="aof-everysec")
+    assert out["lease1"].nodes == ["n1", "n2", "n3-aof"] and out["lease2"] is None
+    assert out["kept"][0] == out["lease1"].token and out["kept"][1] > 0
+    (cmd,) = out["aof_sets"]
+    assert cmd[3] == "PXAT" and int(cmd[4]) > time.time() * 1000 and "PEXPIREAT" not in cmd
+
+
+def test_restart_scenarios_two_holders_then_none(nodes):
+    from redistutor.scenarios.redlock import restart_scenario
+
+    log = EventLog()
+    now = restart_scenario(nodes, log, delay_restart=False)
+    assert now["lease2"].nodes == ["n3", "n4", "n5"] and now["one_still"]
+    assert now["cols"][-1] == ["client-1", "client-1", "client-2", "client-2", "client-2"]
+    later = restart_scenario(nodes, log, delay_restart=True)
+    assert later["lease2"] is not None and not later["one_still"] and later["cols"][1] == ["-"] * 5
