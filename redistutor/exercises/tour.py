@@ -79,3 +79,58 @@ def lock_exercise(r: redis.Redis, prefix: str = "tour:lock", *, threads: int = 2
         ],
         solution=inspect.getsource(acquire), reference=acquire,
     )
+
+
+# -- Try it: predict what a trace shows -------------------------------------------------------------
+
+def trace_prediction(t) -> Exercise:
+    """Predict ``(commands, round_trips)`` of the trace ``t`` the learner just recorded."""
+    truth = (len(t), t.round_trips)
+
+    def checker(answer) -> None:
+        ok = isinstance(answer, tuple) and len(answer) == 2
+        expect(ok, "the answer is a pair (commands, round trips)", expected="(commands, round_trips)", actual=answer)
+        expect(answer == truth,
+               "the trace lists every command the client sent (a transaction adds MULTI and EXEC) and "
+               "counts a whole pipeline as one round trip",
+               expected=truth, actual=answer)
+
+    return Exercise("predict the trace", checker, hints=[
+        "A pipeline is sent in one write and answered in one read.",
+        "transaction=True wraps the same commands in MULTI ... EXEC.",
+    ], solution=f"my_answer = {truth}", reference=truth)
+
+
+# -- Exercise 2: a batch of visits in one round trip ------------------------------------------------
+
+def add_visits(r: redis.Redis, key: str, visitors: list[str], ttl_s: int) -> None:
+    p = r.pipeline(transaction=False)
+    p.sadd(key, *visitors)
+    p.expire(key, ttl_s)
+    p.execute()
+
+
+def visits_exercise(r: redis.Redis, prefix: str = "tour:ex2") -> Exercise:
+    """``add_visits(r, key, visitors, ttl_s)``: add to a set and (re)set its TTL, in one round trip."""
+
+    def checker(answer) -> None:
+        key = f"{prefix}:visits"
+        r.delete(key)
+        with trace(r) as t:
+            answer(r, key, ["ada", "grace", "ada", "linus"], 60)
+        C.type_is(r, key, "set", show=False)
+        C.key_equals(r, key, {"ada", "grace", "linus"}, show=False)
+        C.ttl_between(r, key, 1, 60, show=False)
+        expect(t.round_trips == 1,
+               "the visits and the TTL travel in one round trip (one pipeline)",
+               expected=1, actual=f"{t.round_trips}: {[c.line() for c in t.commands]}")
+        r.expire(key, 5)
+        answer(r, key, ["ken"], 60)
+        C.key_equals(r, key, {"ada", "grace", "linus", "ken"}, show=False)
+        C.ttl_between(r, key, 6, 60, show=False)
+        r.delete(key)
+
+    return Exercise("a batch of visits in one round trip", checker, hints=[
+        "A set keeps each visitor once; SADD takes many members at once.",
+        "Put SADD and EXPIRE in one pipeline: p = r.pipeline(transaction=False) ... p.execute().",
+    ], solution=inspect.getsource(add_visits), reference=add_visits)
