@@ -23,9 +23,12 @@ Two facts people get wrong: ``MULTI``/``EXEC`` has no rollback (a command failin
 time does not undo the others), and neither has Lua (writes before a script's runtime error
 stay). Validate first, write last.
 
-Classes: :class:`Counter` (naive / WATCH / Lua / CAS increments), :class:`Accounts` (transfers
-that must keep the total constant), :class:`ShadowHash` (rebuild a hash without readers seeing a
-partial one), :class:`Idempotency` (run a side effect once per request id).
+The two pieces a learner writes, shown verbatim in the notebook: :func:`watch_update` (the
+WATCH/MULTI/EXEC retry loop) and :class:`CompareAndSet` (the Lua compare-and-set). Built on them:
+:class:`Counter` (naive / WATCH / Lua / CAS increments), :class:`Accounts` (transfers that must
+keep the total constant), :class:`ShadowHash` (rebuild a hash without readers seeing a partial
+one), :class:`Idempotency` (run a side effect once per request id), :class:`OneTimeToken`
+(``GETDEL``). The notebook's races and measurements are in ``redistutor/scenarios/atomic_updates.py``.
 
 Notebook: notebooks/06-atomic-updates.ipynb
 Redis: https://redis.io/docs/latest/develop/interact/transactions/ ·
@@ -42,8 +45,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import redis
+from redis.crc import key_slot
 
-from ..race import call_hook, run_in_thread
+from ..race import call_hook
 from ..stats import Stats
 
 
@@ -57,6 +61,53 @@ class InsufficientFunds(ValueError):
 
 class InProgress(RuntimeError):
     """Another request with the same idempotency key is still running."""
+
+
+class LeaseExpired(RuntimeError):
+    """The side effect ran, but the claim's lease expired first: the result was not stored, and
+    another caller may have claimed the request and run the side effect too."""
+
+
+def watch_update(r, key, compute, *, max_retries=100, on_abort=None):
+    """Set ``key`` to ``compute(current value)`` without losing another client's write.
+    ``on_abort()`` is called after each aborted EXEC; RetriesExhausted after ``max_retries``."""
+    with r.pipeline(transaction=True) as pipe:  # one pipeline = one connection; WATCH lives on it
+        for _ in range(max_retries):
+            try:
+                pipe.watch(key)               # from now on, any write to key aborts our EXEC
+                new = compute(pipe.get(key))  # after WATCH, commands run at once (no queueing)
+                pipe.multi()                  # from MULTI on, commands are queued ...
+                pipe.set(key, new)
+                pipe.execute()                # ... and sent with EXEC: WatchError if aborted
+                return new
+            except redis.WatchError:          # someone wrote key since WATCH: read it again
+                if on_abort:
+                    on_abort()
+    raise RetriesExhausted(f"{key}: {max_retries} WATCH attempts all aborted")
+
+
+class CompareAndSet:
+    """Write a key only if it still holds the value the caller read: one script, one round trip."""
+
+    # KEYS[1] = the key
+    # ARGV[1] = the value the caller expects ('' means "the key must not exist")
+    # ARGV[2] = the new value
+    # Returns 1 if the key held ARGV[1] and now holds ARGV[2]; 0 (and no change) otherwise.
+    LUA_CAS = """
+    local cur = redis.call('GET', KEYS[1])
+    if (cur or '') == ARGV[1] then
+      redis.call('SET', KEYS[1], ARGV[2])
+      return 1
+    end
+    return 0
+    """
+
+    def __init__(self, r):
+        self.script = r.register_script(self.LUA_CAS)  # EVALSHA, loading it on first use
+
+    def __call__(self, key, expected, new):
+        """``expected=None``: the key must not exist."""
+        return bool(self.script(keys=[key], args=["" if expected is None else expected, new]))
 
 
 @dataclass
@@ -100,19 +151,6 @@ class Counter:
     return v
     """
 
-    # KEYS[1] = the key
-    # ARGV[1] = the value the caller expects the key to hold ('' means "the key must not exist")
-    # ARGV[2] = the new value
-    # Returns 1 if the key held ARGV[1] and now holds ARGV[2]; 0 (and no change) otherwise.
-    LUA_CAS = """
-    local cur = redis.call('GET', KEYS[1])
-    if (cur or '') == ARGV[1] then
-      redis.call('SET', KEYS[1], ARGV[2])
-      return 1
-    end
-    return 0
-    """
-
     def __init__(self, r: redis.Redis, *, prefix: str = "counter",
                  hooks: dict[str, Callable[..., Any]] | None = None, max_retries: int = 1000) -> None:
         self.r = r
@@ -121,7 +159,7 @@ class Counter:
         self.max_retries = max_retries
         self.stats = TxStats()
         self._incr = r.register_script(self.LUA_INCR)
-        self._cas = r.register_script(self.LUA_CAS)
+        self._cas = CompareAndSet(r)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
@@ -138,26 +176,19 @@ class Counter:
         return current + by
 
     def watch_incr(self, name: str, by: int = 1) -> int:
-        """WATCH, GET, MULTI/SET/EXEC; retry when EXEC aborts because the key changed."""
-        key = self.key(name)
-        # One pipeline = one connection: WATCH state lives on the connection, so WATCH, GET and
-        # EXEC must all go through the same one (redis-py's pipeline guarantees it).
-        with self.r.pipeline(transaction=True) as pipe:
-            for _ in range(self.max_retries):
-                try:
-                    pipe.watch(key)  # from here on, a write to `key` by anyone aborts our EXEC
-                    current = int(pipe.get(key) or 0)  # immediate mode: runs now, on this connection
-                    call_hook(self.hooks, "after_get", name, current)
-                    pipe.multi()
-                    pipe.set(key, current + by)
-                    self.stats.add("attempts")
-                    pipe.execute()  # EXEC; raises WatchError if it returned nil
-                    self.stats.add("commits")
-                    return current + by
-                except redis.WatchError:
-                    self.stats.add("aborts")
-                    continue  # pipe.execute()/reset() already sent UNWATCH; start over
-        raise RetriesExhausted(f"{key}: {self.max_retries} WATCH attempts all aborted")
+        """WATCH, GET, MULTI/SET/EXEC; retry when EXEC aborts because the key changed
+        (:func:`watch_update`, with the hook and the counters)."""
+
+        def compute(raw: Any) -> int:
+            current = int(raw or 0)
+            call_hook(self.hooks, "after_get", name, current)
+            self.stats.add("attempts")  # every compute is followed by one EXEC
+            return current + by
+
+        new = watch_update(self.r, self.key(name), compute, max_retries=self.max_retries,
+                           on_abort=lambda: self.stats.add("aborts"))
+        self.stats.add("commits")
+        return new
 
     def lua_incr(self, name: str, by: int = 1) -> int:
         """The whole read-modify-write as one Lua script: one round trip, nothing to retry."""
@@ -167,8 +198,7 @@ class Counter:
 
     def cas(self, name: str, expected: str | int | None, new: str | int) -> bool:
         """Compare-and-set: write ``new`` only if the key still holds ``expected`` (None: absent)."""
-        exp = "" if expected is None else str(expected)
-        return bool(self._cas(keys=[self.key(name)], args=[exp, new]))
+        return self._cas(self.key(name), expected, new)
 
     def cas_incr(self, name: str, by: int = 1) -> int:
         """Optimistic increment without WATCH: GET, then CAS(old -> old+by); retry if it failed."""
@@ -313,8 +343,9 @@ class ShadowHash:
     temporary key gets a safety TTL while it is built, so a writer that dies mid-build leaves no
     garbage; each rebuild uses its own temporary name, so two writers cannot mix their fields.
     ``RENAME`` frees the old value on the main thread (``lazyfree-lazy-server-del`` is ``no`` by
-    default): for a huge hash, turn that on or ``UNLINK`` separately. In a cluster, both names
-    need the same hash tag.
+    default): for a huge hash, turn that on or ``UNLINK`` separately. In a cluster ``RENAME``
+    needs both names in one slot (CROSSSLOT otherwise): the temporary name keeps the live key's
+    hash tag, or makes the live key's whole name its tag (``{profile:p1}:building:<id>``).
 
     Hooks: ``"after_chunk"`` is called with ``(chunk_index, fields_written)`` after each chunk.
     """
@@ -329,6 +360,15 @@ class ShadowHash:
 
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
+
+    @staticmethod
+    def temp_name(key: str) -> str:
+        """A private name for a rebuild of ``key``, in the same cluster slot as ``key``."""
+        suffix = f":building:{uuid.uuid4().hex[:12]}"
+        for tmp in (key + suffix, "{" + key + "}" + suffix):  # keep key's hash tag, or make key the tag
+            if key_slot(tmp.encode()) == key_slot(key.encode()):
+                return tmp
+        raise ValueError(f"{key!r}: give the key a hash tag, e.g. 'profile:{{p1}}'")
 
     def _chunks(self, mapping: dict[str, Any]):
         items = list(mapping.items())
@@ -348,7 +388,7 @@ class ShadowHash:
     def rebuild(self, name: str, mapping: dict[str, Any], *, ttl: float | None = None) -> str:
         """Build under a temporary name, then RENAME it over the live key. Returns the temp name."""
         key = self.key(name)
-        tmp = f"{key}:building:{uuid.uuid4().hex[:12]}"
+        tmp = self.temp_name(key)
         written = 0
         for i, part in enumerate(self._chunks(mapping)):
             with self.r.pipeline(transaction=False) as p:
@@ -378,11 +418,12 @@ class Outcome:
 class Idempotency:
     """Apply a side effect once per request id, however many times the request is retried.
 
-    ``SET idem:<id> pending NX PX <lease>`` claims the id; only the caller that gets ``OK`` runs
-    the side effect, then stores the result over the claim (``SET ... XX PX <ttl>``). Later
-    calls with the same id get the stored result back without running anything. A concurrent
-    call that finds ``pending`` waits for the result (or raises :class:`InProgress` with
-    ``wait=0``). If the side effect raises, the claim is deleted so a retry can run it.
+    ``SET idem:<id> <claim> NX PX <lease>`` claims the id; only the caller that gets ``OK`` runs
+    the side effect, then stores the result over its claim, *if the key still holds its claim*
+    (:attr:`LUA_STORE`). Later calls with the same id get the stored result back without running
+    anything. A concurrent call that finds a claim waits for the result (or raises
+    :class:`InProgress` with ``wait=0``). If the side effect raises, the claim is deleted so a
+    retry can run it.
 
     The naive check-then-act (GET; if absent, run; SET) lets two overlapping retries both see
     "absent" and both run::
@@ -391,6 +432,17 @@ class Idempotency:
         time 1  retry 2: GET idem:42 -> nil
         time 2  retry 1: charge card;  retry 2: charge card     <- charged twice
 
+    The lease is a time limit, and a slow side effect can outlive it::
+
+        time 0   A: SET idem:42 claimA NX PX 30000 -> OK; calls the payment provider (slow)
+        time 30  the claim expires
+        time 31  B (a retry): SET idem:42 claimB NX PX 30000 -> OK; charges again
+        time 32  A: store result -> refused (the key holds claimB), LeaseExpired
+
+    Checking the claim when storing keeps A from overwriting B's claim or result, but the card
+    was charged twice all the same: no lease can prevent that. The guard for an external side
+    effect is at the resource: the payment provider's idempotency key, a UNIQUE index.
+
     Hooks: ``"after_check"`` is called with ``(request_id,)`` in ``naive_run`` between the GET and
     the side effect.
     """
@@ -398,11 +450,23 @@ class Idempotency:
     PENDING = "__pending__"
 
     # KEYS[1] = idempotency key
-    # ARGV[1] = the pending marker the claim was made with
-    # Deletes the key only if it still holds our pending claim; returns 1 if deleted, else 0.
+    # ARGV[1] = the claim marker this caller set
+    # Deletes the key only if it still holds our claim; returns 1 if deleted, else 0.
     LUA_RELEASE = """
     if redis.call('GET', KEYS[1]) == ARGV[1] then
       return redis.call('DEL', KEYS[1])
+    end
+    return 0
+    """
+
+    # KEYS[1] = idempotency key
+    # ARGV[1] = the claim marker this caller set, ARGV[2] = the result (JSON), ARGV[3] = TTL in ms
+    # Stores the result only if the key still holds our claim: returns 1 if stored; 0 if our
+    # lease expired (the key is gone, or another caller has claimed the id since).
+    LUA_STORE = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then
+      redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+      return 1
     end
     return 0
     """
@@ -415,6 +479,7 @@ class Idempotency:
         self.lease = lease
         self.hooks = hooks
         self._release = r.register_script(self.LUA_RELEASE)
+        self._store = r.register_script(self.LUA_STORE)
 
     def key(self, request_id: str) -> str:
         return f"{self.prefix}:{request_id}"
@@ -430,7 +495,10 @@ class Idempotency:
         return Outcome(result, True)
 
     def run(self, request_id: str, fn: Callable[[], Any], *, wait: float = 10.0) -> Outcome:
-        """Run ``fn()`` once for ``request_id``; every call returns the same (JSON-able) result."""
+        """Run ``fn()`` once for ``request_id``; every call returns the same (JSON-able) result.
+
+        Raises :class:`LeaseExpired` if ``fn`` outlived the lease (its result is then not stored).
+        """
         key = self.key(request_id)
         deadline = time.monotonic() + wait
         while True:
@@ -441,7 +509,11 @@ class Idempotency:
                 except BaseException:
                     self._release(keys=[key], args=[marker])  # let a retry run it
                     raise
-                self.r.set(key, json.dumps(result), xx=True, px=int(self.ttl * 1000))
+                if not self._store(keys=[key], args=[marker, json.dumps(result), int(self.ttl * 1000)]):
+                    raise LeaseExpired(
+                        f"request {request_id!r}: the side effect ran, but the {self.lease:g} s lease "
+                        "expired first, so its result was not stored; another caller may have run it "
+                        "too (only a unique constraint at the resource prevents that)")
                 return Outcome(result, True)
             stored = self.r.get(key)
             if isinstance(stored, bytes):
@@ -451,123 +523,6 @@ class Idempotency:
             if time.monotonic() >= deadline:
                 raise InProgress(f"request {request_id!r} is still being processed")
             time.sleep(0.005)  # poll until the first caller stores its result (or gives up)
-
-
-@dataclass(frozen=True)
-class Outage:
-    """What another client saw while a long script held the server (see :class:`LongScript`).
-
-    Attributes:
-        first_error: the first error reply a probe got (``BUSY Redis is busy running a script...``).
-        first_wait_s: how long that first probe waited before the error came back (a command
-            sent while the script runs queues until ``busy-reply-threshold``, then gets BUSY).
-        busy_replies: how many probes got an error reply before the server answered again.
-        unavailable_s: from the moment the script was sent until a probe got a normal reply.
-    """
-
-    first_error: str
-    first_wait_s: float
-    busy_replies: int
-    unavailable_s: float
-
-
-class LongScript:
-    """A Lua script that runs too long, and what it does to every other client.
-
-    Redis runs one script at a time and nothing else meanwhile; that is what makes a script
-    atomic, and it is also why a slow one stops the whole server::
-
-        time 0      client A: EVAL <loop>            the server runs only A's script now
-        time 0-T    client B: GET x                  no reply: B's command waits
-        time T      (T = busy-reply-threshold, 5 s by default)
-                    client B: <- BUSY Redis is busy running a script
-        later       client C: SCRIPT KILL            the script stops with an error; server is back
-
-    ``SCRIPT KILL`` works only if the script has not written anything yet: stopping it halfway
-    through its writes would break atomicity, so Redis answers ``UNKILLABLE`` and the only way
-    out is ``SHUTDOWN NOSAVE`` (the process exits; what the script wrote is never saved).
-
-    Both scripts below loop until a key appears. No other client can write that key while the
-    script runs (every write gets BUSY), so they spin until killed, or until the safety bound
-    ``max_ms`` on the server's clock ends them.
-
-    Args:
-        r: the client the script is sent on (use a separate one from the probes: it is blocked).
-        prefix: keys are ``<prefix>:<name>``.
-    """
-
-    # KEYS[1] = a key to wait for; ARGV[1] = safety bound in ms of server time
-    # Returns the number of loop turns. Read-only: SCRIPT KILL can stop it.
-    LUA_SPIN = """
-    local t0 = redis.call('TIME')
-    local bound, n = tonumber(ARGV[1]), 0
-    while redis.call('EXISTS', KEYS[1]) == 0 do
-      n = n + 1
-      if n % 10000 == 0 then
-        local t = redis.call('TIME')
-        if (t[1] - t0[1]) * 1000 + (t[2] - t0[2]) / 1000 > bound then return n end
-      end
-    end
-    return n
-    """
-
-    # KEYS[1] = a key to wait for, KEYS[2] = a key written first; ARGV[1] = safety bound in ms
-    # The same loop after one SET: the script has written, so SCRIPT KILL answers UNKILLABLE.
-    LUA_WRITE_THEN_SPIN = "\n    redis.call('SET', KEYS[2], 'half-done')" + LUA_SPIN
-
-    def __init__(self, r: redis.Redis, *, prefix: str = "busy") -> None:
-        self.r = r
-        self.prefix = prefix
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}:{name}"
-
-    def start(self, *, writes: bool = False, max_ms: int = 20_000):
-        """Send the script from a new thread; returns ``(Future, send_time)`` (perf_counter)."""
-        if writes:
-            args = (self.LUA_WRITE_THEN_SPIN, 2, self.key("go"), self.key("written"), max_ms)
-        else:
-            args = (self.LUA_SPIN, 1, self.key("go"), max_ms)
-        sent = time.perf_counter()
-        return run_in_thread(self.r.eval, *args, thread_name="long-script"), sent
-
-    @staticmethod
-    def wait_busy(probe: redis.Redis, *, timeout: float = 10.0) -> tuple[str, float]:
-        """PING until a reply is an error (BUSY); return it and how long that PING waited."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            t = time.perf_counter()
-            try:
-                probe.ping()
-            except redis.ResponseError as exc:
-                return str(exc), time.perf_counter() - t
-        raise TimeoutError(f"no BUSY reply within {timeout} s: is the script running?")
-
-    @staticmethod
-    def wait_available(probe: redis.Redis, *, timeout: float = 10.0) -> int:
-        """PING until it answers PONG; return how many error replies came first."""
-        deadline, errors = time.monotonic() + timeout, 0
-        while time.monotonic() < deadline:
-            try:
-                probe.ping()
-                return errors
-            except redis.ResponseError:
-                errors += 1
-        raise TimeoutError(f"the server did not answer within {timeout} s")
-
-    def outage(self, probe: redis.Redis, *, stop: Callable[[], Any], timeout: float = 10.0) -> Outage:
-        """Run the read-only script, wait for BUSY, call ``stop()`` (e.g. SCRIPT KILL), and
-        measure how long ``probe`` could not get an answer."""
-        fut, sent = self.start()
-        first, waited = self.wait_busy(probe, timeout=timeout)
-        stop()
-        errors = self.wait_available(probe, timeout=timeout)
-        back = time.perf_counter()
-        try:
-            fut.result(timeout=timeout)
-        except redis.ResponseError:
-            pass  # "Script killed by user with SCRIPT KILL": what a killed script's caller gets
-        return Outage(first, waited, errors + 1, back - sent)
 
 
 class OneTimeToken:

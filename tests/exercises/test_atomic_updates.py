@@ -16,58 +16,95 @@ def other(redis_server):
     c.close()
 
 
-def test_update_reference_passes(r, other):
-    assert ex.watch_update(r, other).evaluate(ex.update).outcome == CORRECT
+def test_book_reference_passes(r, other):
+    assert ex.book_seats(r, other).evaluate(ex.book).outcome == CORRECT
 
 
-def test_update_starter_is_not_attempted(r, other):
-    def starter(r, key, fn):
+def test_book_lua_reference_passes(r, other):
+    assert ex.book_seats(r, other).evaluate(ex.book_lua).outcome == CORRECT
+
+
+def test_book_starter_is_not_attempted(r, other):
+    def starter(r, key, seats, who):
         raise NotImplementedError
 
-    assert ex.watch_update(r, other).evaluate(starter).outcome == NOT_ATTEMPTED
-    ex.watch_update(r, other).check(starter)  # shows "not attempted", does not raise
+    assert ex.book_seats(r, other).evaluate(starter).outcome == NOT_ATTEMPTED
+    ex.book_seats(r, other).check(starter)  # shows "not attempted", does not raise
 
 
-def test_update_naive_get_set_fails(r, other):
-    def naive(r, key, fn):
-        new = fn(r.get(key))
-        r.set(key, new)
-        return new
+def test_book_check_then_write_fails(r, other):
+    def naive(r, key, seats, who):
+        if any(v is not None for v in r.hmget(key, seats)):
+            return False
+        r.hset(key, mapping={s: who for s in seats})
+        return True
 
-    res = ex.watch_update(r, other).evaluate(naive)
-    assert res.outcome == INCORRECT and "+5 was lost" in res.message
+    res = ex.book_seats(r, other).evaluate(naive)
+    assert res.outcome == INCORRECT and "overwrote their booking" in res.message
 
 
-def test_update_watch_without_retry_fails(r, other):
-    def no_retry(r, key, fn):
+def test_book_pipelined_read_then_write_fails(r, other):
+    def pipelined(r, key, seats, who):
+        with r.pipeline(transaction=False) as p:
+            p.hmget(key, seats)
+            (held,) = p.execute()
+        if any(v is not None for v in held):
+            return False
+        r.hset(key, mapping={s: who for s in seats})
+        return True
+
+    res = ex.book_seats(r, other).evaluate(pipelined)
+    assert res.outcome == INCORRECT and "overwrote their booking" in res.message
+
+
+def test_book_seat_by_seat_hsetnx_fails(r, other):
+    def partial(r, key, seats, who):  # no read, but not all-or-none
+        return all([r.hsetnx(key, s, who) for s in seats])
+
+    res = ex.book_seats(r, other).evaluate(partial)
+    assert res.outcome == INCORRECT and "all or none" in res.message
+
+
+def test_book_watch_without_retry_fails(r, other):
+    def no_retry(r, key, seats, who):
         with r.pipeline() as pipe:
             pipe.watch(key)
-            new = fn(pipe.get(key))
+            if any(v is not None for v in pipe.hmget(key, seats)):
+                return False
             pipe.multi()
-            pipe.set(key, new)
+            pipe.hset(key, mapping={s: who for s in seats})
             pipe.execute()
-            return new
+            return True
 
-    res = ex.watch_update(r, other).evaluate(no_retry)
+    res = ex.book_seats(r, other).evaluate(no_retry)
     assert res.outcome == INCORRECT and "WatchError" in res.message
 
 
-def test_update_watch_after_read_fails(r, other):
-    def late_watch(r, key, fn):  # reads before WATCH: the change happens unseen
-        while True:
-            new = fn(r.get(key))
-            with r.pipeline() as pipe:
-                try:
-                    pipe.watch(key)
-                    pipe.multi()
-                    pipe.set(key, new)
-                    pipe.execute()
-                    return new
-                except redis.WatchError:
-                    continue
+def test_book_giving_up_on_abort_fails(r, other):
+    def give_up(r, key, seats, who):
+        with r.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                if any(v is not None for v in pipe.hmget(key, seats)):
+                    return False
+                pipe.multi()
+                pipe.hset(key, mapping={s: who for s in seats})
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False
 
-    res = ex.watch_update(r, other).evaluate(late_watch)
-    assert res.outcome == INCORRECT and "+5 was lost" in res.message
+    res = ex.book_seats(r, other).evaluate(give_up)
+    assert res.outcome == INCORRECT and "retry" in res.message
+
+
+def test_round_trips_reference_passes(r, other):
+    assert ex.watch_round_trips(r, other, "tryit").evaluate(ex.round_trips).outcome == CORRECT
+
+
+def test_round_trips_wrong_formulas_fail(r, other):
+    for wrong in (lambda k: k + 1, lambda k: 2 * (k + 1), lambda k: 3 * k + 1, lambda k: 5 * (k + 1)):
+        assert ex.watch_round_trips(r, other, "tryit").evaluate(wrong).outcome == INCORRECT
 
 
 def test_withdraw_reference_passes(r):

@@ -8,34 +8,25 @@ import pytest
 import redis
 
 from redistutor.db import Database
+from redistutor import run_threads
 from redistutor.patterns.atomic_updates import (
     Accounts,
+    CompareAndSet,
     Counter,
     Idempotency,
     InsufficientFunds,
+    LeaseExpired,
+    RetriesExhausted,
     ShadowHash,
+    watch_update,
 )
 from redistutor.race import PausePoint, run_in_thread
+from redistutor.scenarios.atomic_updates import LongScript
 
 
-def run_threads(n, fn):
-    """Start n threads running fn(i); wait for all; re-raise the first error."""
-    errors = []
-
-    def target(i):
-        try:
-            fn(i)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not any(t.is_alive() for t in threads), "threads hung"
-    if errors:
-        raise errors[0]
+def threads(n, fn):
+    """Run fn(i) in n real threads released together (the toolkit's run_threads); re-raise errors."""
+    return run_threads(lambda actor, log: fn(int(actor.rsplit("-", 1)[1]) - 1), n)
 
 
 def once_per_thread_barrier(n):
@@ -57,18 +48,81 @@ def once_per_thread_barrier(n):
 def test_naive_incr_loses_updates_deterministically(r):
     barrier = threading.Barrier(10, timeout=10)
     c = Counter(r, hooks={"after_get": lambda *_: barrier.wait()})
-    run_threads(10, lambda i: [c.naive_incr("n") for _ in range(20)])
+    threads(10, lambda i: [c.naive_incr("n") for _ in range(20)])
     # every round all 10 threads read the same value, so each round adds 1, not 10
     assert c.value("n") == 20
 
 
 def test_watch_incr_is_exact_and_aborts_when_raced(r):
     c = Counter(r, hooks={"after_get": once_per_thread_barrier(8)})
-    run_threads(8, lambda i: [c.watch_incr("n") for _ in range(10)])
+    threads(8, lambda i: [c.watch_incr("n") for _ in range(10)])
     assert c.value("n") == 80
     assert c.stats.commits == 80
     assert c.stats.aborts >= 7  # the first round: one EXEC wins, the other 7 abort
     assert c.stats.attempts == c.stats.commits + c.stats.aborts
+
+
+def test_watch_update_retries_until_no_one_wrote_in_between(r, redis_server):
+    other = redis_server.client()
+    r.set("k", 1)
+    calls = []
+
+    def compute(raw):
+        calls.append(raw)
+        if len(calls) <= 2:
+            other.incr("k")  # another client writes in the gap, twice
+        return int(raw) * 10
+
+    assert watch_update(r, "k", compute) == 30 and r.get("k") == "30"
+    assert calls == ["1", "2", "3"]
+
+
+def test_watch_update_gives_up_after_max_retries(r, redis_server):
+    other = redis_server.client()
+    r.set("k", 1)
+    aborts = []
+
+    def always_raced(raw):
+        other.incr("k")
+        return 0
+
+    with pytest.raises(RetriesExhausted):
+        watch_update(r, "k", always_raced, max_retries=3, on_abort=lambda: aborts.append(1))
+    assert len(aborts) == 3 and r.get("k") == "4"
+
+
+def test_exec_aborts_when_the_watched_key_expires(r, redis_server):
+    """WATCH fires on expiry (6.0.9+), not only on another client's write."""
+    other = redis_server.client()
+    r.set("k", "old", px=20)
+    with r.pipeline() as pipe:
+        pipe.watch("k")
+        assert pipe.get("k") == "old"
+        while other.exists("k"):  # until the key has expired (EXISTS removes it)
+            pass
+        pipe.multi()
+        pipe.set("k", "new")
+        with pytest.raises(redis.WatchError):
+            pipe.execute()
+    assert r.exists("k") == 0
+
+
+def test_exec_aborts_when_the_watching_connection_writes_the_key_itself(r):
+    r.set("k", "old")
+    with r.pipeline() as pipe:
+        pipe.watch("k")
+        pipe.set("k", "mine")  # immediate mode: the watching connection writes the key
+        pipe.multi()
+        pipe.set("k", "new")
+        with pytest.raises(redis.WatchError):
+            pipe.execute()
+    assert r.get("k") == "mine"
+
+
+def test_compare_and_set(r):
+    cas = CompareAndSet(r)
+    assert cas("k", None, "a") and not cas("k", None, "b") and not cas("k", "x", "b")
+    assert r.get("k") == "a" and cas("k", "a", "b") and r.get("k") == "b"
 
 
 def test_watch_incr_without_contention_never_aborts(r):
@@ -80,8 +134,8 @@ def test_watch_incr_without_contention_never_aborts(r):
 
 def test_lua_and_cas_incr_are_exact_under_threads(r):
     c = Counter(r, hooks={"after_get": once_per_thread_barrier(6)})
-    run_threads(6, lambda i: [c.lua_incr("lua") for _ in range(50)])
-    run_threads(6, lambda i: [c.cas_incr("cas") for _ in range(50)])
+    threads(6, lambda i: [c.lua_incr("lua") for _ in range(50)])
+    threads(6, lambda i: [c.cas_incr("cas") for _ in range(50)])
     assert c.value("lua") == 300 and c.value("cas") == 300
     assert c.stats.aborts >= 5  # CAS: first round, one wins, five fail and retry
 
@@ -142,7 +196,7 @@ def test_lua_transfer_keeps_total_under_concurrency(r):
             except InsufficientFunds:
                 refused.append(1)
 
-    run_threads(8, worker)
+    threads(8, worker)
     bal = acc.balances(*names)
     assert sum(bal.values()) == 1500 and min(bal.values()) >= 0
 
@@ -197,7 +251,19 @@ def test_rebuild_sets_ttl_and_leaves_no_temp_key(r):
     assert r.ttl("profile:p") == -1  # ttl=None: the new hash has no TTL (RENAME takes tmp's)
     sh.rebuild("p", {"a": "2"}, ttl=60)
     assert 0 < r.ttl("profile:p") <= 60
-    assert r.keys("profile:p:building:*") == []
+    assert [k for k in r.scan_iter("*building*")] == []
+
+
+def test_temporary_name_is_in_the_live_keys_cluster_slot():
+    from redis.crc import key_slot
+
+    for live in ("profile:p1", "profile:{user42}:p1"):
+        tmp = ShadowHash.temp_name(live)
+        assert key_slot(tmp.encode()) == key_slot(live.encode()) and tmp != live
+    with pytest.raises(ValueError, match="hash tag"):
+        ShadowHash.temp_name("a}b{")
+    # the naive name (live key + suffix, no hash tag) lands in another slot: RENAME would fail
+    assert key_slot(b"profile:p1:building:x") != key_slot(b"profile:p1")
 
 
 def test_shadow_rebuild_free_running_reader_never_sees_partial(r, redis_server):
@@ -238,7 +304,7 @@ def test_naive_idempotency_charges_twice_when_retries_overlap(r, db):
         db.execute("INSERT INTO payments VALUES ('req-1', 50)")
         return {"charged": 50}
 
-    run_threads(2, lambda i: idem.naive_run("req-1", charge))
+    threads(2, lambda i: idem.naive_run("req-1", charge))
     assert db.execute("SELECT COUNT(*) FROM payments")[0][0] == 2
 
 
@@ -255,7 +321,7 @@ def test_idempotency_runs_once_under_concurrent_retries(r, db):
         barrier.wait()
         outcomes.append(idem.run("req-2", charge))
 
-    run_threads(10, retry)
+    threads(10, retry)
     assert db.execute("SELECT COUNT(*) FROM payments")[0][0] == 1
     assert sum(o.executed for o in outcomes) == 1
     assert all(o.result == {"charged": 50, "payment": 1} for o in outcomes)
@@ -276,6 +342,44 @@ def test_idempotency_failure_releases_the_claim(r):
     assert (again.result, again.executed) == ("ok", False)
 
 
+def test_expired_lease_does_not_overwrite_a_newer_claim_or_result(r):
+    """A's side effect outlives its lease, B claims the request and finishes: A must not store
+    its result over B's (the old code's plain SET XX did)."""
+    idem = Idempotency(r, lease=0.05)
+    started, finish = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        finish.wait(10)
+        return "A"
+
+    a = run_in_thread(idem.run, "req-9", slow)
+    assert started.wait(10)
+    while r.exists("idem:req-9"):  # A's claim expires
+        pass
+    b = idem.run("req-9", lambda: "B")
+    assert (b.result, b.executed) == ("B", True)
+    finish.set()
+    with pytest.raises(LeaseExpired):
+        a.result(timeout=10)
+    assert r.get("idem:req-9") == '"B"' and 0 < r.ttl("idem:req-9") <= 86400
+    assert idem.run("req-9", lambda: "D").result == "B"
+
+
+def test_expired_lease_does_not_overwrite_a_claim_still_pending(r):
+    idem = Idempotency(r, lease=0.05)
+    started, finish = threading.Event(), threading.Event()
+    a = run_in_thread(idem.run, "req-10", lambda: (started.set(), finish.wait(10), "A")[2])
+    assert started.wait(10)
+    while r.exists("idem:req-10"):
+        pass
+    r.set("idem:req-10", Idempotency.PENDING + "b-claim", px=60000)  # B claimed; still running
+    finish.set()
+    with pytest.raises(LeaseExpired):
+        a.result(timeout=10)
+    assert r.get("idem:req-10") == Idempotency.PENDING + "b-claim"
+
+
 # -- a long script blocks everyone ------------------------------------------------------------
 
 @pytest.fixture
@@ -288,7 +392,6 @@ def busy_server():
 
 
 def test_long_script_gets_busy_and_script_kill_ends_it(busy_server):
-    from redistutor.patterns.atomic_updates import LongScript
 
     probe = busy_server.client(fail_fast=True)
     long = LongScript(busy_server.client(fail_fast=True))
@@ -306,7 +409,6 @@ def test_long_script_gets_busy_and_script_kill_ends_it(busy_server):
 
 
 def test_outage_is_measured_from_send_to_first_pong(busy_server):
-    from redistutor.patterns.atomic_updates import LongScript
 
     probe = busy_server.client(fail_fast=True)
     out = LongScript(busy_server.client(fail_fast=True)).outage(probe, stop=probe.script_kill)
@@ -316,7 +418,6 @@ def test_outage_is_measured_from_send_to_first_pong(busy_server):
 
 
 def test_a_script_that_wrote_is_unkillable_and_only_shutdown_nosave_ends_it(busy_server):
-    from redistutor.patterns.atomic_updates import LongScript
 
     probe = busy_server.client(fail_fast=True)
     long = LongScript(busy_server.client(fail_fast=True))
@@ -332,7 +433,6 @@ def test_a_script_that_wrote_is_unkillable_and_only_shutdown_nosave_ends_it(busy
 
 
 def test_shutdown_nosave_keeps_the_aof_but_not_the_unfinished_scripts_write():
-    from redistutor.patterns.atomic_updates import LongScript
     from redistutor.server import RedisServer
 
     with RedisServer(modules=(), persistence="aof-always", name="test-busy-aof",
@@ -359,11 +459,11 @@ def test_one_time_token_naive_redeem_is_shared_getdel_is_not(r):
     naive = OneTimeToken(r, prefix="t:tok", hooks={"after_get": lambda *_: both_read.wait()})
     naive.issue("abc", "user42")
     got = []
-    run_threads(10, lambda i: got.append(naive.naive_redeem("abc")))
+    threads(10, lambda i: got.append(naive.naive_redeem("abc")))
     assert got == ["user42"] * 10
 
     tok = OneTimeToken(r, prefix="t:tok")
     tok.issue("def", "user43")
     go, got = threading.Barrier(10, timeout=10), []
-    run_threads(10, lambda i: (go.wait(), got.append(tok.redeem("def"))))
+    threads(10, lambda i: (go.wait(), got.append(tok.redeem("def"))))
     assert got.count("user43") == 1 and r.exists(tok.key("def")) == 0
