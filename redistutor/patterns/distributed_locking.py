@@ -111,6 +111,8 @@ class Lock:
     # ours; false (nil) if someone holds it. One script, so a fence is never handed out for a
     # lock we did not get, and never missing for one we did.
     LUA_ACQUIRE = """
+    -- KEYS: lock, fence counter (one hash tag: one slot); ARGV: token, ttl ms
+    -- returns the new fence number, or false if the lock is held
     if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
       return redis.call('INCR', KEYS[2])
     end
@@ -124,6 +126,8 @@ class Lock:
     # Returns 1 if the key held our token and its TTL was reset, 0 otherwise (we lost the lock:
     # it expired, or another client holds it now; never resurrect or extend someone else's).
     LUA_EXTEND = """
+    -- KEYS: lock; ARGV: our token, new ttl ms
+    -- returns 1 if the lock was ours and its TTL was reset, 0 if it is not ours (any more)
     if redis.call('GET', KEYS[1]) == ARGV[1] then
       return redis.call('PEXPIRE', KEYS[1], ARGV[2])
     end
