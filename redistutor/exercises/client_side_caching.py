@@ -2,6 +2,8 @@
 
 1. ``invalidation_handler``: apply a real invalidation message to a local cache dict.
 2. ``in_flight_read``: a local-cache read that cannot store a value invalidated while in flight.
+3. ``own_writes``: the pattern applied to a new case, writes from an instance whose tracking uses
+   NOLOOP (its own writes send it nothing, yet the server stops tracking the key).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import uuid
 import redis
 
 from ..check import Exercise, expect
-from ..patterns.client_side_caching import InvalidationListener, command_calls
+from ..patterns.client_side_caching import InvalidationListener
+from ..scenarios.client_side_caching import command_calls
 from ..race import PausePoint, RaceTimeout, run_in_thread
 
 # -- reference solutions (self-tested in tests/exercises/test_client_side_caching.py) ----------
@@ -43,6 +46,13 @@ def cached_get(local: dict, lock: threading.Lock, r: redis.Redis, key: str):
             else:
                 local[key] = value
     return value
+
+
+def write_value(local: dict, lock: threading.Lock, r: redis.Redis, key: str, value: str) -> None:
+    r.set(key, value)          # NOLOOP: this write sends us no invalidation ...
+    with lock:
+        local.pop(key, None)   # ... and the server stopped tracking key: drop our copy, so the
+                               # next read GETs it again (and is tracked again)
 
 
 class Placeholder:
@@ -197,4 +207,71 @@ def in_flight_read(r: redis.Redis, tracked_client, prefix: str = "ex2") -> Exerc
             "A hit is a value that is not a Placeholder: return it without touching Redis.",
         ],
         solution=inspect.getsource(cached_get), reference=cached_get,
+    )
+
+
+# -- exercise 3 ---------------------------------------------------------------------------------
+
+
+def own_writes(r: redis.Redis, tracked_client, prefix: str = "ex3") -> Exercise:
+    """Exercise 3: ``write_value(local, lock, r, key, value)`` on a connection tracked with NOLOOP.
+
+    Args:
+        r: any client (the checker plays the other application instance through it).
+        tracked_client: a single-connection client; the checker turns on tracking with
+            ``REDIRECT <listener> NOLOOP``.
+    """
+
+    def checker(answer) -> None:
+        key = f"{prefix}:user:{uuid.uuid4().hex[:6]}"
+        r.set(key, "v1")
+        listener = InvalidationListener(r)
+        local: dict = {}
+        lock = threading.Lock()
+
+        def on_invalidate(keys):
+            with lock:
+                if keys is None:
+                    local.clear()
+                else:
+                    for k in keys:
+                        local.pop(k, None)
+
+        listener.subscribe(on_invalidate)
+        listener.start()
+        tracked_client.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener.client_id, "NOLOOP")
+        try:
+            first = cached_get(local, lock, tracked_client, key)  # cached and tracked
+            expect(first == "v1", "the key is read and cached", expected="v1", actual=first)
+            answer(local, lock, tracked_client, key, "mine")
+            expect(r.get(key) == "mine", "your write reaches Redis", expected="mine", actual=r.get(key))
+            mine = cached_get(local, lock, tracked_client, key)
+            expect(mine == "mine", "this instance reads its own write at once (NOLOOP sent it no "
+                   "invalidation, so a stale local copy would still be served)", expected="mine", actual=mine)
+            n = len(listener.messages)
+            r.set(key, "theirs")  # another instance writes the key
+            listener.wait_for(n + 1, timeout=1.0)
+            theirs = cached_get(local, lock, tracked_client, key)
+            expect(theirs == "theirs",
+                   "after another instance writes the key, this instance sees the new value: with NOLOOP "
+                   "your own write removed the key from the server's tracking table, so a value you kept "
+                   "locally is never invalidated again", expected="theirs", actual=theirs)
+        finally:
+            try:
+                tracked_client.execute_command("CLIENT", "TRACKING", "OFF")
+            except redis.exceptions.RedisError:
+                pass
+            listener.close()
+            r.delete(key)
+
+    return Exercise(
+        "writes under NOLOOP", checker,
+        hints=[
+            "Write the value to Redis with r.set. Then think about what the local dict holds for key, "
+            "and whether the server will ever tell you it changed.",
+            "Under NOLOOP your own write sends you nothing, and the server forgets that you read the key. "
+            "Keeping your value locally means nobody will invalidate it.",
+            "After r.set, drop the key from local (under the lock): the next read fetches it and is tracked again.",
+        ],
+        solution=inspect.getsource(write_value), reference=write_value,
     )

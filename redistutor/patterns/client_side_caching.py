@@ -28,7 +28,14 @@ Two ways to get an invalidation without a write to your keys being the cause you
 * ``NOLOOP``: your own write sends you nothing, but still removes the key from the server's
   table, so the next write by someone else is silent as well: drop keys you wrote yourself.
 * ``tracking-table-max-keys``: past the cap the server evicts keys from its table and sends
-  their readers invalidations that no write caused (:func:`read_and_sample` counts them).
+  their readers invalidations that no write caused (``scenarios.client_side_caching.read_and_sample``
+  counts them).
+
+:class:`LocalCache` is the pattern in about 25 lines, as the notebook shows it: tracking with
+REDIRECT, a local dict, the invalidation handler and the in-flight mark. :class:`TrackedCache` is the
+same design with the production extras: stats, race hooks, BCAST/prefixes, a naive mode kept to show
+the race, and flushing on a lost connection or a reconnect. The probes and drivers the notebook uses
+(``command_calls``, ``tracking_info``, ``read_and_sample``) live in ``redistutor/scenarios``.
 
 Notebook: notebooks/05-client-side-caching.ipynb
 Redis: https://redis.io/docs/latest/develop/reference/client-side-caching/
@@ -51,17 +58,6 @@ from ..stats import Stats
 
 # An invalidation message's payload: a list of keys, or None ("drop everything": FLUSHALL/FLUSHDB).
 Keys = list[str] | None
-
-
-def command_calls(r: redis.Redis, command: str) -> int:
-    """How many times the server has executed ``command`` (INFO commandstats), e.g. "get"."""
-    stats = r.info("commandstats").get(f"cmdstat_{command.lower()}")
-    return int(stats["calls"]) if stats else 0
-
-
-def tracking_info(r: redis.Redis) -> dict[str, int]:
-    """The server's tracking counters: tracking_clients / _total_keys / _total_items / _total_prefixes."""
-    return {k: v for k, v in sorted(r.info().items()) if k.startswith("tracking_")}
 
 
 class InvalidationListener:
@@ -202,27 +198,6 @@ class InvalidationListener:
         return f"InvalidationListener(messages={len(self.messages)})"
 
 
-def read_and_sample(listener: InvalidationListener, probe: redis.Redis, keys: list[str], *,
-                    every: int = 50) -> list[tuple[int, int, int]]:
-    """GET ``keys`` one by one on the listener's own (tracking) connection, and every ``every``
-    reads sample ``(reads, server tracking_total_keys, keys invalidated so far)``.
-
-    Nothing is written: on a server whose ``tracking-table-max-keys`` is smaller than ``keys``,
-    every invalidation counted here is one the server sent to make room in its table.
-    """
-    start = listener.invalidated_keys()
-    rows = [(0, probe.info().get("tracking_total_keys", 0), 0)]
-    for i, key in enumerate(keys, 1):
-        listener.command("GET", key)  # pushes that arrive meanwhile are recorded as it reads
-        if i % every == 0 or i == len(keys):
-            tracked = probe.info()["tracking_total_keys"]
-            # The server trims its table before running each command (the INFO included);
-            # sync() then collects every push sent so far.
-            listener.sync()
-            rows.append((i, tracked, listener.invalidated_keys() - start))
-    return rows
-
-
 class Resp2Invalidations:
     """Invalidations for RESP2 clients: a Pub/Sub connection subscribed to ``__redis__:invalidate``.
 
@@ -291,13 +266,39 @@ class LocalStats(Stats):
     flushes: int = 0  # whole-cache flushes (flush-all message, reconnect, lost listener)
 
 
-class _Placeholder:
-    """Marks "a read of this key is in flight" in the local cache (one object per read)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
+class InFlight:
+    """Marks a key whose GET is in flight; an invalidation removes the mark."""
+    def __repr__(self):
         return "<in flight>"
+
+
+class LocalCache:
+    """A local dict in front of Redis; the server says when to drop an entry (RESP3 tracking)."""
+
+    def __init__(self, r, listener):
+        self.r, self.local, self.lock = r, {}, threading.Lock()  # r: ONE connection
+        listener.subscribe(self.on_invalidate)                    # pushes: invalidate [keys]
+        listener.start()
+        r.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener.client_id)
+
+    def on_invalidate(self, keys):
+        with self.lock:
+            if keys is None:                  # FLUSHALL / FLUSHDB: drop everything
+                self.local.clear()
+            for key in keys or ():
+                self.local.pop(key, None)     # drops a value, or an in-flight mark
+
+    def get(self, key):
+        with self.lock:
+            value = self.local.get(key)
+            if value is not None and not isinstance(value, InFlight):
+                return value                  # local hit: no network at all
+            mark = self.local[key] = InFlight()
+        value = self.r.get(key)               # a tracked read: the server now watches key
+        with self.lock:
+            if self.local.get(key) is mark:   # no invalidation while the reply was in flight
+                self.local[key] = value
+        return value
 
 
 class TrackedCache:
@@ -357,7 +358,7 @@ class TrackedCache:
     def flush(self, keep_in_flight: bool = False) -> None:
         with self.lock:
             if keep_in_flight:
-                self.local = {k: v for k, v in self.local.items() if isinstance(v, _Placeholder)}
+                self.local = {k: v for k, v in self.local.items() if isinstance(v, InFlight)}
             else:
                 self.local.clear()
         self.stats.add("flushes")
@@ -367,7 +368,7 @@ class TrackedCache:
             self.flush()
             return
         with self.lock:
-            dropped = sum(v is not None and not isinstance(v, _Placeholder)
+            dropped = sum(v is not None and not isinstance(v, InFlight)
                           for v in (self.local.pop(k, None) for k in keys))
         self.stats.add("invalidated", dropped)
 
@@ -379,10 +380,10 @@ class TrackedCache:
             self.flush()
         with self.lock:
             cur = self.local.get(key)
-            if cur is not None and not isinstance(cur, _Placeholder):
+            if cur is not None and not isinstance(cur, InFlight):
                 self.stats.hits += 1
                 return cur
-            mark = _Placeholder()
+            mark = InFlight()
             if self.placeholder:
                 self.local[key] = mark
         self.stats.add("misses")

@@ -94,3 +94,37 @@ def test_in_flight_placeholder_ignored_fails(r, tracked_client):
 
     res = ex.in_flight_read(r, tracked_client).evaluate(marks_but_stores_anyway)
     assert res.outcome == INCORRECT and "stale for good" in res.message
+
+
+# -- exercise 3: writes under NOLOOP (a new case) ----------------------------------------------
+
+
+def test_own_writes_reference_passes(r, tracked_client):
+    assert ex.own_writes(r, tracked_client).evaluate(ex.write_value).outcome == CORRECT
+
+
+def test_own_writes_keeping_own_value_fails(r, tracked_client):
+    def keep_mine(local, lock, r, key, value):
+        r.set(key, value)
+        with lock:
+            local[key] = value   # looks like a write-through local cache; never invalidated again
+
+    res = ex.own_writes(r, tracked_client).evaluate(keep_mine)
+    assert res.outcome == INCORRECT and "never invalidated again" in res.message
+
+
+def test_own_writes_leaving_the_old_copy_fails(r, tracked_client):
+    def redis_only(local, lock, r, key, value):
+        r.set(key, value)
+
+    res = ex.own_writes(r, tracked_client).evaluate(redis_only)
+    assert res.outcome == INCORRECT and "reads its own write" in res.message
+
+
+def test_own_writes_local_only_fails(r, tracked_client):
+    def local_only(local, lock, r, key, value):
+        with lock:
+            local[key] = value
+
+    res = ex.own_writes(r, tracked_client).evaluate(local_only)
+    assert res.outcome == INCORRECT and "reaches Redis" in res.message

@@ -12,10 +12,8 @@ from redistutor.patterns.client_side_caching import (
     InvalidationListener,
     Resp2Invalidations,
     TrackedCache,
-    command_calls,
-    read_and_sample,
-    tracking_info,
 )
+from redistutor.scenarios.client_side_caching import command_calls, read_and_sample, tracking_info
 from redistutor.server import RedisServer
 from redistutor.race import PausePoint, run_in_thread
 
@@ -237,3 +235,74 @@ def test_resp2_redirect_to_pubsub(redis_server, r):
         data.close()
     with pytest.raises(ValueError):
         Resp2Invalidations(r)  # RESP3 and unnamed
+
+
+def test_local_cache_is_the_pattern(redis_server, r):
+    """The notebook's LocalCache: local hits, invalidation by push, FLUSHALL-style None, in-flight mark."""
+    from redistutor.patterns.client_side_caching import InFlight, LocalCache
+
+    r.set("lc:1", "v1")
+    listener = InvalidationListener(r)
+    data = redis_server.client(single_connection_client=True)
+    cache = LocalCache(data, listener)
+    try:
+        before = command_calls(r, "get")
+        assert {cache.get("lc:1") for _ in range(100)} == {"v1"}
+        assert command_calls(r, "get") - before == 1
+        r.set("lc:1", "v2")
+        assert listener.wait_for(1) and listener.messages == [["lc:1"]]
+        assert "lc:1" not in cache.local and cache.get("lc:1") == "v2"
+        cache.on_invalidate(None)
+        assert cache.local == {}
+        # the in-flight mark: an invalidation between the reply and the store keeps the reply out
+        cache.local["lc:1"] = mark = InFlight()
+        cache.on_invalidate(["lc:1"])
+        assert cache.local.get("lc:1") is not mark
+    finally:
+        listener.close()
+        data.close()
+
+
+def test_local_cache_discards_a_reply_invalidated_in_flight(redis_server, r):
+    from redistutor.patterns.client_side_caching import LocalCache
+
+    r.set("lc:2", "v1")
+    listener = InvalidationListener(r)
+    data = redis_server.client(single_connection_client=True)
+    cache = LocalCache(data, listener)
+    pause = PausePoint("after_reply")
+
+    class Paused:  # the real tracked client, paused once between a GET's reply and the caller
+        def get(self, key):
+            value = data.get(key)
+            pause(key, value)
+            return value
+
+    try:
+        cache.r = Paused()
+        reader = run_in_thread(cache.get, "lc:2")
+        pause.wait_reached()
+        r.set("lc:2", "v2")
+        assert listener.wait_for(1)
+        pause.release()
+        assert reader.result(timeout=5) == "v1"   # the caller gets what it read ...
+        assert "lc:2" not in cache.local          # ... but it is not cached
+        cache.r = data
+        assert cache.get("lc:2") == "v2"
+    finally:
+        listener.close()
+        data.close()
+
+
+def test_scenarios_default_vs_bcast_and_try_it(r, redis_server):
+    from redistutor.scenarios import client_side_caching as sc
+
+    writer = redis_server.client()
+    modes = sc.default_vs_bcast(r, writer, "user")
+    assert modes["default"] == [[["user:3"]], [], [], []]
+    assert modes["bcast"] == [[["user:3"]], [["user:3"]], [["user:5000"]], []]
+    assert sc.invalidated_keys(r, writer, "try", bcast=False) == 50
+    assert sc.invalidated_keys(r, writer, "try", bcast=True) == 100
+    from redistutor.check import CORRECT, INCORRECT
+    assert sc.predict_invalidations(r, writer, "try", True).evaluate(100).outcome == CORRECT
+    assert sc.predict_invalidations(r, writer, "try", False).evaluate(100).outcome == INCORRECT
