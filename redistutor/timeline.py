@@ -191,7 +191,8 @@ def _shape_svg(shape: str, colour: str, x: float, y: float, r: float = GLYPH_PX 
                 f'<polyline points="{x - r:.1f},{y:.1f} {x - r * 0.25:.1f},{y + r * 0.8:.1f} {x + r:.1f},{y - r:.1f}" '
                 f'fill="none" stroke="{colour}" stroke-width="2.5" stroke-linecap="round" stroke-linejoin="round"/>')
     if shape == "cross":
-        d = f"M{x - r * 0.8:.1f},{y - r * 0.8:.1f} L{x + r * 0.8:.1f},{y + r * 0.8:.1f} M{x + r * 0.8:.1f},{y - r * 0.8:.1f} L{x - r * 0.8:.1f},{y + r * 0.8:.1f}"
+        k = r * 0.8
+        d = f"M{x - k:.1f},{y - k:.1f} L{x + k:.1f},{y + k:.1f} M{x + k:.1f},{y - k:.1f} L{x - k:.1f},{y + k:.1f}"
         return (f'<path d="{d}" stroke="#fff" stroke-width="4.5" stroke-linecap="round"/>'
                 f'<path d="{d}" stroke="{colour}" stroke-width="2.5" stroke-linecap="round"/>')
     if shape == "star":
@@ -208,7 +209,8 @@ def _shape_svg(shape: str, colour: str, x: float, y: float, r: float = GLYPH_PX 
     elif shape == "triangle-up":
         pts = f"{x - r * 0.85:.1f},{y + r * 0.7:.1f} {x + r * 0.85:.1f},{y + r * 0.7:.1f} {x:.1f},{y - r * 0.8:.1f}"
     else:  # square
-        pts = f"{x - r * 0.7:.1f},{y - r * 0.7:.1f} {x + r * 0.7:.1f},{y - r * 0.7:.1f} {x + r * 0.7:.1f},{y + r * 0.7:.1f} {x - r * 0.7:.1f},{y + r * 0.7:.1f}"
+        k = r * 0.7
+        pts = f"{x - k:.1f},{y - k:.1f} {x + k:.1f},{y - k:.1f} {x + k:.1f},{y + k:.1f} {x - k:.1f},{y + k:.1f}"
     return f'<polygon points="{pts}" fill="{colour}" stroke="#fff" stroke-width="1"/>'
 
 
@@ -265,6 +267,75 @@ def overlap_windows(span_list: Sequence[Span], until: float) -> list[tuple[float
     return out
 
 
+class TimeScale:
+    """Log seconds -> a fraction of the chart's width, over the race's window.
+
+    Linear from the first event to the last (with a 4 % margin), except that an idle stretch
+    longer than half the race (no event, no span start or end: a lock held until its TTL runs
+    out, a frozen process) is drawn as a narrow *break* of fixed width (``BREAK``), so the events
+    around it are not squeezed into a corner. Outside breaks one scale holds, so durations
+    compare. ``breaks`` lists (start, end) of each break in log seconds.
+    """
+
+    BREAK = 0.07  # fraction of the width per break
+    GAP = 0.5  # an idle stretch longer than this fraction of the race becomes a break
+
+    def __init__(self, points: Iterable[float], *, compress: bool = True) -> None:
+        pts = sorted(set(points)) or [0.0]
+        first, last = pts[0], pts[-1]
+        dur = last - first
+        gaps = [(a, b) for a, b in zip(pts, pts[1:]) if compress and dur > 0 and b - a > self.GAP * dur * (1 + 1e-6)]
+        kept = dur - sum(b - a for a, b in gaps)
+        pad = max(kept * 0.06, dur * 0.01, 1e-6)
+        self.breaks = [(a + pad, b - pad) for a, b in gaps if b - a > 4 * pad]
+        margin = max((kept if self.breaks else dur) * 0.04, 1e-4)
+        self.first, self.last = first, last
+        self.lo, self.hi = first - margin, last + margin
+        edges = [self.lo] + [t for br in self.breaks for t in br] + [self.hi]
+        segs = [(edges[i], edges[i + 1], i % 2 == 1) for i in range(len(edges) - 1)]
+        linear = sum(b - a for a, b, brk in segs if not brk) or 1.0
+        room = 1.0 - self.BREAK * len(self.breaks)
+        self.segments: list[tuple[float, float, float, float]] = []  # (t0, t1, f0, f1)
+        f = 0.0
+        for a, b, brk in segs:
+            w = self.BREAK if brk else room * (b - a) / linear
+            self.segments.append((a, b, f, f + w))
+            f += w
+
+    def frac(self, t: float) -> float:
+        for t0, t1, f0, f1 in self.segments:
+            if t <= t1 or (t0, t1, f0, f1) == self.segments[-1]:
+                return f0 + (f1 - f0) * ((t - t0) / (t1 - t0) if t1 > t0 else 0.0)
+        return 1.0  # pragma: no cover
+
+    def inverse(self, f: float) -> float:
+        for t0, t1, f0, f1 in self.segments:
+            if f <= f1 or (t0, t1, f0, f1) == self.segments[-1]:
+                return t0 + (t1 - t0) * ((f - f0) / (f1 - f0) if f1 > f0 else 0.0)
+        return self.hi  # pragma: no cover
+
+    def ticks(self, mult: float, min_gap: float = 0.07) -> list[float]:
+        """Nice tick values (in display units since the first event) outside the breaks, at least
+        ``min_gap`` of the width apart."""
+        linear = sum(t1 - t0 for t0, t1, f0, f1 in self.segments if f1 - f0 != self.BREAK or not self.breaks)
+        step = _nice_step(max(linear * mult, 1e-9))
+        out: list[float] = []
+        last_f = -math.inf
+        for t0, t1, _, _ in [sg for sg in self.segments if (sg[0], sg[1]) not in self.breaks]:
+            k = math.ceil(round((t0 - self.first) * mult / step, 9))
+            while True:
+                v = k * step
+                t = self.first + v / mult
+                if t > t1 + 1e-12:
+                    break
+                f = self.frac(t)
+                if v >= -1e-9 and f - last_f >= min_gap:
+                    out.append(round(v, 9))
+                    last_f = f
+                k += 1
+        return out
+
+
 class Timeline(H.Renderable):
     """Events of a race: text table + swimlane by order; HTML with an SVG swimlane; ``plot()``.
 
@@ -281,11 +352,14 @@ class Timeline(H.Renderable):
         times: show times (rounded to ``round_to`` seconds) in the text table. Off by default:
             times change run to run, the order of a PausePoint-driven race does not.
         title: shown above the chart and in the summary line.
+        compress_gaps: draw an idle stretch longer than half the race as a marked break (see
+            :class:`TimeScale`); False draws one linear scale.
     """
 
     def __init__(self, log: EventLog | Iterable[Event], *, start_kind: str | Sequence[str] = "acquire",
                  end_kind: str | Sequence[str] = "release", times: bool = False, round_to: float = 0.01,
-                 title: str = "") -> None:
+                 title: str = "", compress_gaps: bool = True) -> None:
+        self.compress_gaps = compress_gaps
         self.events = _events(log)
         self.start_kind, self.end_kind = start_kind, end_kind
         self.times, self.round_to = times, round_to
@@ -321,6 +395,11 @@ class Timeline(H.Renderable):
         """(first, last): the first event and the last event or span end, in log seconds."""
         ts = [e.t for e in self.events] + [e.end for e in self.events if e.end is not None]
         return (min(ts), max(ts)) if ts else (0.0, 0.0)
+
+    def scale(self) -> TimeScale:
+        """The drawn forms' time scale (the window, with long idle stretches as breaks)."""
+        ts = [e.t for e in self.events] + [e.end for e in self.events if e.end is not None]
+        return TimeScale(ts, compress=self.compress_gaps)
 
     def _unit(self) -> tuple[str, float]:
         first, last = self.window()
@@ -435,16 +514,14 @@ class Timeline(H.Renderable):
             return ""
         first, last = self.window()
         unit, mult = self._unit()
-        dur = last - first
-        margin = max(dur * 0.04, 1e-4)
-        lo, hi = first - margin, last + margin
+        scale = self.scale()
         name_w = max(len(a) for a in self.actors) * 7 + 14
         left = min(max(name_w, 56), 170)
         right = width - 16
         plot_w = right - left
 
         def x(t: float) -> float:
-            return left + (t - lo) / (hi - lo) * plot_w
+            return left + scale.frac(t) * plot_w
 
         span_list = self.spans
         lane_of = {a: i for i, a in enumerate(self.actors)}
@@ -487,6 +564,10 @@ class Timeline(H.Renderable):
             by = y0 + pad + levels[a] * lab_h
             parts.append(f'<text x="{left - 8}" y="{by + bar_h / 2 + 4:.1f}" font-size="11" text-anchor="end" '
                          f'fill="#24292f">{H.esc(a)}</text>')
+        for b0, b1 in scale.breaks:  # idle stretches drawn short: a dashed frame behind the bars
+            parts.append(f'<rect class="rt-break-band" x="{x(b0):.1f}" y="{top - 4}" width="{x(b1) - x(b0):.1f}" '
+                         f'height="{lanes_bottom - top + 6:.1f}" fill="#fff" stroke="#8c959f" '
+                         f'stroke-dasharray="3 3"/>')
         shown_windows = []
         label_end = -math.inf
         for a0, b0, k in windows:  # overlap bands behind the bars, across every lane
@@ -519,6 +600,11 @@ class Timeline(H.Renderable):
             parts.append(f'<rect class="{cls}" x="{x0:.1f}" y="{by:.1f}" width="{w:.1f}" height="{bar_h}" '
                          f'rx="2" fill="{HOLD}" fill-opacity="{0.55 if s.end is None else 0.85}"{stroke}>'
                          f'<title>{H.esc(tip)}</title></rect>')
+            for b0, b1 in scale.breaks:  # a hold that goes on through a break: "//" across the bar
+                if s.start < b0 and end > b1:
+                    mid = (x(b0) + x(b1)) / 2
+                    parts.append(f'<path d="M{mid - 6:.1f},{by + bar_h + 1:.1f} l6,{-bar_h - 2} '
+                                 f'M{mid:.1f},{by + bar_h + 1:.1f} l6,{-bar_h - 2}" stroke="#fff" stroke-width="2.5"/>')
             if s.detail and len(s.detail) * CHAR_PX + 8 <= w:
                 parts.append(f'<text x="{x0 + 4:.1f}" y="{by + bar_h - 4:.1f}" font-size="10" fill="#fff">'
                              f'{H.esc(s.detail)}</text>')
@@ -541,18 +627,23 @@ class Timeline(H.Renderable):
                 parts.append(f'<text class="rt-label" x="{lx:.1f}" y="{ly:.1f}" font-size="10" '
                              f'text-anchor="{anchor}" fill="{fill}"{weight} stroke="#fff" stroke-width="3" '
                              f'paint-order="stroke">{H.esc(text)}</text>')
-        # time axis: 0 at the first event
+        # time axis: 0 at the first event; a break shows how much idle time it stands for
         ay = lanes_bottom + 2
         parts.append(f'<line x1="{left}" y1="{ay}" x2="{right}" y2="{ay}" stroke="#57606a"/>')
-        span_u = (hi - first) * mult
-        step = _nice_step(max((last - first) * mult, 1e-9))
-        v = 0.0
-        while v <= span_u + 1e-9:
+        for v in scale.ticks(mult, min_gap=44 / plot_w):
             tx = x(first + v / mult)
             parts.append(f'<line x1="{tx:.1f}" y1="{ay}" x2="{tx:.1f}" y2="{ay + 4}" stroke="#57606a"/>'
                          f'<text x="{tx:.1f}" y="{ay + 15}" font-size="10" text-anchor="middle" '
-                         f'fill="#57606a">{_fmt_tick(round(v, 6))}</text>')
-            v += step
+                         f'fill="#57606a">{_fmt_tick(v)}</text>')
+        for b0, b1 in scale.breaks:  # on the axis: a gap, "//", and the idle time it stands for
+            x0, x1 = x(b0), x(b1)
+            mid = (x0 + x1) / 2
+            gap = f"{(b1 - b0) * mult:.0f} {unit}" if (b1 - b0) * mult >= 10 else f"{(b1 - b0) * mult:.1f} {unit}"
+            parts.append(f'<g class="rt-break"><title>{H.esc(gap)} with no event, drawn short</title>'
+                         f'<rect x="{x0 + 2:.1f}" y="{ay - 3}" width="{x1 - x0 - 4:.1f}" height="6" fill="#fff"/>'
+                         f'<path d="M{mid - 6:.1f},{ay + 4} l5,-8 M{mid:.1f},{ay + 4} l5,-8" stroke="#57606a"/>'
+                         f'<text x="{mid:.1f}" y="{ay + 15}" font-size="9" text-anchor="middle" '
+                         f'fill="#57606a">⋯{H.esc(gap)}⋯</text></g>')
         parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{ay + 31}" font-size="11" text-anchor="middle" '
                      f'fill="#24292f">{unit} since the first event</text>')
         return (f'<svg class="rt-timeline" width="{width}" height="{height:.0f}" viewBox="0 0 {width} {height:.0f}" '
@@ -641,7 +732,11 @@ class Timeline(H.Renderable):
     def plot(self, ax=None):
         """The same race as a matplotlib chart (redistutor.charts style): one lane per actor, a
         bar per hold (never thinner than a minimum), overlap bands, a glyph and a staggered label
-        per event, a legend outside the data, and the x axis in ms (or s) since the first event."""
+        per event, long idle stretches as marked breaks, a legend outside the data, and the x axis
+        in ms (or s) since the first event."""
+        import numpy as np
+        from matplotlib.ticker import FixedLocator
+
         from . import charts
 
         charts.style()
@@ -651,37 +746,56 @@ class Timeline(H.Renderable):
         fig = ax.figure
         first, last = self.window()
         unit, mult = self._unit()
-        dur = (last - first) * mult
-        margin = max(dur * 0.04, 1e-3)
-        lo, hi = -margin, dur + margin
-        ax.set_xlim(lo, hi)
+        scale = self.scale()
+
+        def t(v: float) -> float:  # log seconds -> data units (ms or s since the first event)
+            return (v - first) * mult
+
+        def forward(v):
+            return np.vectorize(lambda u: scale.frac(first + u / mult), otypes=[float])(v)
+
+        def inverse(f):
+            return np.vectorize(lambda g: (scale.inverse(g) - first) * mult, otypes=[float])(f)
+
+        ax.set_xscale("function", functions=(forward, inverse))
+        ax.set_xlim(t(scale.lo), t(scale.hi))
         ax.set_ylim(n - 0.5, -1.0)
         ax.grid(axis="y", visible=False)
+        ax.xaxis.set_major_locator(FixedLocator(scale.ticks(mult)))
+        axes_px = max(ax.get_position().width * fig.get_figwidth() * fig.dpi, 1.0)
 
-        def t(v: float) -> float:
-            return (v - first) * mult
+        def px(v: float) -> float:  # data units -> pixels from the left of the axes
+            return float(forward(v)) * axes_px
+
+        def data(p: float) -> float:
+            return float(inverse(p / axes_px))
 
         lanes = {a: i for i, a in enumerate(self.actors)}
         span_list = self.spans
         outlined = self._overlapping(span_list)
-        axes_px = ax.get_position().width * fig.get_figwidth() * fig.dpi
-        px = (hi - lo) / max(axes_px, 1.0)  # data units per pixel
-        min_w = MIN_BAR_PX * px
         first_band = True
         for a0, b0, k in self.overlap_windows():
-            x0, x1 = t(a0), t(b0)
-            if x1 - x0 < min_w:
-                x0, x1 = (x0 + x1 - min_w) / 2, (x0 + x1 + min_w) / 2
-            ax.axvspan(x0, x1, color=OVERLAP, alpha=0.3, zorder=0, lw=0,
+            p0, p1 = px(t(a0)), px(t(b0))
+            if p1 - p0 < MIN_BAR_PX:
+                p0, p1 = (p0 + p1 - MIN_BAR_PX) / 2, (p0 + p1 + MIN_BAR_PX) / 2
+            ax.axvspan(data(p0), data(p1), color=OVERLAP, alpha=0.3, zorder=0, lw=0,
                        label="two or more holders at once" if first_band else None)
             first_band = False
+        for b0, b1 in scale.breaks:
+            gap = (b1 - b0) * mult
+            ax.axvspan(t(b0), t(b1), facecolor="white", edgecolor="#8c959f", hatch="//", alpha=0.9, lw=0.8,
+                       ls="--", zorder=3)
+            ax.annotate(f"{gap:.0f} {unit}" if gap >= 10 else f"{gap:.1f} {unit}",  # in the tick row
+                        (data((px(t(b0)) + px(t(b1))) / 2), 0.0), xycoords=("data", "axes fraction"),
+                        xytext=(0, -4), textcoords="offset points", ha="center", va="top", fontsize=7,
+                        color="#57606a", style="italic")
         for i, s in enumerate(span_list):
             end = last if s.end is None else s.end
-            w = max(t(end) - t(s.start), min_w)
-            ax.broken_barh([(t(s.start), w)], (lanes[s.actor] - 0.22, 0.44), facecolor=HOLD,
+            x0 = t(s.start)
+            x1 = max(t(end), data(px(x0) + MIN_BAR_PX))
+            ax.broken_barh([(x0, x1 - x0)], (lanes[s.actor] - 0.22, 0.44), facecolor=HOLD,
                            alpha=1.0 if s.end is not None else 0.55, zorder=2,
-                           edgecolor=OUTLINE if i in outlined else "none", linewidth=2 if i in outlined else 0,
-                           label=None)
+                           edgecolor=OUTLINE if i in outlined else "none", linewidth=2 if i in outlined else 0)
         if span_list:
             ax.broken_barh([], (0, 0), facecolor=HOLD, label=f"held ({'/'.join(_kinds(self.start_kind))} → "
                                                              f"{'/'.join(_kinds(self.end_kind))})")
@@ -689,14 +803,15 @@ class Timeline(H.Renderable):
                       "star": "*", "check": r"$\checkmark$", "cross": "X"}
         order = list(dict.fromkeys(m for _, _, m in self._marked()))
         shown: set[str] = set()
-        char_data = CHAR_PX * 0.95 * px
         for a in self.actors:
-            items = sorted([(t(e.t), nn, e, m) for nn, e, m in self._marked() if e.actor == a], key=lambda it: (it[0], it[1]))
+            items = sorted([(px(t(e.t)), nn, e, m) for nn, e, m in self._marked() if e.actor == a],
+                           key=lambda it: (it[0], it[1]))
             ends = [-math.inf] * 2
             prev = -math.inf
-            for gx, nn, e, m in items:
-                gx = max(gx, prev + GLYPH_PX * px)
-                prev = gx
+            for gp, nn, e, m in items:
+                gp = max(gp, prev + GLYPH_PX)  # glyphs a glyph apart, in pixels
+                prev = gp
+                gx = data(gp)
                 shape, colour = _style(m, order)
                 legend = {"accepted": "write accepted", "rejected": "rejected / refused", "fault": "fault"}.get(m, m)
                 size = {"check": 11, "star": 11, "cross": 9}.get(shape, 7)
@@ -705,20 +820,20 @@ class Timeline(H.Renderable):
                         zorder=4, label=None if m in shown else legend)
                 shown.add(m)
                 text = _label_of(e, m)
-                w = len(text) * char_data
-                lx, ha = gx, "left"
-                if lx + w > hi:
-                    lx, ha = gx - w, "right"
+                w = len(text) * 7.0  # 7.5 pt labels, bold ones included, with room to spare
+                lp, ha = gp, "left"
+                if lp + w > axes_px:
+                    lp, ha = gp - w, "right"
                 for level in range(2):
-                    if lx >= ends[level] + 4 * px:
-                        ends[level] = lx + w
+                    if lp >= ends[level] + 4:
+                        ends[level] = lp + w
                         ax.annotate(text, (gx, lanes[a] - 0.22), textcoords="offset points",
                                     xytext=(0, 4 + 9 * level), ha=ha, fontsize=7.5, zorder=5,
                                     color={"rejected": REJECTED, "accepted": "#006b4f"}.get(m, "#24292f"),
                                     fontweight="bold" if m in ("fault", "rejected", "accepted") else "normal")
                         break
         ax.set_yticks(range(len(self.actors)), self.actors)
-        ax.set_xlabel(f"{unit} since the first event")
+        ax.set_xlabel(f"{unit} since the first event" + (" (hatched: idle time drawn short)" if scale.breaks else ""))
         mc = self.max_concurrent
         ax.set_title(f"{self.title + ': ' if self.title else ''}max {mc} holder{'s' * (mc != 1)} at once",
                      loc="left")

@@ -175,7 +175,7 @@ def test_two_holder_overlap_svg_is_visible():
 
 def test_short_hold_is_drawn_at_the_minimum_width():
     tl = Timeline(_elog([(0.0, "slow", "acquire", ""), (1.0, "slow", "release", ""),
-                         (1.5, "quick", "acquire", ""), (1.5002, "quick", "release", "")]))
+                         (1.5, "quick", "acquire", ""), (1.5002, "quick", "release", "")]), compress_gaps=False)
     quick, slow = sorted(float(b["width"]) for b in _attrs(tl.svg(), "rect", "rt-hold"))
     assert quick == MIN_BAR_PX  # 0.2 ms of a 1.5 s race: still a visible bar
     assert slow > 300
@@ -197,7 +197,7 @@ def test_labels_never_overprint_and_every_event_stays_in_the_table():
     rows = [(0.0, "w", "acquire", "")]
     rows += [(0.001 * i, "w", "fault", f"fault number {i}") for i in range(1, 12)]  # 11 labels in 11 ms
     rows += [(0.2, "w", "release", "")]
-    tl = Timeline(_elog(rows))
+    tl = Timeline(_elog(rows), compress_gaps=False)  # one linear scale: 11 labels squeezed into 40 px
     labels = _labels(tl.svg())
     assert labels
     by_row: dict = {}
@@ -304,3 +304,42 @@ def test_lab_timeline_table_is_a_view_and_still_a_string():
         assert t._repr_html_() == "<pre>" + html.escape(text) + "</pre>"
     assert str(timeline_table([])) == "(no events)"
     assert timeline_table(log, times=True).splitlines()[0] == "#  t (s)  actor  kind     detail"
+
+
+def test_a_long_idle_stretch_is_drawn_as_a_marked_break():
+    """07's plain-DEL race: A holds 300 ms until PX runs out, then B and C overlap within 4 ms."""
+    rows = [(0.0, "A", "acquire", ""), (0.300, "A", "expire", "PX ran out"), (0.3008, "B", "acquire", ""),
+            (0.3012, "A", "late release", "deleted the key"), (0.3015, "C", "acquire", ""),
+            (0.3030, "B", "release", ""), (0.3040, "C", "release", "")]
+    tl = Timeline(_elog(rows), end_kind=("release", "expire"))
+    scale = tl.scale()
+    assert len(scale.breaks) == 1 and 0.0 < scale.breaks[0][0] < scale.breaks[0][1] < 0.300
+    svg = tl.svg()
+    assert "⋯2" in svg and " ms⋯" in svg and 'class="rt-break-band"' in svg  # the idle time it stands for
+    bars = {b["x"]: float(b["width"]) for b in _attrs(svg, "rect", "rt-hold")}
+    b_and_c = sorted(bars.values())[:2]
+    assert min(b_and_c) > 60  # 1.5-2.5 ms holds are clearly drawn, not 6 px slivers
+    (band,) = _attrs(svg, "rect", "rt-overlap")
+    assert float(band["width"]) > 40
+    texts = {t for *_, t in _labels(svg)}
+    assert {"expire", "late release"} <= texts
+    linear = Timeline(_elog(rows), end_kind=("release", "expire"), compress_gaps=False)
+    assert linear.scale().breaks == [] and "rt-break" not in linear.svg()
+    assert repr(tl) == repr(linear)  # the text form is by order: breaks do not touch it
+
+
+def test_time_scale_is_monotonic_and_invertible():
+    from redistutor.timeline import TimeScale
+
+    scale = TimeScale([0.0, 0.001, 0.002, 1.0, 1.001])
+    assert len(scale.breaks) == 1
+    ts = [scale.lo + (scale.hi - scale.lo) * i / 200 for i in range(201)]
+    fs = [scale.frac(t) for t in ts]
+    assert fs[0] == pytest.approx(0.0) and fs[-1] == pytest.approx(1.0)
+    assert all(b > a for a, b in zip(fs, fs[1:]))
+    assert all(scale.inverse(f) == pytest.approx(t) for t, f in zip(ts, fs))
+    (b0, b1), = scale.breaks
+    assert scale.frac(b1) - scale.frac(b0) == pytest.approx(TimeScale.BREAK)
+    ticks = scale.ticks(1000.0)
+    assert ticks[0] == 0 and all(not (b0 * 1000 < v < b1 * 1000) for v in ticks)
+    assert TimeScale([5.0, 5.1, 5.2]).breaks == []  # evenly spread: one linear scale
