@@ -1,8 +1,12 @@
-"""Exercises for notebooks/04-cache-stampede-prevention.ipynb.
+"""Exercises for notebooks/04-cache-stampede-prevention.ipynb: the patterns applied to new cases.
 
-1. ``single_rebuild``: write a read path that rebuilds an expired hot key once, however many
-   readers miss it together (``SET lock token NX PX``, waiters re-read, token-checked release).
-2. ``early_refresh``: write the XFetch check with the right sign.
+1. ``stale_rebuild``: ``get_report(r, key, lock_key, rebuild)``: serve a *stale* report at once
+   while exactly one caller refreshes it behind the lock (``SET lock token NX PX``, token-checked
+   release). The notebook's lock makes every loser wait; here the losers must not wait.
+2. ``refresh_chance``: ``refresh_probability(time_to_expiry, delta, beta)``: how likely one
+   reader is to refresh early under XFetch, derived from the check the notebook shows.
+
+``will_wait`` is the "Try it" question: with a given beta, does any reader wait for a rebuild?
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import redis
 
 from ..check import Exercise, expect
 from ..db import Database
+from ..patterns.cache_stampede_prevention import xfetch_should_refresh
 from ..race import run_in_thread
 
 # -- reference solutions (self-tested in tests/exercises/test_cache_stampede_prevention.py) ----
@@ -30,67 +35,56 @@ return 0
 """
 
 
-def get_hot(r: redis.Redis, key: str, lock_key: str, rebuild) -> str:
-    value = r.get(key)
-    while value is None:
-        token = uuid.uuid4().hex
-        if r.set(lock_key, token, nx=True, px=5000):
-            try:
-                value = r.get(key)  # someone may have stored it just before we got the lock
-                if value is None:
-                    value = rebuild()
-                    r.set(key, value, ex=60)
-            finally:
-                r.eval(RELEASE, 1, lock_key, token)  # delete the lock only if it is still ours
-        else:
-            time.sleep(0.01)  # another reader is rebuilding: re-read
-            value = r.get(key)
-    return value
+def get_report(r: redis.Redis, key: str, lock_key: str, rebuild) -> str:
+    if r.exists(f"{key}:fresh"):
+        return r.get(key)                      # fresh: the common case
+    token = uuid.uuid4().hex
+    if not r.set(lock_key, token, nx=True, px=5000):
+        return r.get(key)                      # someone else is refreshing: serve the stale report
+    try:
+        if r.exists(f"{key}:fresh"):           # refreshed while we raced for the lock
+            return r.get(key)
+        value = rebuild()
+        pipe = r.pipeline(transaction=True)
+        pipe.set(key, value)
+        pipe.set(f"{key}:fresh", 1, px=60_000)
+        pipe.execute()
+        return value
+    finally:
+        r.eval(RELEASE, 1, lock_key, token)    # delete the lock only if it is still ours
 
 
-def should_refresh(now: float, delta: float, beta: float, expiry: float, rand: float) -> bool:
-    return now - delta * beta * math.log(rand) >= expiry
+def refresh_probability(time_to_expiry: float, delta: float, beta: float) -> float:
+    # A reader refreshes when -ln(rand) >= time_to_expiry / (delta * beta); -ln(rand) is
+    # exponentially distributed with mean 1, so P = exp(-time_to_expiry / (delta * beta)).
+    if time_to_expiry <= 0:
+        return 1.0
+    if delta * beta <= 0:
+        return 0.0
+    return math.exp(-time_to_expiry / (delta * beta))
 
 
 # -- exercise 1 ---------------------------------------------------------------------------------
 
 
-class _ReaderSpy:
-    """Passes everything to the real client; remembers which threads have GET the hot key."""
-
-    def __init__(self, r: redis.Redis, key: str) -> None:
-        self._r, self._key = r, key
-        self.readers: set[int] = set()
-        self._lock = threading.Lock()
-
-    def get(self, name, *args, **kwargs):
-        value = self._r.get(name, *args, **kwargs)
-        if name == self._key:
-            with self._lock:
-                self.readers.add(threading.get_ident())
-        return value
-
-    def __getattr__(self, name):
-        return getattr(self._r, name)
-
-
-def single_rebuild(r: redis.Redis, db: Database, prefix: str = "ex1", readers: int = 30) -> Exercise:
-    """Exercise 1: ``get_hot(r, key, lock_key, rebuild)``: one rebuild for ``readers`` misses."""
+def stale_rebuild(r: redis.Redis, db: Database, prefix: str = "ex1", readers: int = 30) -> Exercise:
+    """Exercise 1: ``get_report(r, key, lock_key, rebuild)``: one refresh, nobody waits."""
 
     def checker(answer) -> None:
-        key, lock_key = f"{prefix}:report", f"{prefix}:lock:report"
-        r.delete(key, lock_key)
-        spy = _ReaderSpy(r, key)
-        calls: list[int | None] = []  # PTTL of the lock seen by each rebuild
-        calls_lock = threading.Lock()
+        key, lock_key, fresh = f"{prefix}:report", f"{prefix}:lock:report", f"{prefix}:report:fresh"
+        r.delete(key, lock_key, fresh)
+        r.set(key, "report-old")               # a stale report: its ":fresh" marker has expired
+        returned: list[str] = []
+        guard = threading.Lock()
+        calls: list[int | None] = []           # PTTL of the lock seen by each rebuild
         other = f"other-worker-{uuid.uuid4().hex[:6]}"
 
         def rebuild() -> str:
-            # Hold the rebuild until every reader has read the key once (so all of them missed).
-            deadline = time.monotonic() + 5
-            while len(spy.readers) < readers and time.monotonic() < deadline:
+            # Hold the rebuild until the other callers have returned (or 3 s): they must not wait.
+            deadline = time.monotonic() + 3
+            while len(returned) < readers - 1 and time.monotonic() < deadline:
                 time.sleep(0.005)
-            with calls_lock:
+            with guard:
                 calls.append(r.pttl(lock_key))
                 first = len(calls) == 1
             (n,) = db.execute("SELECT 42")[0]
@@ -104,89 +98,125 @@ def single_rebuild(r: redis.Redis, db: Database, prefix: str = "ex1", readers: i
 
         def reader():
             go.wait()
-            return answer(spy, key, lock_key, rebuild)
+            value = answer(r, key, lock_key, rebuild)
+            with guard:
+                returned.append(value)
+            return value
 
         futs = [run_in_thread(reader) for _ in range(readers)]
         deadline = time.monotonic() + 20
-        results = []
         for f in futs:
             try:
-                results.append(f.result(timeout=max(0.1, deadline - time.monotonic())))
+                f.result(timeout=max(0.1, deadline - time.monotonic()))
             except TimeoutError:
-                expect(False, "every reader returns within 20 s (are waiters re-reading the key?)",
-                       expected=f"{readers} values", actual=f"{len(results)} returned")
+                expect(False, "every caller returns within 20 s", expected=f"{readers} values",
+                       actual=f"{len(returned)} returned")
         try:
             expect(len(calls) == 1,
-                   f"{readers} readers missed the key together; it must be rebuilt exactly once",
+                   f"{readers} callers found the report stale together; it must be rebuilt exactly once",
                    expected=1, actual=len(calls))
-            expect(set(results) == {"report-42"}, "every reader gets the rebuilt value",
-                   expected={"report-42"}, actual=set(results))
-            ttl = r.ttl(key)
-            expect(ttl > 0, f"the rebuilt value is stored under {key!r} with a TTL",
-                   expected="TTL > 0", actual=ttl)
+            stale = returned.count("report-old")
+            expect(stale == readers - 1,
+                   "callers that find the report stale while another one refreshes it return the "
+                   "stale report at once: they must not wait for the rebuild",
+                   expected=f"{readers - 1} x 'report-old'", actual=f"{stale} x 'report-old'")
+            expect(r.get(key) == "report-42" and "report-42" in returned,
+                   f"the refreshed report is stored in {key!r} (and returned to the caller that built it)",
+                   expected="report-42", actual=r.get(key))
+            ttl = r.pttl(fresh)
+            expect(ttl > 0, f"the report is marked fresh again: {fresh!r} with a TTL",
+                   expected="PTTL > 0", actual=ttl)
             expect(calls[0] is not None and calls[0] > 0,
-                   "the lock has an expiry (PX/EX), so a crashed holder cannot block the key forever",
+                   "the lock has an expiry (PX/EX), so a crashed holder cannot block refreshes forever",
                    expected="PTTL > 0 during the rebuild", actual=calls[0])
             expect(r.get(lock_key) == other,
                    "releasing must check the token: your lock had expired and another worker held "
                    "it, and your release deleted that worker's lock",
                    expected=f"{lock_key} = {other!r} after your release", actual=r.get(lock_key))
+            r.delete(lock_key)
+            again = answer(r, key, lock_key, rebuild)
+            expect(again == "report-42" and len(calls) == 1,
+                   "while the report is fresh, a call returns it without rebuilding",
+                   expected="report-42, no rebuild", actual=f"{again!r}, {len(calls)} rebuilds")
         finally:
-            r.delete(key, lock_key)
+            r.delete(key, lock_key, fresh)
 
     return Exercise(
-        "one rebuild per expiry", checker,
+        "stale while one refreshes", checker,
         hints=[
-            "On a miss, try to become the one rebuilder: r.set(lock_key, token, nx=True, px=5000). "
-            "Whoever does not get the lock waits and re-reads the key.",
-            "After you get the lock, GET the key once more: someone may have stored it just before. "
-            "Store the value with a TTL, then release the lock.",
+            "Fresh (the ':fresh' key exists)? Return the report. Stale? Try to become the one "
+            "refresher with r.set(lock_key, token, nx=True, px=5000); if you lose, return the "
+            "stale report right away.",
+            "The winner rebuilds, stores the report, sets f'{key}:fresh' with px=60_000, and "
+            "releases the lock. Check ':fresh' once more after winning: someone may have just "
+            "refreshed it.",
             "Release with a Lua script that deletes the lock only if GET lock_key == your token: "
-            "r.eval(script, 1, lock_key, token).",
+            "r.eval(script, 1, lock_key, token), in a finally block.",
         ],
-        solution=inspect.getsource(get_hot), reference=get_hot,
+        solution=inspect.getsource(get_report), reference=get_report,
     )
 
 
 # -- exercise 2 ---------------------------------------------------------------------------------
 
-# (now, delta, beta, expiry, rand, expected, why)
+# (time_to_expiry, delta, beta, expected, why)
 _CASES = [
-    (9.0, 1.0, 1.0, 10.0, 0.2, True,
-     "1 s before expiry, delta 1 s, rand 0.2 (-ln 0.2 = 1.61 s): the jump lands past expiry, refresh early"),
-    (9.0, 1.0, 1.0, 10.0, 0.5, False,
-     "1 s before expiry, rand 0.5 (-ln 0.5 = 0.69 s): the jump falls short, keep serving"),
-    (5.0, 1.0, 1.0, 10.0, 1.0, False, "rand = 1 gives -ln(1) = 0: no refresh before expiry"),
-    (10.0, 1.0, 1.0, 10.0, 1.0, True, "at expiry the check always fires"),
-    (12.0, 1.0, 1.0, 10.0, 0.9, True, "past expiry the check always fires"),
-    (7.0, 1.0, 3.0, 10.0, 0.2, True, "beta = 3 jumps 3x further (4.8 s): refresh 3 s early"),
-    (7.0, 1.0, 1.0, 10.0, 0.2, False, "beta = 1 jumps 1.6 s: not yet, 3 s before expiry"),
-    (9.9, 0.0, 1.0, 10.0, 0.01, False, "a rebuild that takes no time (delta = 0) needs no early refresh"),
+    (0.0, 0.2, 1.0, 1.0, "at the expiry every reader refreshes"),
+    (-1.0, 0.2, 1.0, 1.0, "past the expiry every reader refreshes"),
+    (0.2, 0.2, 1.0, math.exp(-1), "one delta*beta before expiry: exp(-1), about 0.37"),
+    (0.4, 0.2, 1.0, math.exp(-2), "two delta*beta before expiry: exp(-2), about 0.14"),
+    (0.4, 0.2, 2.0, math.exp(-1), "beta = 2 doubles the jump: 0.4 s before expiry is one delta*beta"),
+    (1.0, 0.0, 1.0, 0.0, "a rebuild that takes no time (delta = 0) is never refreshed early"),
 ]
 
 
-def early_refresh() -> Exercise:
-    """Exercise 2: ``should_refresh(now, delta, beta, expiry, rand)`` (rand uniform in (0, 1])."""
+def refresh_chance() -> Exercise:
+    """Exercise 2: ``refresh_probability(time_to_expiry, delta, beta)``."""
 
     def checker(answer) -> None:
-        for now, delta, beta, expiry, rand, want, why in _CASES:
-            got = answer(now, delta, beta, expiry, rand)
-            expect(bool(got) == want,
-                   f"should_refresh(now={now}, delta={delta}, beta={beta}, expiry={expiry}, rand={rand}): {why}",
-                   expected=want, actual=got)
-        # Over many readers one delta*beta before expiry, a fraction exp(-1) = 37% refresh.
+        for tte, delta, beta, want, why in _CASES:
+            got = answer(tte, delta, beta)
+            expect(isinstance(got, (int, float)) and abs(got - want) < 1e-6,
+                   f"refresh_probability({tte}, {delta}, {beta}): {why}",
+                   expected=round(want, 4), actual=got)
+        # Against the check itself: the fraction of 20,000 seeded readers that refresh.
         rng = random.Random(7)
-        fired = sum(bool(answer(99.0, 1.0, 1.0, 100.0, 1.0 - rng.random())) for _ in range(4000))
-        expect(abs(fired / 4000 - math.exp(-1)) < 0.04,
-               "one delta before expiry (beta=1), about exp(-1) = 37% of readers refresh",
-               expected="0.37", actual=round(fired / 4000, 3))
+        for tte, delta, beta in ((0.1, 0.2, 1.0), (0.5, 0.2, 2.0), (0.3, 0.5, 0.5)):
+            draws = [1.0 - rng.random() for _ in range(20_000)]
+            frac = sum(xfetch_should_refresh(100.0 - tte, delta, beta, 100.0, u) for u in draws) / len(draws)
+            got = answer(tte, delta, beta)
+            expect(abs(got - frac) < 0.02,
+                   f"{tte} s before expiry (delta {delta}, beta {beta}), {frac:.3f} of 20,000 simulated "
+                   "readers refreshed: your probability should match", expected=round(frac, 3),
+                   actual=got)
 
     return Exercise(
-        "XFetch early refresh", checker,
+        "XFetch: one reader's chance to refresh", checker,
         hints=[
-            "-ln(rand) is a positive random 'jump' (rand is in (0, 1], so ln(rand) <= 0). Move the "
-            "clock forward by delta * beta * jump and compare with the expiry.",
-            "return now - delta * beta * math.log(rand) >= expiry   (note the minus sign)",
+            "A reader refreshes when -ln(rand) >= time_to_expiry / (delta * beta). What is the "
+            "chance that -ln(rand) exceeds some x, for rand uniform in (0, 1]?",
+            "-ln(rand) >= x  <=>  rand <= exp(-x), and P(rand <= p) = p. Handle time_to_expiry <= 0 "
+            "(always 1) and delta * beta == 0 (never early) first.",
         ],
-        solution=inspect.getsource(should_refresh), reference=should_refresh,
+        solution=inspect.getsource(refresh_probability), reference=refresh_probability,
     )
+
+
+# -- Try it -------------------------------------------------------------------------------------
+
+
+def will_wait(beta: float, misses: int, requests: int) -> Exercise:
+    """Try it: with ``beta``, did any reader of the simulated run wait for a rebuild (a miss)?"""
+
+    def checker(answer) -> None:
+        expect(isinstance(answer, bool), "answer True (some reader waits) or False (none does)",
+               expected="True or False", actual=answer)
+        expect(answer == (misses > 0),
+               f"with beta = {beta}, {misses} of {requests} readers found the value expired and "
+               "waited for a rebuild: a refresh started with less than delta to go lands after the expiry",
+               expected=misses > 0, actual=answer)
+
+    return Exercise("XFetch: does anyone wait?", checker,
+                    hints=["Compare the typical lead, about delta * beta, with delta (200 ms).",
+                           "A small beta starts refreshes late; those land after the expiry."],
+                    solution=f"{misses > 0}  # {misses} of {requests} readers waited", reference=misses > 0)

@@ -14,15 +14,17 @@ from redistutor.db import Database
 from redistutor.patterns.cache_stampede_prevention import (
     CoalescingCache,
     LockedCache,
-    NaiveCache,
     XFetchCache,
-    garbled_should_refresh,
     refresh_probability,
-    simulate_xfetch,
-    stampede,
     xfetch_should_refresh,
 )
 from redistutor.race import PausePoint, run_in_thread
+from redistutor.scenarios.cache_stampede_prevention import (
+    NaiveCache,
+    garbled_should_refresh,
+    simulate_xfetch,
+    stampede,
+)
 
 
 @pytest.fixture
@@ -169,7 +171,7 @@ def test_simulated_steady_load(r, db, loader):
 # -- across processes: coalescing alone vs coalescing in front of the Redis lock ----------------
 
 def test_redis_barrier_releases_all_parties_together(r):
-    from redistutor.patterns.cache_stampede_prevention import redis_barrier
+    from redistutor.scenarios.cache_stampede_prevention import redis_barrier
     arrived = []
     threads = [threading.Thread(target=lambda: arrived.append(redis_barrier(r, "bar", 5, timeout=10)))
                for _ in range(5)]
@@ -192,7 +194,7 @@ def test_coalescing_with_lock_counts_one_rebuild_in_threads(r, db, loader):
 
 @pytest.mark.parametrize("lock, expected", [(False, 3), (True, 1)])
 def test_process_stampede_rebuilds_once_per_process_or_once(redis_server, lock, expected):
-    from redistutor.patterns.cache_stampede_prevention import process_stampede
+    from redistutor.scenarios.cache_stampede_prevention import process_stampede
     with Database(latency=0.05) as d:
         res = process_stampede(redis_server, d, "top", "SELECT 42", prefix=redis_server.key("ps"),
                                processes=3, threads=4, lock=lock)
@@ -214,7 +216,8 @@ def test_xfetch_run_counts_db_calls_per_bucket(r):
 
 
 def test_jitter_spreads_the_expiries_of_keys_loaded_together(r):
-    from redistutor.patterns.cache_stampede_prevention import expiries_per_bucket, warm
+    from redistutor.patterns.cache_stampede_prevention import warm
+    from redistutor.scenarios.cache_stampede_prevention import expiries_per_bucket
     keys = [f"batch:{i}" for i in range(100)]
     warm(r, {k: "v" for k in keys}, ttl=60)
     assert max(expiries_per_bucket(r, keys)) >= 95  # one 100 ms slot holds (almost) all of them
@@ -223,3 +226,21 @@ def test_jitter_spreads_the_expiries_of_keys_loaded_together(r):
     assert sum(per) == 100 and max(per) <= 10 and len(per) > 50  # spread over ~12 s
     with pytest.raises(ValueError):
         warm(r, {}, ttl=1, jitter=1.5)
+
+
+def test_kill_holder_one_waiter_takes_over_after_px(redis_server, r, db, loader):
+    """A holder process killed with kill -9 mid-rebuild: its PX frees the lock, one waiter rebuilds."""
+    from redistutor.scenarios.cache_stampede_prevention import kill_holder
+    res = kill_holder(redis_server, r, db, loader, "kh", lock_ttl=0.5, waiters=5)
+    assert res["exit_code"] == -9 and res["lock_held_by_holder"] and len(res["dead_token"]) == 32
+    assert res["rebuilds"] == 1 == res["db_queries"] and res["values"] == {loader("top")}
+    (token_used, lock_held), = res["rebuilt_under"]
+    assert token_used == lock_held != res["dead_token"]
+
+
+def test_lock_waits_count_each_waiting_episode(r, db, loader):
+    r.set("hot:lock:top", "dead-holder", px=200)   # a dead holder's lock: everyone waits once
+    cache = LockedCache(r, loader, prefix="hot", lock_ttl=5)
+    futs = [run_in_thread(cache.get, "top") for _ in range(5)]
+    assert {f.result(timeout=10) for f in futs} == {loader("top")}
+    assert cache.stats.rebuilds == 1 and cache.stats.waits >= 5
