@@ -451,6 +451,7 @@ def contention_chart(rows: list[dict[str, Any]], total: int = 800) -> str:
         ax1.plot([x["threads"] for x in mine], [x["ops_s"] for x in mine], marker="o", label=method)
         ax2.plot([x["threads"] for x in mine], [x["aborts"] / total for x in mine], marker="o", label=method)
     ax1.set(ylabel="throughput (increments/s)", title="throughput")
+    ax1.set_ylim(bottom=0)
     ax2.set(ylabel="aborts per increment", title="retries")
     lo, hi = min(x["threads"] for x in rows), max(x["threads"] for x in rows)
     at = {(x["method"], x["threads"]): x for x in rows}
