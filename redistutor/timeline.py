@@ -230,7 +230,16 @@ def _label_of(e: Event, mark: str) -> str:
         text = f"{e.kind}: {e.detail}" if e.detail else e.kind
     else:
         text = e.kind
-    return text if len(text) <= 34 else text[:33] + "…"
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _fmt_span(value: float, unit: str) -> str:
+    """A duration in ``unit`` with sensible precision: 296 ms, 2.5 ms, 0.04 ms, < 0.01 ms."""
+    if value >= 10:
+        return f"{value:.0f} {unit}"
+    if value >= 1:
+        return f"{value:.1f} {unit}"
+    return f"{value:.2f} {unit}" if value >= 0.01 else f"< 0.01 {unit}"
 
 
 def _nice_step(span: float, target: int = 6) -> float:
@@ -280,11 +289,17 @@ class TimeScale:
     BREAK = 0.07  # fraction of the width per break
     GAP = 0.5  # an idle stretch longer than this fraction of the race becomes a break
 
-    def __init__(self, points: Iterable[float], *, compress: bool = True) -> None:
+    def __init__(self, points: Iterable[float], *, compress: bool = True,
+                 keep: Sequence[tuple[float, float]] = ()) -> None:
         pts = sorted(set(points)) or [0.0]
         first, last = pts[0], pts[-1]
         dur = last - first
-        gaps = [(a, b) for a, b in zip(pts, pts[1:]) if compress and dur > 0 and b - a > self.GAP * dur * (1 + 1e-6)]
+
+        def kept_whole(a: float, b: float) -> bool:  # e.g. an overlap: its length is the lesson
+            return any(a < k1 and k0 < b for k0, k1 in keep)
+
+        gaps = [(a, b) for a, b in zip(pts, pts[1:])
+                if compress and dur > 0 and b - a > self.GAP * dur * (1 + 1e-6) and not kept_whole(a, b)]
         kept = dur - sum(b - a for a, b in gaps)
         pad = max(kept * 0.06, dur * 0.01, 1e-6)
         self.breaks = [(a + pad, b - pad) for a, b in gaps if b - a > 4 * pad]
@@ -296,10 +311,13 @@ class TimeScale:
         linear = sum(b - a for a, b, brk in segs if not brk) or 1.0
         room = 1.0 - self.BREAK * len(self.breaks)
         self.segments: list[tuple[float, float, float, float]] = []  # (t0, t1, f0, f1)
+        self.linear: list[tuple[float, float]] = []  # (t0, t1) of the segments that are not breaks
         f = 0.0
         for a, b, brk in segs:
             w = self.BREAK if brk else room * (b - a) / linear
             self.segments.append((a, b, f, f + w))
+            if not brk:
+                self.linear.append((a, b))
             f += w
 
     def frac(self, t: float) -> float:
@@ -317,11 +335,12 @@ class TimeScale:
     def ticks(self, mult: float, min_gap: float = 0.07) -> list[float]:
         """Nice tick values (in display units since the first event) outside the breaks, at least
         ``min_gap`` of the width apart."""
-        linear = sum(t1 - t0 for t0, t1, f0, f1 in self.segments if f1 - f0 != self.BREAK or not self.breaks)
+        linear = sum(t1 - t0 for t0, t1 in self.linear)
         step = _nice_step(max(linear * mult, 1e-9))
         out: list[float] = []
         last_f = -math.inf
-        for t0, t1, _, _ in [sg for sg in self.segments if (sg[0], sg[1]) not in self.breaks]:
+        mids = [(self.frac(b0) + self.frac(b1)) / 2 for b0, b1 in self.breaks]  # the break's label
+        for t0, t1 in self.linear:
             k = math.ceil(round((t0 - self.first) * mult / step, 9))
             while True:
                 v = k * step
@@ -329,7 +348,7 @@ class TimeScale:
                 if t > t1 + 1e-12:
                     break
                 f = self.frac(t)
-                if v >= -1e-9 and f - last_f >= min_gap:
+                if v >= -1e-9 and f - last_f >= min_gap and all(abs(f - m) >= min_gap for m in mids):
                     out.append(round(v, 9))
                     last_f = f
                 k += 1
@@ -399,7 +418,8 @@ class Timeline(H.Renderable):
     def scale(self) -> TimeScale:
         """The drawn forms' time scale (the window, with long idle stretches as breaks)."""
         ts = [e.t for e in self.events] + [e.end for e in self.events if e.end is not None]
-        return TimeScale(ts, compress=self.compress_gaps)
+        keep = [(a, b) for a, b, _ in self.overlap_windows()]  # an overlap is never drawn short
+        return TimeScale(ts, compress=self.compress_gaps, keep=keep)
 
     def _unit(self) -> tuple[str, float]:
         first, last = self.window()
@@ -638,7 +658,7 @@ class Timeline(H.Renderable):
         for b0, b1 in scale.breaks:  # on the axis: a gap, "//", and the idle time it stands for
             x0, x1 = x(b0), x(b1)
             mid = (x0 + x1) / 2
-            gap = f"{(b1 - b0) * mult:.0f} {unit}" if (b1 - b0) * mult >= 10 else f"{(b1 - b0) * mult:.1f} {unit}"
+            gap = _fmt_span((b1 - b0) * mult, unit)
             parts.append(f'<g class="rt-break"><title>{H.esc(gap)} with no event, drawn short</title>'
                          f'<rect x="{x0 + 2:.1f}" y="{ay - 3}" width="{x1 - x0 - 4:.1f}" height="6" fill="#fff"/>'
                          f'<path d="M{mid - 6:.1f},{ay + 4} l5,-8 M{mid:.1f},{ay + 4} l5,-8" stroke="#57606a"/>'
@@ -701,7 +721,7 @@ class Timeline(H.Renderable):
         pairs = ", ".join(" & ".join(p) for p in overlaps(self.spans)[:4])
         total = sum(b - a for a, b, _ in windows) * mult
         return (f"overlap: {pairs} held at once, {len(windows)} time{'s' * (len(windows) != 1)}, "
-                f"{total:.1f} {unit} in all")
+                f"{_fmt_span(total, unit)} in all")
 
     def _table_html(self) -> str:
         marked = {n: m for n, _, m in self._marked()}
@@ -785,7 +805,7 @@ class Timeline(H.Renderable):
             gap = (b1 - b0) * mult
             ax.axvspan(t(b0), t(b1), facecolor="white", edgecolor="#8c959f", hatch="//", alpha=0.9, lw=0.8,
                        ls="--", zorder=3)
-            ax.annotate(f"{gap:.0f} {unit}" if gap >= 10 else f"{gap:.1f} {unit}",  # in the tick row
+            ax.annotate(_fmt_span(gap, unit),  # in the tick row
                         (data((px(t(b0)) + px(t(b1))) / 2), 0.0), xycoords=("data", "axes fraction"),
                         xytext=(0, -4), textcoords="offset points", ha="center", va="top", fontsize=7,
                         color="#57606a", style="italic")
