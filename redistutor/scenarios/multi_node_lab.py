@@ -25,7 +25,7 @@ from ..tables import Table
 __all__ = [
     "PERSISTENCE_MODES", "clusterdown_window", "counter_worker", "first_read_after_failover",
     "frozen_node", "lock_worker", "persistence_table", "persistence_trial", "persistence_trials",
-    "pause_for_writes", "slow_node_timings", "timeline_view", "wait_on_frozen_replica", "write_and_wait",
+    "pause_for_writes", "slow_node_timings", "wait_on_frozen_replica", "write_and_wait",
 ]
 
 
@@ -297,13 +297,3 @@ def persistence_table(trials: dict[str, dict[str, Any]]) -> Table:
     return Table(["mode", "what it is", "acknowledged", "after kill -9", "lost"], rows,
                  title="Acknowledged writes across kill -9 (the process dies, the OS does not)",
                  note="fsync decides what survives an OS crash or power loss, which kill -9 does not cause")
-
-
-# -- the timeline ---------------------------------------------------------------------------------
-
-def timeline_view(log: EventLog, *, kinds: Iterable[str] | None = None) -> Table:
-    """Every event of the lab's log in order, as a table (no clock times: the order is the story)."""
-    keep = set(kinds) if kinds is not None else None
-    rows = [[i, e.actor, e.kind, e.detail] for i, e in
-            enumerate((e for e in log.events if keep is None or e.kind in keep), 1)]
-    return Table(["#", "actor", "kind", "detail"], rows, title="What happened, in order")
