@@ -343,3 +343,14 @@ def test_time_scale_is_monotonic_and_invertible():
     ticks = scale.ticks(1000.0)
     assert ticks[0] == 0 and all(not (b0 * 1000 < v < b1 * 1000) for v in ticks)
     assert TimeScale([5.0, 5.1, 5.2]).breaks == []  # evenly spread: one linear scale
+
+
+def test_an_overlap_is_never_drawn_short():
+    """07's no-watchdog run: the job outlives its 600 ms TTL and a rival holds the lock too."""
+    tl = Timeline(_elog([(0.0, "job", "acquire", "PX 600"), (0.6, "rival", "acquire", ""),
+                         (1.8, "job", "release", ""), (1.81, "rival", "release", "")]))
+    assert tl.scale().breaks == []  # the 1.2 s of two holders is the story: drawn to scale
+    (band,) = _attrs(tl.svg(), "rect", "rt-overlap")
+    job, rival = sorted(_attrs(tl.svg(), "rect", "rt-hold"), key=lambda b: float(b["x"]))
+    assert float(band["width"]) == pytest.approx(float(rival["width"]) * 1.2 / 1.21, abs=1)
+    assert float(band["width"]) / float(job["width"]) == pytest.approx(1.2 / 1.8, abs=0.02)
