@@ -519,7 +519,9 @@ class LongScript:
         later       client C: SCRIPT KILL            the script stops with an error; server is back
 
     Meanwhile every other command gets ``BUSY``: essentially only ``SCRIPT KILL``,
-    ``FUNCTION KILL``, ``SHUTDOWN NOSAVE`` and a few connection commands are served.
+    ``FUNCTION KILL``, ``SHUTDOWN NOSAVE`` and a few connection commands (``AUTH``, ``HELLO``,
+    ``RESET``, ``QUIT``, and ``MULTI``/``WATCH`` bookkeeping: the commands flagged ``allow-busy``)
+    are served.
 
     ``SCRIPT KILL`` works only if the script has not written anything yet: stopping it halfway
     through its writes would break atomicity, so Redis answers ``UNKILLABLE`` and the only way
@@ -610,7 +612,8 @@ class LongScript:
 
 def busy_demo(long: "LongScript", probe: redis.Redis) -> dict[str, Any]:
     """Client A sends the spinning script; the probe PINGs until BUSY, tries to write the key the
-    script waits for, sends SCRIPT KILL and PINGs until PONG. No sleeps: each step waits for a reply."""
+    script waits for, sends HELLO (a connection command), then SCRIPT KILL, and PINGs until PONG.
+    No sleeps: each step waits for a reply."""
     fut, sent = long.start()
     busy_error, first_wait = long.wait_busy(probe)
     try:
@@ -618,6 +621,11 @@ def busy_demo(long: "LongScript", probe: redis.Redis) -> dict[str, Any]:
         write_error = "OK"
     except redis.ResponseError as exc:
         write_error = str(exc)
+    try:
+        probe.execute_command("HELLO")  # a connection command: flagged allow-busy
+        hello = "served"
+    except redis.ResponseError as exc:
+        hello = str(exc)
     killed = probe.script_kill()
     long.wait_available(probe)
     back = time.perf_counter()
@@ -626,7 +634,7 @@ def busy_demo(long: "LongScript", probe: redis.Redis) -> dict[str, Any]:
         script_error = "returned normally"
     except redis.ResponseError as exc:
         script_error = str(exc).split(" script:")[0]
-    return {"PING": busy_error, "SET": write_error, "SCRIPT KILL": killed, "client A": script_error,
+    return {"PING": busy_error, "SET": write_error, "HELLO": hello, "SCRIPT KILL": killed, "client A": script_error,
             "first_wait_ms": first_wait * 1000, "unavailable_ms": (back - sent) * 1000}
 
 

@@ -401,6 +401,8 @@ def test_long_script_gets_busy_and_script_kill_ends_it(busy_server):
     # Writes are refused too: the key the script waits for cannot be set by anyone.
     with pytest.raises(redis.ResponseError, match="^BUSY"):
         probe.set(long.key("go"), 1)
+    # Not only SCRIPT KILL and SHUTDOWN NOSAVE: connection commands (allow-busy) are served.
+    assert probe.execute_command("HELLO")
     assert probe.script_kill() is True
     long.wait_available(probe)
     with pytest.raises(redis.ResponseError, match="killed by user"):
