@@ -74,6 +74,46 @@ def hash_rule(node: redis.Redis) -> Exercise:
     )
 
 
+def predict_multi(rc: Any, keys: list[str]) -> Exercise:
+    """Try it: the answer is a prediction (True/False): will one MULTI/EXEC over ``keys`` run on
+    this cluster? The checker runs it (SET on every key, then deletes them) and compares."""
+    keys = list(keys)
+
+    def checker(answer) -> None:
+        expect(isinstance(answer, bool), "the prediction is True (the transaction runs) or False "
+               "(the cluster refuses it)", actual=answer)
+        p = rc.pipeline(transaction=True)
+        for k in keys:
+            p.set(k, "try-it")
+        try:
+            p.execute()
+            ran, why = True, "every key hashes to one slot, so one node runs the whole transaction"
+        except redis.exceptions.RedisClusterException as exc:
+            ran, why = False, f"the keys are in different slots ({type(exc).__name__})"
+        finally:
+            for k in keys:
+                rc.delete(k)
+        slots = sorted({crc16(_hashed(k)) % 16384 for k in keys})
+        expect(answer == ran, f"{why}; their slots: {slots}", expected=ran, actual=answer)
+
+    return Exercise(
+        "Try it: will one MULTI/EXEC over these keys run?", checker,
+        hints=["Find each key's hashed part: the text in its first non-empty {...}, else the whole key.",
+               "One transaction runs only if every key has the same hashed part's slot."],
+        solution="all keys share one slot  ->  True; otherwise False", reference=None,
+    )
+
+
+def _hashed(key: str) -> bytes:
+    k = key.encode()
+    start = k.find(b"{")
+    if start != -1:
+        end = k.find(b"}", start + 1)
+        if end > start + 1:
+            return k[start + 1:end]
+    return k
+
+
 def order_keys_exercise(rc: Any, masters: Mapping[str, redis.Redis], orders: int = 300) -> Exercise:
     """Exercise 2: ``order_keys(order_id) -> {"header": k1, "items": k2, "status": k3}``."""
 

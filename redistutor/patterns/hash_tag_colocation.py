@@ -20,6 +20,9 @@ What goes wrong:
   commands on it get ASK/TRYAGAIN, and clients with a stale slot map get MOVED: a transaction
   has to be retried (:func:`retry_redirects`).
 
+Measurements and views (keys per node and per slot, load, probes of a half-moved slot, charts)
+live in :mod:`redistutor.scenarios.hash_tag_colocation`.
+
 Notebook: notebooks/11-hash-tag-colocation.ipynb
 Redis: https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags ·
 CLUSTER KEYSLOT: https://redis.io/commands/cluster-keyslot
@@ -27,12 +30,9 @@ CLUSTER KEYSLOT: https://redis.io/commands/cluster-keyslot
 
 from __future__ import annotations
 
-import math
 import time
-from collections import Counter
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-import redis
 from redis.exceptions import AskError, ClusterError, MovedError, TryAgainError, WatchError
 
 from ..race import call_hook
@@ -75,22 +75,30 @@ def key_slot(key: str | bytes) -> int:
 
 
 class EntityKeys:
-    """Key names for an entity's parts, with or without a hash tag.
+    """An entity's key names, tagged so that they share one cluster slot.
 
-    ``EntityKeys("user").key(123, "profile")`` is ``user:{123}:profile``;
-    with ``tagged=False`` it is ``user:123:profile`` (the parts scatter over slots).
+    ``EntityKeys("user").key(123, "profile")`` is ``user:{123}:profile``: only ``123`` is hashed.
+    With ``tagged=False`` it is ``user:123:profile`` (the parts scatter over slots).
     """
 
-    def __init__(self, prefix: str = "user", *, tagged: bool = True) -> None:
-        self.prefix = prefix
-        self.tagged = tagged
+    def __init__(self, prefix="user", *, tagged=True):
+        self.prefix, self.tagged = prefix, tagged
 
-    def key(self, entity: Any, part: str) -> str:
+    def key(self, entity, part):
         ident = f"{{{entity}}}" if self.tagged else str(entity)
         return f"{self.prefix}:{ident}:{part}"
 
-    def keys(self, entity: Any, *parts: str) -> list[str]:
+    def keys(self, entity, *parts):
         return [self.key(entity, p) for p in parts]
+
+
+def update_user(rc, names, user_id, profile, settings):
+    """One transaction over three of the user's keys: it runs only if they share a slot."""
+    p = rc.pipeline(transaction=True)  # MULTI ... EXEC
+    p.hset(names.key(user_id, "profile"), mapping=dict(profile))
+    p.hset(names.key(user_id, "settings"), mapping=dict(settings))
+    p.incr(names.key(user_id, "stats:updates"))
+    return p.execute()
 
 
 # -- retrying multi-key work across redirects -----------------------------------------------------
@@ -117,24 +125,6 @@ def retry_redirects(fn: Callable[[], T], *, attempts: int = 5, backoff: float = 
                 on_retry(attempt, exc)
             time.sleep(backoff * attempt)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def answer(fn: Callable[[], Any]) -> tuple[str, Any]:
-    """Run one command against one node (a plain client, no cluster logic) and name its answer.
-
-    Returns ``("OK", result)``, ``("ASK", (slot, (host, port)))``, ``("MOVED", (slot, (host, port)))``,
-    ``("TRYAGAIN", None)`` or ``("CROSSSLOT", None)``: what a cluster client has to act on.
-    """
-    try:
-        return "OK", fn()
-    except MovedError as exc:                    # MovedError subclasses AskError: test it first
-        return "MOVED", (exc.slot_id, exc.node_addr)
-    except AskError as exc:
-        return "ASK", (exc.slot_id, exc.node_addr)
-    except TryAgainError:
-        return "TRYAGAIN", None
-    except redis.exceptions.ClusterCrossSlotError:
-        return "CROSSSLOT", None
 
 
 class UserStore:
@@ -189,15 +179,9 @@ class UserStore:
         return retry_redirects(fn, attempts=self.attempts, on_retry=count)
 
     def update(self, user_id: Any, profile: Mapping[str, Any], settings: Mapping[str, Any]) -> list:
-        """MULTI · HSET profile · HSET settings · INCR stats:updates · EXEC (all or nothing)."""
-        def run() -> list:
-            p = self.rc.pipeline(transaction=True)
-            p.hset(self.key(user_id, "profile"), mapping=dict(profile))
-            p.hset(self.key(user_id, "settings"), mapping=dict(settings))
-            p.incr(self.key(user_id, "stats:updates"))
-            return p.execute()
-
-        return self._retry(run)
+        """:func:`update_user`: MULTI · HSET profile · HSET settings · INCR stats:updates · EXEC,
+        retried across redirects."""
+        return self._retry(lambda: update_user(self.rc, self.names, user_id, profile, settings))
 
     def merge(self, user_id: Any) -> int:
         """EVAL :attr:`LUA_MERGE` over profile, settings and cache: one atomic 3-key script."""
@@ -243,7 +227,7 @@ class UserStore:
         }
 
 
-# -- where keys land ------------------------------------------------------------------------------
+# -- the slot map ----------------------------------------------------------------------------------
 
 
 def parse_ranges(slots_of: Mapping[str, Iterable[str]]) -> list[tuple[int, int, str]]:
@@ -261,113 +245,3 @@ def owner_of(slot: int, ranges: list[tuple[int, int, str]]) -> str:
         if a <= slot <= b:
             return node
     raise KeyError(f"slot {slot} has no owner")
-
-
-def predicted_keys_per_node(keys: Iterable[str], ranges: list[tuple[int, int, str]]) -> Counter:
-    """How many of ``keys`` each node should hold, from our own CRC16 and the slot map."""
-    return Counter(owner_of(key_slot(k), ranges) for k in keys)
-
-
-def spread(counts: Mapping[str, int]) -> dict[str, float]:
-    """Share of the busiest node, and the worst deviation from the mean, for a keys-per-node count."""
-    total = sum(counts.values())
-    mean = total / len(counts)
-    return {
-        "busiest_share": max(counts.values()) / total,
-        "max_deviation": max(abs(v - mean) for v in counts.values()) / mean,
-    }
-
-
-def slot_strip(ranges: list[tuple[int, int, str]], marks: Iterable[int] = (), *, width: int = 64) -> str:
-    """A text strip of the 16384 slots: one character per ``16384/width`` slots, the owner's
-    number (m1 -> 1), and a row of ``^`` under the cells holding marked slots."""
-    per = SLOTS // width
-    owners = "".join(owner_of(i * per, ranges)[-1] for i in range(width))
-    marked = {m // per for m in marks}
-    under = "".join("^" if i in marked else " " for i in range(width)).rstrip()
-    return f"0 {owners} 16383\n  {under}" if under else f"0 {owners} 16383"
-
-
-def bar_chart(counts: Mapping[str, int], *, width: int = 40) -> str:
-    """Keys per node as text bars, nodes sorted by name."""
-    top = max(counts.values()) or 1
-    return "\n".join(f"{node:>4} {'#' * max(1 if n else 0, round(width * n / top)):<{width}} {n:>6}"
-                     for node, n in sorted(counts.items()))
-
-
-def load_keys(rc: Any, keys: list[str], *, value: str = "1", batch: int = 1000) -> None:
-    """SET every key through the cluster client's pipeline (grouped per node by redis-py)."""
-    for i in range(0, len(keys), batch):
-        p = rc.pipeline(transaction=False)
-        for k in keys[i:i + batch]:
-            p.set(k, value)
-        p.execute()
-
-
-def keys_per_node(nodes: Mapping[str, redis.Redis]) -> Counter:
-    """The measured truth: DBSIZE on each master."""
-    return Counter({name: int(c.dbsize()) for name, c in nodes.items()})
-
-
-def keys_in_slots(nodes: Mapping[str, redis.Redis], ranges: list[tuple[int, int, str]],
-                  slots: Iterable[int]) -> Counter:
-    """The measured keys per slot: ``CLUSTER COUNTKEYSINSLOT`` for each slot, asked of its owner
-    (one pipeline per node)."""
-    by_node: dict[str, list[int]] = {}
-    for slot in slots:
-        by_node.setdefault(owner_of(slot, ranges), []).append(slot)
-    out = Counter()
-    for node, wanted in by_node.items():
-        p = nodes[node].pipeline(transaction=False)
-        for slot in wanted:
-            p.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
-        out.update(dict(zip(wanted, (int(n) for n in p.execute()))))
-    return out
-
-
-def ops_per_node(nodes: Mapping[str, redis.Redis], command: str = "get") -> Counter:
-    """Calls of ``command`` each node has served since its last ``CONFIG RESETSTAT``
-    (``INFO commandstats``): the load, as opposed to the keys."""
-    return Counter({name: int(c.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
-                    for name, c in nodes.items()})
-
-
-DENSITY = " .:-=+*#%@"
-
-
-def slot_density(per_slot: Mapping[int, int], *, width: int = 64) -> str:
-    """Keys along the 16384-slot strip, one character per ``16384/width`` slots: blank for none,
-    then ``.:-=+*#%@`` on a log scale up to the busiest cell (``@``)."""
-    per = SLOTS // width
-    cells = [0] * width
-    for slot, n in per_slot.items():
-        cells[slot // per] += n
-    top = max(cells) or 1
-    levels = len(DENSITY) - 1
-    return "".join(DENSITY[max(1, math.ceil(levels * math.log1p(n) / math.log1p(top)))] if n else " "
-                   for n in cells)
-
-
-def explain_slot(key: str, ranges: list[tuple[int, int, str]]) -> str:
-    """One line: the key, the part that is hashed, its CRC16, the slot and the master that owns it."""
-    part = hashed_part(key)
-    crc = crc16(part)
-    return (f"{key!r} hashes {part.decode(errors='replace')!r}: CRC16 = 0x{crc:04x} = {crc}, "
-            f"mod 16384 = slot {crc % SLOTS}, on {owner_of(crc % SLOTS, ranges)}")
-
-
-def slot_calculator(ranges: list[tuple[int, int, str]], key: str = "user:{123}:profile") -> Any:
-    """A text box: type a key, read :func:`explain_slot` of it (ipywidgets). Without ipywidgets,
-    the explanation of ``key`` as text."""
-    try:
-        import ipywidgets
-    except ImportError:  # pragma: no cover - ipywidgets is a dependency of the notebooks
-        return explain_slot(key, ranges)
-    box = ipywidgets.Text(value=key, description="key", continuous_update=True)
-    result = ipywidgets.Label(value=explain_slot(key, ranges))
-
-    def update(change: dict) -> None:
-        result.value = explain_slot(change["new"], ranges)
-
-    box.observe(update, names="value")
-    return ipywidgets.VBox([box, result])

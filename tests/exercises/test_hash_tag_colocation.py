@@ -82,3 +82,16 @@ def test_order_keys_without_the_id_fails(cluster, masters):
     res = ex.order_keys_exercise(cluster.rc, masters, orders=120).evaluate(
         lambda oid: {p: f"order:{{x}}:{p}" for p in ("header", "items", "status")})
     assert res.outcome == INCORRECT and "its own three keys" in res.message
+
+
+@pytest.mark.parametrize("keys, runs", [
+    (["order:{A-17}:items", "order:{A-17}:status", "order:A-17:header"], False),
+    (["order:{A-17}:items", "order:{A-17}:status", "order:{A-17}:header"], True),
+    (["a", "a"], True),
+])
+def test_predict_multi_right_and_wrong(cluster, masters, keys, runs):
+    assert ex.predict_multi(cluster.rc, keys).evaluate(runs).outcome == CORRECT
+    assert ex.predict_multi(cluster.rc, keys).evaluate(not runs).outcome == INCORRECT
+    assert ex.predict_multi(cluster.rc, keys).evaluate(None).outcome == NOT_ATTEMPTED
+    assert ex.predict_multi(cluster.rc, keys).evaluate("yes").outcome == INCORRECT
+    assert sum(c.dbsize() for c in masters.values()) == 0   # the check cleans up after itself

@@ -12,20 +12,22 @@ from redistutor import lab
 from redistutor.patterns.hash_tag_colocation import (
     EntityKeys,
     UserStore,
-    answer,
     crc16,
     hashed_part,
     key_slot,
+    parse_ranges,
+    retry_redirects,
+    update_user,
+)
+from redistutor.scenarios.hash_tag_colocation import (
+    answer,
     keys_in_slots,
     keys_per_node,
     load_keys,
     ops_per_node,
-    parse_ranges,
     predicted_keys_per_node,
-    retry_redirects,
-    slot_density,
-    slot_strip,
     spread,
+    wait_demo,
 )
 
 
@@ -109,8 +111,6 @@ def test_coarse_tags_skew_and_fine_tags_balance(cluster, masters):
         assert results[name] == predicted_keys_per_node(keys, ranges)
     assert spread(results["coarse"])["busiest_share"] > 0.5
     assert spread(results["fine"])["max_deviation"] < 0.1
-    strip = slot_strip(ranges, [0, 16383])
-    assert strip.startswith("0 1") and "16383" in strip and strip.count("^") == 2
 
 
 def test_migration_moves_the_tag_together_and_transactions_survive(cluster, masters):
@@ -169,11 +169,23 @@ def test_keys_per_slot_and_ops_per_node_are_measured_from_the_nodes(cluster, mas
     assert +ops_per_node(masters, "hget") == Counter()
 
 
-def test_slot_density():
-    strip = slot_density({0: 1000, 300: 1, 16383: 10}, width=64)
-    assert len(strip) == 64 and strip[0] == "@" and strip[1] == "." and strip[-1] not in " @."
-    assert strip[2:-1].strip() == ""
-    assert slot_density({}, width=8) == " " * 8
+def test_update_user_is_one_transaction_in_the_users_slot(cluster, masters):
+    names = EntityKeys("user")
+    assert update_user(cluster.rc, names, 9, {"plan": "pro"}, {"max_projects": 50}) == [1, 1, 1]
+    assert update_user(cluster.rc, names, 9, {"plan": "team"}, {"max_projects": 200}) == [0, 0, 2]
+    with pytest.raises(redis.exceptions.CrossSlotTransactionError):
+        update_user(cluster.rc, EntityKeys("user", tagged=False), 9, {"plan": "x"}, {"max_projects": 1})
+    assert cluster.rc.hget("user:9:profile", "plan") is None  # nothing half-written
+
+
+def test_wait_counts_only_the_writing_connections_writes():
+    """WAIT sent from a connection that never wrote answers at once, even with the replica frozen;
+    the write and the WAIT on one connection (a pipeline) answer 0 while the replica is frozen and 1
+    once it runs: the assertion on WAIT can fail, so it proves something."""
+    with lab.Cluster(1, replicas=1) as c:
+        master, replica = c["m1"], c["r1"]
+        w = wait_demo(master, replica, "user:{1}:last_write", timeout_ms=300)
+        assert w == {"fresh_conn": 1, "same_conn_frozen": 0, "same_conn": 1}
 
 
 def test_reserve_watches_both_tagged_keys_and_retries_after_a_concurrent_write(cluster, masters):
@@ -194,7 +206,7 @@ def test_reserve_watches_both_tagged_keys_and_retries_after_a_concurrent_write(c
 
 
 def test_explain_slot_and_the_calculator_widget():
-    from redistutor.patterns.hash_tag_colocation import explain_slot, slot_calculator
+    from redistutor.scenarios.hash_tag_colocation import explain_slot, slot_calculator
     ranges = [(0, 5460, "m1"), (5461, 10922, "m2"), (10923, 16383, "m3")]
     line = explain_slot("user:{123}:profile", ranges)
     assert "hashes '123'" in line and f"slot {key_slot('123')}" in line and line.endswith("on m2")
