@@ -52,6 +52,7 @@ def tags(cell: dict) -> list[str]:
 def normalize(nb: dict) -> dict:
     for cell in nb["cells"]:
         cell.setdefault("metadata", {})
+        cell["metadata"].pop("execution", None)  # run timestamps: noise in every diff
         if cell["cell_type"] != "code":
             continue
         text = source(cell)
