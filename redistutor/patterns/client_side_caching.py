@@ -266,8 +266,7 @@ class LocalStats(Stats):
     flushes: int = 0  # whole-cache flushes (flush-all message, reconnect, lost listener)
 
 
-class InFlight:
-    """Marks a key whose GET is in flight; an invalidation removes the mark."""
+class InFlight:  # marks a key whose GET is in flight; an invalidation removes the mark
     def __repr__(self):
         return "<in flight>"
 
@@ -281,11 +280,9 @@ class LocalCache:
         listener.start()
         r.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener.client_id)
 
-    def on_invalidate(self, keys):
+    def on_invalidate(self, keys):            # keys None: FLUSHALL / FLUSHDB, drop everything
         with self.lock:
-            if keys is None:                  # FLUSHALL / FLUSHDB: drop everything
-                self.local.clear()
-            for key in keys or ():
+            for key in list(self.local) if keys is None else keys:
                 self.local.pop(key, None)     # drops a value, or an in-flight mark
 
     def get(self, key):
