@@ -204,7 +204,7 @@ def book_seats(r: redis.Redis, other: redis.Redis, prefix: str = "ex1") -> Exerc
     return Exercise(
         "book seats: all or none", checker,
         hints=[
-            "The read and the write are separate round trips: guard them like Counter.watch_incr does. "
+            "The read and the write are separate round trips: guard them as watch_update above does. "
             "pipe = r.pipeline(); pipe.watch(key) first, then read the seats with pipe.hmget(key, seats).",
             "If any seat has a holder: pipe.unwatch() and return False. Otherwise pipe.multi(), "
             "pipe.hset(key, mapping={seat: who for seat in seats}), pipe.execute(), return True; on "
