@@ -582,8 +582,10 @@ class Timeline(H.Renderable):
             if i % 2 == 0:
                 parts.append(f'<rect x="{left}" y="{y0:.1f}" width="{plot_w}" height="{h:.1f}" fill="#f6f8fa"/>')
             by = y0 + pad + levels[a] * lab_h
+            room = int((left - 12) / 7)  # a long actor name is cut to its lane's margin (whole in the tooltip)
+            name = a if len(a) <= room else a[:room - 1] + "…"
             parts.append(f'<text x="{left - 8}" y="{by + bar_h / 2 + 4:.1f}" font-size="11" text-anchor="end" '
-                         f'fill="#24292f">{H.esc(a)}</text>')
+                         f'fill="#24292f"><title>{H.esc(a)}</title>{H.esc(name)}</text>')
         for b0, b1 in scale.breaks:  # idle stretches drawn short: a dashed frame behind the bars
             parts.append(f'<rect class="rt-break-band" x="{x(b0):.1f}" y="{top - 4}" width="{x(b1) - x(b0):.1f}" '
                          f'height="{lanes_bottom - top + 6:.1f}" fill="#fff" stroke="#8c959f" '
