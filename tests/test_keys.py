@@ -47,3 +47,24 @@ def test_small_formatters():
     assert fmt_value("3") == "3" and fmt_value("a b") == '"a b"' and fmt_value(2.0) == "2"
     assert has_glob("user:*") and not has_glob(r"user:\*") and not has_glob("user:1")
     assert strip("ns:k", "ns:") == "k" and strip("k", "ns:") == "k"
+
+
+def test_reading_does_not_import_rendering():
+    """keys.py reads Redis; viz.py renders. No import cycle: keys never imports viz."""
+    import ast
+    import pathlib
+
+    import redistutor.keys as keys_module
+
+    tree = ast.parse(pathlib.Path(keys_module.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    assert not {m for m in imported if m and m.split(".")[-1] in ("viz", "timeline", "watch", "_html")}
+
+
+def test_snapshot_is_data_with_a_short_repr(r):
+    r.set("a", 1)
+    r.set("b", 2)
+    snap = snapshot(r, "*")
+    assert repr(snap) == "Snapshot('*': 2 keys: a, b)"
+    assert not hasattr(snap, "_repr_html_")

@@ -245,3 +245,17 @@ def test_capability_card_wraps_between_items_never_inside_one():
     items = re.findall(r'<span class="rt-item">(.*?)</span>(?=<span class="rt-item">|</div>)', page)
     assert len(items) == 7 and '<div class="rt-items">' in page
     assert ".rt .rt-item { white-space: nowrap;" in page and "flex-wrap: wrap" in page
+
+
+def test_geo_labels_stay_inside_the_drawing():
+    geo = GeoView("shops", [("paris", 2.3522, 48.8566), ("lyon", 4.8357, 45.7640),
+                            ("marseille", 5.3698, 43.2965), ("nantes", -1.5536, 47.2184)])
+    with set_options(display="html"):
+        page = geo._repr_html_()
+    width = int(re.search(r'<svg width="(\d+)"', page).group(1))
+    labels = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" font-size="10"( text-anchor="end")?>(\w+)</text>', page)
+    assert {name for *_, name in labels} == {"paris", "lyon", "marseille", "nantes"}
+    for x, y, end, name in labels:
+        left = float(x) - len(name) * 6.0 if end else float(x)
+        assert 0 <= left and left + len(name) * 6.0 <= width, name  # never clipped at an edge
+        assert float(y) >= 10
