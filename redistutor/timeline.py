@@ -769,6 +769,10 @@ class Timeline(H.Renderable):
         first, last = self.window()
         unit, mult = self._unit()
         scale = self.scale()
+        if len(ax.get_shared_x_axes().get_siblings(ax)) > 1 and scale.breaks:
+            # axes sharing x share one scale: breaks fitted to this race would distort the others
+            ts = [e.t for e in self.events] + [e.end for e in self.events if e.end is not None]
+            scale = TimeScale(ts, compress=False)
 
         def t(v: float) -> float:  # log seconds -> data units (ms or s since the first event)
             return (v - first) * mult
