@@ -40,11 +40,12 @@ class TimelineTable(str, H.Renderable):
 
         numeric = (0, 1) if "t (s)" in self.header else (0,)
         kind_col, detail_col = len(self.header) - 2, len(self.header) - 1
+        marks = [mark_of(row[kind_col], row[detail_col]) for row in self.rows]
+        order = list(dict.fromkeys(marks))  # each kind its own glyph, as in a Timeline's legend
         cells = []
-        for row in self.rows:
-            mark = mark_of(row[kind_col], row[detail_col])
+        for row, mark in zip(self.rows, marks):
             cells.append([H.esc(c) for c in row[:kind_col]]
-                         + [glyph_html(mark) + " " + H.esc(row[kind_col]), H.esc(row[detail_col])])
+                         + [glyph_html(mark, order) + " " + H.esc(row[kind_col]), H.esc(row[detail_col])])
         return H.html_table(self.header, cells, right=numeric, raw=tuple(range(len(self.header))))
 
 
