@@ -41,7 +41,7 @@ class Command:
     thread: str
     round_trip: int  # 1-based, within the trace
     pipelined: bool = False
-    error: str = ""  # exception class name if the command failed
+    error: str = ""  # "ExceptionClass: message" if the command failed (the whole message)
 
     def has(self, *options: str) -> bool:
         """True if every option (e.g. "NX", "PX") appears among the arguments (any case)."""
@@ -216,11 +216,17 @@ def _wrap_execute_command(orig):
         try:
             result = orig(self, *args, **options)
         except Exception as exc:
-            _dispatch(self, [args], False, type(exc).__name__)
+            _dispatch(self, [args], False, _describe(exc))
             raise
         _dispatch(self, [args], False, "")
         return result
     return execute_command
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's class and its whole message: the server's error text is the lesson."""
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _wrap_pipeline_execute(orig):
@@ -234,7 +240,7 @@ def _wrap_pipeline_execute(orig):
             result = orig(self, raise_on_error)
         except Exception as exc:
             if batch:
-                _dispatch(self, batch, True, type(exc).__name__)
+                _dispatch(self, batch, True, _describe(exc))
             raise
         if batch:
             _dispatch(self, batch, True, "")
