@@ -322,23 +322,60 @@ def wait_table(w: Mapping[str, int]) -> Table:
         ["on a connection that never wrote", "frozen (SIGSTOP)", w["fresh_conn"]],
         ["after a SET, same connection", "frozen (SIGSTOP)", w["same_conn_frozen"]],
         ["after a SET, same connection", "running", w["same_conn"]],
-    ], title="WAIT counts replicas that have *this connection's* last write")
+    ], title="WAIT counts the replicas that have this connection's last write")
+
+
+def _cluster_state(node: Any) -> str:
+    info = node.r.execute_command("CLUSTER", "INFO")
+    if isinstance(info, dict):
+        return str(info.get("cluster_state"))
+    for line in str(info).splitlines():
+        if line.startswith("cluster_state:"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def _key_served_by(cluster: Any, node: Any, prefix: str) -> str:
+    ranges = [(a, b, node.name) for a, b, _ in
+              ((int(r.partition("-")[0]), int(r.partition("-")[2] or r.partition("-")[0]), 0)
+               for r in cluster.slots_of(node))]
+    n = 0
+    while not any(a <= key_slot(f"{prefix}:{{{n}}}:probe") <= b for a, b, _ in ranges):
+        n += 1
+    return f"{prefix}:{{{n}}}:probe"
 
 
 def kill_and_fail_over(cluster: Any, owner: Any, replica: Any, prefix: str, user_id: Any,
-                       user_keys: list[str], *, extra_key: str | None = None) -> dict[str, Any]:
-    """``kill -9`` the master ``owner``, try a transaction through the lab's client (it fails), wait
-    for ``replica``'s election, then read the entity (and ``extra_key``) and run a transaction on
-    the new master.
-    Restarts the old master (it rejoins as a replica) and fails back to the original layout."""
+                       user_keys: list[str], *, extra_key: str | None = None, timeout: float = 15.0) -> dict[str, Any]:
+    """``kill -9`` the master ``owner`` and let ``replica`` take over, looking at the cluster on the way.
+
+    The replica is frozen (SIGSTOP) across the kill, so the window between "the master is flagged
+    failed" and "the replica has won" stays open until we have looked: once another master reports
+    ``cluster_state:fail``, a GET and a SET on a key of *its own* slots are sent to it directly
+    (both answer CLUSTERDOWN: the cluster is down, not read-only). Then the replica resumes and is
+    elected; we read the entity (and ``extra_key``) and run a transaction on the new master.
+    Finally the old master restarts (it rejoins as a replica) and we fail back.
+    """
     before = UserStore(cluster.rc, prefix=prefix).read(user_id)
+    other = next(cluster[n] for n in cluster.masters() if n != owner.name)
+    probe = _key_served_by(cluster, other, prefix)
     t0 = time.perf_counter()
-    owner.kill()
+    replica.pause()
     try:
-        UserStore(cluster.rc, prefix=prefix, attempts=1).update(user_id, {"plan": "team"}, {"max_projects": 200})
-        dead_error = None
-    except redis.ConnectionError as exc:
-        dead_error = exc
+        owner.kill()
+        try:
+            UserStore(cluster.rc, prefix=prefix, attempts=1).update(user_id, {"plan": "team"}, {"max_projects": 200})
+            dead_error = None
+        except redis.ConnectionError as exc:
+            dead_error = exc
+        deadline = time.monotonic() + timeout
+        while _cluster_state(other) != "fail" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state_seen = _cluster_state(other)
+        down_read = answer(lambda: other.r.get(probe))
+        down_write = answer(lambda: other.r.set(probe, "x"))
+    finally:
+        replica.resume()
     cluster.wait_promoted(replica)
     failover_s = time.perf_counter() - t0
     slot = key_slot(user_keys[0])
@@ -346,6 +383,8 @@ def kill_and_fail_over(cluster: Any, owner: Any, replica: Any, prefix: str, user
     fresh = cluster.client()
     store = UserStore(fresh, prefix=prefix)
     out = {"before": before, "dead_error": dead_error, "failover_s": failover_s, "promoted": promoted,
+           "other": other.name, "state_seen": state_seen, "down_read": down_read, "down_write": down_write,
+           "state_after": _cluster_state(other),
            "read_after": store.read(user_id), "keys_on_replica": replica.r.exists(*user_keys),
            "tx": store.update(user_id, {"plan": "team"}, {"max_projects": 200}),
            "extra": fresh.get(extra_key) if extra_key else None}
@@ -359,6 +398,17 @@ def kill_and_fail_over(cluster: Any, owner: Any, replica: Any, prefix: str, user
     return out
 
 
+def failover_table(fo: Mapping[str, Any], owner: str) -> Table:
+    return Table(["moment", "what happened"], [
+        [f"{owner} killed, its replica frozen", f"{fo['other']} reports cluster_state:{fo['state_seen']}"],
+        [f"GET on a slot of {fo['other']}", fo["down_read"][0]],
+        [f"SET on a slot of {fo['other']}", fo["down_write"][0]],
+        ["replica resumed and elected", f"{fo['promoted'].name} serves the slot; cluster_state:{fo['state_after']}"],
+        ["user 123 on the new master", f"{fo['keys_on_replica']} of 4 keys; transaction -> {fo['tx']}"],
+        ["old master restarted", f"rejoined as {fo['rejoined_as']}; failed back, masters {fo['masters']}"],
+    ], title="failover, step by step")
+
+
 # -- measuring where keys land (shared by the sections above) -------------------------------------------
 
 
@@ -366,7 +416,7 @@ def answer(fn: Callable[[], Any]) -> tuple[str, Any]:
     """Run one command against one node (a plain client, no cluster logic) and name its answer.
 
     Returns ``("OK", result)``, ``("ASK", (slot, (host, port)))``, ``("MOVED", (slot, (host, port)))``,
-    ``("TRYAGAIN", None)`` or ``("CROSSSLOT", None)``: what a cluster client has to act on.
+    ``("TRYAGAIN", None)``, ``("CLUSTERDOWN", None)`` or ``("CROSSSLOT", None)``: what a cluster client has to act on.
     """
     try:
         return "OK", fn()
@@ -376,6 +426,8 @@ def answer(fn: Callable[[], Any]) -> tuple[str, Any]:
         return "ASK", (exc.slot_id, exc.node_addr)
     except TryAgainError:
         return "TRYAGAIN", None
+    except redis.exceptions.ClusterDownError:
+        return "CLUSTERDOWN", None
     except redis.exceptions.ClusterCrossSlotError:
         return "CROSSSLOT", None
 

@@ -26,6 +26,7 @@ from redistutor.scenarios.hash_tag_colocation import (
     load_keys,
     ops_per_node,
     predicted_keys_per_node,
+    kill_and_fail_over,
     spread,
     wait_demo,
 )
@@ -235,3 +236,19 @@ def test_retry_redirects_gives_up_after_attempts():
     with pytest.raises(redis.exceptions.RedisClusterException):
         retry_redirects(cross_slot, attempts=3, backoff=0)
     assert calls.count(2) == 1  # a CROSSSLOT refusal is not retried
+
+
+def test_a_cluster_that_lost_a_master_is_down_not_read_only_and_the_replica_brings_the_entity():
+    """While a failed master's replica has not yet won, every node answers CLUSTERDOWN to reads
+    and writes alike (the old claim, "read-only for ~2 s", would let the GET through)."""
+    with lab.Cluster(3, replicas=1) as c:
+        store = UserStore(c.rc)
+        store.update(5, {"plan": "free"}, {"max_projects": 3})
+        keys = store.names.keys(5, "profile", "settings", "stats:updates")
+        owner = c.owner(keys[0])
+        replica = c["r" + owner.name[1:]]
+        fo = kill_and_fail_over(c, owner, replica, "user", 5, keys)
+        assert fo["state_seen"] == "fail" and fo["other"] != owner.name
+        assert fo["down_read"] == fo["down_write"] == ("CLUSTERDOWN", None)
+        assert fo["promoted"] is replica and fo["keys_on_replica"] == 3 and fo["read_after"] == fo["before"]
+        assert fo["tx"] == [0, 0, 2] and fo["owner_after_failback"] is owner
