@@ -193,6 +193,23 @@ def test_repair_never_overwrites_a_writer_that_lands_after_its_read(shards, trut
     assert blind["audit"] == []  # undetectable: the stamps agree
 
 
+def test_stamped_split_repair_survives_a_late_writer(shards, truth):
+    """The same race through StampedSplit.repair (what read_consistent and the audits call): a
+    writer that saves and SETs TEAM right after the repair loaded the row keeps its write."""
+    from redistutor.scenarios.cross_shard_consistency import _LateWriterTruth
+
+    s = StampedSplit(shards, truth=truth)
+    s.write(4, FREE)
+    tear_write(s, 4, PRO)
+    seen = s.read(4)
+    late = StampedSplit(shards, truth=truth)
+    s.truth = _LateWriterTruth(truth, lambda: late.write(4, TEAM))
+    written = s.repair(4, seen=seen)
+    s.truth = truth
+    assert written == {"profile": False, "settings": False} and s.stats.repair_skips == 2
+    assert s.read(4).ok and s.read(4).parts == TEAM == truth.load(4)[0]
+
+
 def test_roll_forward_writes_only_parts_that_still_hold_what_was_seen(shards, truth):
     s = StampedSplit(shards, truth=truth)
     s.write(3, FREE)
