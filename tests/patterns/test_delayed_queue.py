@@ -1,0 +1,191 @@
+"""The delayed queue on a real Redis: due times on the server's clock, atomic claims under real
+threads, leases and the reaper, retries, the worker loops, and kill -9 of real worker processes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from redistutor import trace
+from redistutor.db import Database
+from redistutor.patterns.delayed_queue import DelayedQueue, RetryQueue, job_of, now_ms, poll_loop, reap, sleep_loop
+from redistutor.scenarios import delayed_queue as sc
+from redistutor.timeline import run_threads
+
+
+def test_schedule_keeps_identical_jobs_apart(r):
+    q = DelayedQueue(r, "q")
+    a, b = q.schedule("email:alice", 1000), q.schedule("email:alice", 2000)
+    assert a != b and job_of(a) == job_of(b) == "email:alice"
+    assert r.zrange(q.key, 0, -1, withscores=True) == [[a, 1000.0], [b, 2000.0]]
+
+
+def test_a_task_is_not_claimed_before_it_is_due(r):
+    q = DelayedQueue(r, "q")
+    q.schedule("later", now_ms(r) + 60_000)
+    assert q.claim() == [] and r.zcard(q.key) == 1 and r.zcard(q.processing) == 0
+
+
+def test_a_due_task_moves_to_processing_under_a_lease(r):
+    q = DelayedQueue(r, "q", lease_ms=7000)
+    task = q.schedule("now", now_ms(r) - 1)
+    before = now_ms(r)
+    assert q.claim() == [task]
+    after = now_ms(r)
+    assert r.zcard(q.key) == 0
+    deadline = r.zscore(q.processing, task)
+    assert before + 7000 <= deadline <= after + 7000
+
+
+def test_due_exactly_now_is_claimed(r):
+    q = DelayedQueue(r, "q")
+    due = now_ms(r)
+    task = q.schedule("edge", due)
+    sc.wait_until(lambda: now_ms(r) >= due)
+    assert q.claim() == [task]
+
+
+def test_boundary_on_the_server_clock(r):
+    run = sc.due_boundary(DelayedQueue(r, "q"), ahead_ms=100)
+    *empty, last = run["attempts"]
+    assert empty and all(before < 0 and got == [] for before, _, got in empty)
+    assert last[2] == [run["task"]] and last[1] >= 0
+
+
+def test_claim_takes_at_most_n_in_due_order(r):
+    q = DelayedQueue(r, "q")
+    tasks = [q.schedule(f"j{i}", 100 - i) for i in range(5)]      # j4 is due first
+    assert q.claim(n=2) == [tasks[4], tasks[3]]
+    assert q.claim(n=10) == [tasks[2], tasks[1], tasks[0]]
+    assert q.claim(n=10) == []
+
+
+def test_claim_is_one_round_trip(r):
+    q = DelayedQueue(r, "q")
+    q.schedule("x", 0)
+    with trace(r) as t:
+        q.claim()
+    assert t.round_trips == 1 and t.names() == ["EVAL"]
+
+
+def test_ack_only_once(r):
+    q = DelayedQueue(r, "q")
+    task = q.schedule("x", 0)
+    q.claim()
+    assert q.ack(task) is True and q.ack(task) is False
+    assert r.zcard(q.processing) == 0
+
+
+def test_reap_returns_only_expired_leases_due_now(r):
+    q = DelayedQueue(r, "q", lease_ms=60_000)
+    live, dead = q.schedule("live", 0), q.schedule("dead", 0)
+    q.claim(n=2)
+    r.zadd(q.processing, {dead: now_ms(r) - 1})                  # its lease ran out
+    assert reap(q) == [dead]
+    assert r.zrange(q.processing, 0, -1) == [live]
+    assert r.zscore(q.key, dead) <= now_ms(r)
+    assert q.claim() == [dead] and q.ack(dead)
+
+
+def test_a_reaped_task_cannot_be_acked_by_its_old_worker(r):
+    q = DelayedQueue(r, "q", lease_ms=1)
+    task = q.schedule("slow", 0)
+    q.claim()
+    sc.wait_until(lambda: reap(q) == [task])
+    assert q.ack(task) is False and r.zcard(q.key) == 1
+
+
+def test_racing_threads_run_every_task_exactly_once(r, redis_server):
+    q = DelayedQueue(r, "race")
+    tasks = {q.schedule(f"job-{i}", 0) for i in range(300)}
+    ran, lock = [], threading.Lock()
+
+    def worker(actor, log):
+        wq = DelayedQueue(redis_server.client(), "race")
+        while got := wq.claim():
+            with lock:
+                ran.extend(got)
+            assert wq.ack(got[0])
+
+    run_threads(worker, 8)
+    assert sorted(ran) == sorted(tasks)
+
+
+@pytest.mark.parametrize("kind, runs, rts", [("ZRANGEBYSCORE + ZREM", 4, 2),
+                                             ("ZRANGEBYSCORE + checked ZREM", 1, 2), ("Lua pop-due", 1, 1)])
+def test_race_one_task(r, kind, runs, rts):
+    race = sc.race_one_task(r, "one", kind)
+    assert race["runs"] == runs and all(row[2] == rts for row in race["rows"])
+
+
+def test_racing_run_counts_from_the_sink(redis_server):
+    with Database() as db:
+        lua = sc.racing_run(redis_server, db, "rr:lua", "Lua pop-due", tasks=100)
+        zrem = sc.racing_run(redis_server, db, "rr:zrem", "ZRANGEBYSCORE + checked ZREM", tasks=100)
+    assert (lua["runs"], lua["duplicates"], lua["never_ran"]) == (100, 0, 0)
+    assert lua["claim_round_trips"] == lua["claims"] + lua["empty"] == lua["calls"]["eval"]
+    assert zrem["never_ran"] == 0 and zrem["claim_round_trips"] >= 2 * zrem["claims"]
+
+
+def test_retry_moves_back_with_delay_and_only_if_ours(r):
+    q = RetryQueue(r, "q", lease_ms=60_000)
+    task = q.schedule("flaky", 0)
+    q.claim()
+    before = now_ms(r)
+    due = q.retry(task, 250)
+    assert due >= before + 250 and r.zscore(q.key, task) == due and r.zcard(q.processing) == 0
+    assert q.retry(task, 250) is None and r.zcard(q.key) == 1
+
+
+def test_retry_demo(r):
+    demo = sc.retry_demo(r, "rd", fails=2, base_ms=20)
+    assert [row[:3] for row in demo["rows"]] == [(1, "failed", 20), (2, "failed", 40), (3, "succeeded", None)]
+    assert all(row[3] >= row[2] for row in demo["rows"][:2])
+    assert demo["late_retry"] is None and demo["left"] == (0, 0)
+
+
+@pytest.mark.parametrize("loop, kw", [(poll_loop, {"poll_ms": 5}), (sleep_loop, {"max_sleep_ms": 200})])
+def test_worker_loops_run_due_tasks(r, loop, kw):
+    q = DelayedQueue(r, "loop")
+    for i in range(5):
+        q.schedule(f"j{i}", int(time.time() * 1000) + 20 * i)
+    ran, stop = [], threading.Event()
+
+    def handle(task):
+        ran.append(job_of(task))
+        if len(ran) == 5:
+            stop.set()
+
+    th = threading.Thread(target=loop, args=(q, handle, stop), kwargs=kw, daemon=True)
+    th.start()
+    th.join(10)
+    assert sorted(ran) == [f"j{i}" for i in range(5)] and r.zcard(q.key) == r.zcard(q.processing) == 0
+
+
+def test_sleeping_worker_sends_far_fewer_commands_than_polling(redis_server):
+    poll = sc.idle_trial(redis_server, "idle:p", "poll", seconds=0.6, due_in_ms=400)
+    sleep = sc.idle_trial(redis_server, "idle:s", "sleep", seconds=0.6, due_in_ms=400)
+    assert poll["ran"] == sleep["ran"] == 1
+    assert poll["total"] >= 10 * sleep["total"]
+
+
+def test_lateness_is_never_negative(r):
+    trial = sc.lateness_trial(r, "late", (5, 50), tasks=8, spread_ms=100)
+    assert all(len(v) == 8 and min(v) >= 0 for v in trial.values())
+
+
+@pytest.mark.parametrize("kind", ["ZRANGEBYSCORE + checked ZREM", "Lua pop-due"])
+def test_kill_after_the_claim(redis_server, kind):
+    with Database() as db:
+        run = sc.kill_run(redis_server, db, "kill", kind, tasks=15, hang_job="job-5", lease_ms=800)
+    assert run["exitcode"] == -9
+    if kind == "Lua pop-due":
+        assert run["never_ran"] == 0 and run["lost_jobs"] == []
+        assert all(s["missing"] == 0 for _, s in run["samples"])
+        assert all(s["queued"] + s["in_flight"] + s["done"] == s["produced"] for _, s in run["samples"])
+        assert json.loads(run["reaped"][0])["job"] == "job-5" and run["duplicates"] == run["late_acks"]
+    else:
+        assert run["lost_jobs"] == ["job-5"] and run["never_ran"] == 1 and run["final"]["missing"] == 1
