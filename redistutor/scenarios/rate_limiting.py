@@ -391,6 +391,11 @@ def restart_trial(persistence_modes: tuple[str, ...] = ("none", "aof-everysec", 
         with RedisServer(modules=(), persistence=persistence, name=f"rl-{persistence}") as s:
             lim = SlidingLog(s.client(), limit=5, window_ms=3_600_000, prefix="rl:login")
             before = sum(bool(lim.hit("mallory")) for _ in range(10))
+            # everysec may hold the AOF write back (up to 2 s) behind a slow fsync while the
+            # replies are already out: let it reach the OS, so this is a plain process crash.
+            c, deadline = s.client(), time.monotonic() + 10
+            while c.info("persistence").get("aof_buffer_length", 0) and time.monotonic() < deadline:
+                time.sleep(0.01)
             s.kill()                                             # kill -9 the server
             s.restart()                                          # same data dir
             lim = SlidingLog(s.client(), limit=5, window_ms=3_600_000, prefix="rl:login")

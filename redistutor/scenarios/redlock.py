@@ -215,6 +215,10 @@ def persistence_scenario(fleet: Any, log: EventLog, node_factory: Callable[..., 
         lease1 = one.acquire()
         fleet["n4"].restart()
         fleet["n5"].restart()
+        # Under everysec a slow background fsync may hold the AOF write back (up to 2 s) while
+        # clients already have their replies: wait until the buffer reached the OS, so the kill
+        # tests what it claims (a process crash), not that corner.
+        wait_until(lambda: not n3.r.info("persistence").get("aof_buffer_length", 0))
         n3.kill()
         n3.restart()                                     # immediately
         lease2, att2 = two.try_acquire()
