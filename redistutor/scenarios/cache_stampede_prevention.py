@@ -76,39 +76,50 @@ REBUILD_LOG = "stampede_rebuilds"  # a SQLite table: one row per rebuild, from w
 
 
 def process_stampede_worker(ctx: Any, name: str, *, prefix: str, db_path: str, query: str,
-                            threads: int, processes: int, lock: bool, latency: float,
+                            threads: int, processes: int, locks: list[bool], latency: float,
                             barrier: str, timeout: float = 30.0) -> None:
-    """One application process (run by :class:`redistutor.lab.Workers`): ``threads`` readers
-    behind one :class:`CoalescingCache`, all missing the expired key together.
+    """One application process (run by :class:`redistutor.lab.Workers`): for each entry of
+    ``locks``, a stampede of ``threads`` readers behind one :class:`CoalescingCache` (``lock=``
+    that entry), all missing the expired key together.
 
-    Determinism: the process's readers meet at a ``threading.Barrier`` after missing (so they all
-    join one flight), and the process's leader then meets the other processes' leaders at a
-    :func:`redis_barrier` before rebuilding. Every rebuild runs ``query`` on the shared SQLite
-    file and appends a row to :data:`REBUILD_LOG` there, so the parent counts rebuilds from the
-    database itself. Records one "done" event with this process's outcome (JSON).
+    Determinism: before each round the processes meet at a :func:`redis_barrier`; worker 1
+    deletes the key (the expiry) before the others may read. The process's readers meet at a
+    ``threading.Barrier`` after missing (so they all join one flight), and the process's leader
+    then meets the other processes' leaders at a :func:`redis_barrier` before rebuilding. Every
+    rebuild runs ``query`` on the shared SQLite file and appends a row (worker, pid, strategy)
+    to :data:`REBUILD_LOG` there, so the parent counts rebuilds from the database itself.
+    Records one "done" event per round with this process's outcome (JSON).
     """
     from ..db import Database
 
     r = ctx.client(0)
     db = Database(path=db_path, latency=latency, write_latency=0.0)
-
-    def loader(n: str) -> str:
-        rows = db.execute(query)
-        db.execute(f"INSERT INTO {REBUILD_LOG} (worker, pid) VALUES (?, ?)", (ctx.name, os.getpid()))
-        ctx.record("rebuild", n)
-        return json.dumps(rows)
-
-    all_missed = threading.Barrier(threads, timeout=timeout)
-    cache = CoalescingCache(r, loader, prefix=prefix, lock=lock, wait_timeout=timeout, hooks={
-        "after_miss": lambda *_: all_missed.wait(),
-        "before_rebuild": lambda *_: redis_barrier(r, barrier, processes, timeout=timeout)})
     try:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            values = list(pool.map(lambda _: cache.get(name), range(threads), timeout=timeout))
+        for rnd, lock in enumerate(locks):
+            strategy = "coalesce+lock" if lock else "coalesce"
+            redis_barrier(r, f"{barrier}:ready:{rnd}", processes, timeout=timeout)
+            if ctx.index == 1:  # the expiry event, seen by every process of this round
+                r.delete(f"{prefix}:{name}", f"{prefix}:lock:{name}")
+            redis_barrier(r, f"{barrier}:go:{rnd}", processes, timeout=timeout)
+
+            def loader(n: str, strategy: str = strategy) -> str:
+                rows = db.execute(query)
+                db.execute(f"INSERT INTO {REBUILD_LOG} (worker, pid, strategy) VALUES (?, ?, ?)",
+                           (ctx.name, os.getpid(), strategy))
+                ctx.record("rebuild", n)
+                return json.dumps(rows)
+
+            all_missed = threading.Barrier(threads, timeout=timeout)
+            leaders = f"{barrier}:leaders:{rnd}"
+            cache = CoalescingCache(r, loader, prefix=prefix, lock=lock, wait_timeout=timeout, hooks={
+                "after_miss": lambda *_, b=all_missed: b.wait(),
+                "before_rebuild": lambda *_, k=leaders: redis_barrier(r, k, processes, timeout=timeout)})
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                values = list(pool.map(lambda _: cache.get(name), range(threads), timeout=timeout))
+            ctx.record("done", json.dumps({"strategy": strategy, "values": sorted(set(values)),
+                                           "readers": len(values), "waits": cache.stats.waits}))
     finally:
         db.close()
-    ctx.record("done", json.dumps({"values": sorted(set(values)), "readers": len(values),
-                                   "waits": cache.stats.waits, "rebuilds": cache.stats.rebuilds}))
 
 
 @dataclass
@@ -126,37 +137,59 @@ class ProcessStampedeResult:
         return sum(self.rebuilds_by_process.values())
 
 
-def process_stampede(server: Any, db: Any, name: str, query: str, *, prefix: str,
-                     processes: int = 4, threads: int = 25, lock: bool = False,
-                     timeout: float = 30.0) -> ProcessStampedeResult:
-    """Expire ``name`` and stampede it from ``processes`` real OS processes x ``threads`` readers.
+def process_stampedes(server: Any, db: Any, name: str, query: str, *, prefix: str,
+                      processes: int = 4, threads: int = 25, locks: tuple = (False, True),
+                      timeout: float = 30.0) -> list[ProcessStampedeResult]:
+    """Expire ``name`` and stampede it from ``processes`` real OS processes x ``threads`` readers,
+    once per entry of ``locks`` (coalescing alone, then each leader behind the Redis lock).
 
-    ``server`` is a server or lab node (host/port/password and ``client()``); ``db`` a :class:`~redistutor.db.Database`
-    whose file the workers open (its latency is theirs). Rebuilds are counted from the rows the
-    workers wrote to :data:`REBUILD_LOG` in that file.
+    The same processes run every round (a fresh interpreter per process costs a second or more
+    on a loaded machine). ``server`` is a server or lab node (host/port/password and
+    ``client()``); ``db`` a :class:`~redistutor.db.Database` whose file the workers open (its
+    latency is theirs). Rebuilds are counted from the rows the workers wrote to
+    :data:`REBUILD_LOG` in that file.
     """
     from ..lab import run_workers
 
-    db.execute(f"CREATE TABLE IF NOT EXISTS {REBUILD_LOG} (worker TEXT NOT NULL, pid INTEGER NOT NULL)")
-    db.execute(f"DELETE FROM {REBUILD_LOG}")
+    db.execute(f"DROP TABLE IF EXISTS {REBUILD_LOG}")
+    db.execute(f"CREATE TABLE {REBUILD_LOG} (worker TEXT NOT NULL, pid INTEGER NOT NULL, strategy TEXT NOT NULL)")
     barrier = f"{prefix}:barrier:{name}"
     r = server.client()
-    r.delete(f"{prefix}:{name}", f"{prefix}:lock:{name}", barrier)  # the expiry event
+    stale = list(r.scan_iter(match=f"{barrier}:*", count=1000))
+    if stale:
+        r.delete(*stale)
     try:
         workers = run_workers(
-            process_stampede_worker, processes, nodes=[server], timeout=timeout, args=(name,),
-            kwargs=dict(prefix=prefix, db_path=str(db.path), query=query, threads=threads,
-                        processes=processes, lock=lock, latency=db.latency, barrier=barrier,
-                        timeout=timeout))
+            process_stampede_worker, processes, nodes=[server], timeout=timeout * len(locks),
+            args=(name,), kwargs=dict(prefix=prefix, db_path=str(db.path), query=query,
+                                      threads=threads, processes=processes, locks=list(locks),
+                                      latency=db.latency, barrier=barrier, timeout=timeout))
     finally:
-        r.delete(barrier)
+        used = list(r.scan_iter(match=f"{barrier}:*", count=1000))
+        if used:
+            r.delete(*used)
         r.close()
-    done = [json.loads(ev.detail) for ev in workers.log.events if ev.kind == "done"]
-    counted = dict(db.execute(f"SELECT worker, COUNT(*) FROM {REBUILD_LOG} GROUP BY worker"))
-    return ProcessStampedeResult(
-        "coalesce+lock" if lock else "coalesce", processes, sum(d["readers"] for d in done),
-        {w: counted.get(w, 0) for w in workers.names}, {v for d in done for v in d["values"]},
-        sum(d["waits"] for d in done), workers.exitcodes)
+    results = []
+    for lock in locks:
+        strategy = "coalesce+lock" if lock else "coalesce"
+        done = [d for d in (json.loads(ev.detail) for ev in workers.log.events if ev.kind == "done")
+                if d["strategy"] == strategy]
+        counted = dict(db.execute(f"SELECT worker, COUNT(*) FROM {REBUILD_LOG} WHERE strategy = ? "
+                                  "GROUP BY worker", (strategy,)))
+        results.append(ProcessStampedeResult(
+            strategy, processes, sum(d["readers"] for d in done),
+            {w: counted.get(w, 0) for w in workers.names}, {v for d in done for v in d["values"]},
+            sum(d["waits"] for d in done), workers.exitcodes))
+    return results
+
+
+def process_stampede(server: Any, db: Any, name: str, query: str, *, prefix: str,
+                     processes: int = 4, threads: int = 25, lock: bool = False,
+                     timeout: float = 30.0) -> ProcessStampedeResult:
+    """One round of :func:`process_stampedes`: coalescing alone, or (``lock=True``) each
+    process's leader behind the Redis lock."""
+    return process_stampedes(server, db, name, query, prefix=prefix, processes=processes,
+                             threads=threads, locks=(lock,), timeout=timeout)[0]
 
 
 def per_bucket(times: list[float], width: float = 0.1) -> list[int]:
@@ -328,6 +361,28 @@ def pause_mid_rebuild(r: redis.Redis, loader: Any, prefix: str, name: str = "top
     return {"cache": cache, "token": token, "lock_value": r.get(cache.lock_key(name)),
             "lock_pttl": r.pttl(cache.lock_key(name)), "value_before": r.get(cache.key(name)),
             "release": release}
+
+
+def late_loser(r: redis.Redis, db: Any, loader: Any, prefix: str, name: str = "top", *,
+               cls: type = LockedCache) -> dict[str, Any]:
+    """Reader A misses and is held (a PausePoint on ``after_miss``) before it tries the lock;
+    reader B rebuilds, stores and releases; then A goes on and wins the now free lock. Only the
+    re-check after winning stops A from running the query a second time.
+
+    Returns each reader's rebuilds, the DB queries, and the values both got."""
+    pause = PausePoint("after_miss")
+    a = cls(r, loader, prefix=prefix, ttl=60, hooks={"after_miss": pause})
+    b = cls(r, loader, prefix=prefix, ttl=60)
+    r.delete(a.key(name), a.lock_key(name))
+    db.reset_counts()
+    reader_a = run_in_thread(a.get, name)
+    pause.wait_reached()                       # A: GET -> nil, not yet at SET NX
+    value_b = b.get(name)                      # B: miss, lock, query, SET, release
+    pause.release()
+    value_a = reader_a.result(timeout=10)      # A: SET NX wins the free lock
+    return {"A rebuilds": a.stats.rebuilds, "B rebuilds": b.stats.rebuilds,
+            "DB queries": db.counts["read"], "same value": value_a == value_b,
+            "lock left": r.exists(a.lock_key(name))}
 
 
 def lock_holder(ctx: Any, prefix: str, name: str, *, lock_ttl: float) -> None:

@@ -192,19 +192,19 @@ def test_coalescing_with_lock_counts_one_rebuild_in_threads(r, db, loader):
     assert r.exists("hot:lock:top") == 0  # the leader released the Redis lock
 
 
-@pytest.mark.parametrize("lock, expected", [(False, 3), (True, 1)])
-def test_process_stampede_rebuilds_once_per_process_or_once(redis_server, lock, expected):
-    from redistutor.scenarios.cache_stampede_prevention import process_stampede
+def test_process_stampedes_rebuild_once_per_process_then_once(redis_server):
+    """The same 3 processes, two rounds: coalescing alone rebuilds once in each process; with each
+    leader behind the Redis lock, once in total."""
+    from redistutor.scenarios.cache_stampede_prevention import process_stampedes
     with Database(latency=0.05) as d:
-        res = process_stampede(redis_server, d, "top", "SELECT 42", prefix=redis_server.key("ps"),
-                               processes=3, threads=4, lock=lock)
-        logged = d.execute("SELECT COUNT(*) FROM stampede_rebuilds")[0][0]
-    # coalescing alone: one rebuild in each process; behind the lock: one in total
-    assert res.rebuilds == expected == logged
-    if not lock:
-        assert set(res.rebuilds_by_process.values()) == {1}
-    assert res.readers == 12 and res.waits == 9 and res.values == {"[[42]]"}
-    assert set(res.exitcodes.values()) == {0}
+        alone, locked = process_stampedes(redis_server, d, "top", "SELECT 42", prefix=redis_server.key("ps"),
+                                          processes=3, threads=4, locks=(False, True))
+        logged = dict(d.execute("SELECT strategy, COUNT(*) FROM stampede_rebuilds GROUP BY strategy"))
+    assert alone.rebuilds == 3 == logged["coalesce"] and set(alone.rebuilds_by_process.values()) == {1}
+    assert locked.rebuilds == 1 == logged["coalesce+lock"]
+    for res in (alone, locked):
+        assert res.readers == 12 and res.waits == 9 and res.values == {"[[42]]"}
+        assert set(res.exitcodes.values()) == {0}
 
 
 def test_xfetch_run_counts_db_calls_per_bucket(r):
@@ -244,3 +244,29 @@ def test_lock_waits_count_each_waiting_episode(r, db, loader):
     futs = [run_in_thread(cache.get, "top") for _ in range(5)]
     assert {f.result(timeout=10) for f in futs} == {loader("top")}
     assert cache.stats.rebuilds == 1 and cache.stats.waits >= 5
+
+
+def test_late_loser_is_stopped_by_the_recheck_after_winning(r, db, loader):
+    """A reader that missed before B's rebuild and wins the lock after it must not query again;
+    a LockedCache without the re-check queries twice (what the notebook's assertion catches)."""
+    import uuid
+    from redistutor.scenarios.cache_stampede_prevention import late_loser
+
+    class NoRecheck(LockedCache):
+        def get(self, name):
+            value = self.cached(name)
+            while value is None:
+                token = uuid.uuid4().hex
+                if self.r.set(self.lock_key(name), token, nx=True, px=int(self.lock_ttl * 1000)):
+                    try:
+                        value = self.rebuild(name, token)
+                    finally:
+                        self.release(name, token)
+                else:
+                    value = self.wait_for_value(name)
+            return value
+
+    good = late_loser(r, db, loader, "hot")
+    assert (good["A rebuilds"], good["B rebuilds"], good["DB queries"], good["lock left"]) == (0, 1, 1, 0)
+    bad = late_loser(r, db, loader, "hot", cls=NoRecheck)
+    assert (bad["A rebuilds"], bad["DB queries"]) == (1, 2)
