@@ -21,8 +21,16 @@ import sqlite3
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Iterator
+
+from . import _guard
+
+
+def _remove_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    _guard.release_dir(path)
 
 
 class DatabaseError(Exception):
@@ -43,6 +51,11 @@ class Database:
         self.latency = latency
         self.write_latency = write_latency
         self._tmp = None if path else tempfile.mkdtemp(prefix="redistutor-db-")
+        if self._tmp:
+            # Removed by close(), at interpreter exit (no Cleanup cell), and by the guardian if
+            # this process is killed (kill -9 of a kernel), like a server's temp dir.
+            _guard.watch_dir(self._tmp)
+            self._finalizer = weakref.finalize(self, _remove_dir, self._tmp)
         self.path = Path(path) if path else Path(self._tmp) / "app.db"
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -137,7 +150,7 @@ class Database:
         with contextlib.suppress(Exception):
             self._conn.close()
         if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._finalizer()  # removes the dir once, and releases it from the guardian
 
     def __enter__(self) -> "Database":
         return self

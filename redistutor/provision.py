@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -461,37 +460,25 @@ def _modules_dir() -> Path | None:
     return dest
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _module_loads(binary: Path, module: Path) -> bool:
-    """Start a throwaway server with the module; True if it answers PING."""
-    with tempfile.TemporaryDirectory(prefix="redistutor-probe-") as tmp:
-        port = _free_port()
-        proc = subprocess.Popen(
-            [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", tmp, "--loadmodule", str(module)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    return False
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                        s.sendall(b"PING\r\n")
-                        if s.recv(16).startswith(b"+PONG"):
-                            return True
-                except OSError:
-                    time.sleep(0.01)
-            return False
-        finally:
-            proc.kill()
-            proc.wait()
+    """Start a throwaway server with the module; True if it answers PING.
+
+    The probe is a :class:`~redistutor.server.RedisServer` like any other: loopback only, a
+    random password kept out of argv, its own session, registered with the guardian before it
+    can outlive us, and recognisable by its ``redistutor-`` temp dir (issue #10, 1.3).
+    """
+    from .exceptions import RedistutorError
+    from .server import RedisServer  # server imports this module
+
+    probe = RedisServer(binary=binary, modules={module.stem: module}, name="module-probe")
+    probe.probe_capabilities = False
+    try:
+        probe.start()
+        return True
+    except RedistutorError:
+        return False
+    finally:
+        probe.stop()
 
 
 def loadable_modules(binary: Path) -> dict[str, Path]:

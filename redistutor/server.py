@@ -234,13 +234,32 @@ def _port_taken(port: int) -> bool:
     return False
 
 
+def spawn_redis(argv: list[str], *, cwd: Path) -> subprocess.Popen:
+    """The one way the runtime starts a ``redis-server`` (notebook servers, lab nodes, probes).
+
+    * Its own session (``start_new_session``): Jupyter's Interrupt sends SIGINT to the kernel's
+      process group, and Redis shuts down on SIGINT. The kernel's death is the guardian's job.
+    * ``cwd`` must be a private temp dir already registered with :func:`_guard.watch_dir` and
+      named in ``argv`` (``--dir``/``--logfile`` below it): if this process is killed before
+      :func:`_guard.watch_pid` runs, the guardian still finds the server by that dir.
+    * stderr goes to ``cwd/stderr.log``: Redis reports a bad config line there, not in its log.
+    """
+    with open(cwd / "stderr.log", "wb") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, cwd=str(cwd), start_new_session=True)
+    _guard.pause_point("server-spawned", child=proc.pid, dir=str(cwd))
+    _guard.watch_pid(proc.pid)
+    return proc
+
+
 class RedisServer(BaseServer):
     """A private ``redis-server`` child process.
 
     Args:
         port: fixed port, or None for a free one.
         password: fixed password, or None for a random one.
-        modules: "auto" (every module that loads), a list of MODULE LIST names, or () for none.
+        modules: "auto" (every module that loads), a list of MODULE LIST names, () for none,
+            or ``{name: path}`` to load exactly those files (the module probe does).
         persistence: "none", "rdb", "aof-everysec" or "aof-always".
         data_dir: directory for data files; kept across restarts. Default: inside the temp dir.
         binary: path to redis-server; default: :func:`redistutor.provision.ensure`.
@@ -249,6 +268,8 @@ class RedisServer(BaseServer):
     """
 
     backend = "local"
+    # False for throwaway servers (the module probe): start() skips the capability probe.
+    probe_capabilities = True
 
     def __init__(
         self,
@@ -313,10 +334,16 @@ class RedisServer(BaseServer):
         return self._tmp / "redis.log"
 
     def log_tail(self, n: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except (OSError, AssertionError):
-            return ""
+        """The last ``n`` lines of the server's log, then of its stderr (where Redis reports a
+        bad config line before it has a log)."""
+        lines: list[str] = []
+        for path in ("redis.log", "stderr.log"):
+            try:
+                assert self._tmp is not None
+                lines += (self._tmp / path).read_text(errors="replace").splitlines()
+            except (OSError, AssertionError):
+                pass
+        return "\n".join(lines[-n:])
 
     def _resolve_binary(self) -> Path:
         if self._binary_arg is not None:
@@ -396,6 +423,8 @@ class RedisServer(BaseServer):
                     # fixed port of another listener, e.g. cluster-port, is the caller's to change.)
                     if attempt == attempts - 1 or err.port != self._port:
                         raise
+            if not self.probe_capabilities:
+                return self
             # Same binary + modules + config -> same capabilities: probe once per process.
             key = (str(self.binary), tuple(sorted(self.modules)), tuple(sorted(self.config.items())))
             if key not in _capability_cache:
@@ -411,6 +440,8 @@ class RedisServer(BaseServer):
         wanted = self._modules_wanted
         if not wanted:
             return {}
+        if isinstance(wanted, Mapping):  # exact files by name (the module probe uses this)
+            return {name: Path(path) for name, path in wanted.items()}
         available = provision.loadable_modules(self.binary)
         if wanted == "auto":
             return available
@@ -428,11 +459,7 @@ class RedisServer(BaseServer):
 
     def _spawn_and_wait(self, timeout: float = 15.0) -> None:
         self.log_path.write_text("")
-        self.proc = subprocess.Popen(
-            self._argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT, cwd=str(self._tmp),
-        )
-        _guard.watch_pid(self.proc.pid)
+        self.proc = spawn_redis(self._argv(), cwd=self._tmp)
         probe = redis.Redis(
             host=self.host, port=self._port, password=self._password,
             socket_connect_timeout=0.5, socket_timeout=2, retry=fail_fast_retry(),

@@ -52,11 +52,15 @@ class Cluster(LabObject):
         node_timeout_ms: ``cluster-node-timeout``: how long a silent node takes to be declared
             failed (kept short for labs).
         log: the timeline.
+        name: optional; starting an object with a name stops a running one of the same type and
+            name first (re-running a cell in an IPython kernel does that without a name).
     """
 
     def __init__(self, masters: int = 3, *, replicas: int = 0, persistence: str = "none",
-                 node_timeout_ms: int = 2000, log: EventLog | None = None) -> None:
+                 node_timeout_ms: int = 2000, log: EventLog | None = None,
+                 name: str | None = None) -> None:
         super().__init__(log)
+        self.lab_name = name
         self.n_masters = masters
         self.n_replicas = replicas
         self.persistence = persistence

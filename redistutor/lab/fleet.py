@@ -30,11 +30,14 @@ class Fleet(LabObject):
         names: node names, in order.
         persistence: every node's persistence mode ("none", "rdb", "aof-everysec", "aof-always").
         log: the timeline to record faults on (a new one by default).
+        name: optional; starting an object with a name stops a running one of the same type and
+            name first (re-running a cell in an IPython kernel does that without a name).
     """
 
     def __init__(self, n: int = 5, *, names: Sequence[str] | None = None, persistence: str = "none",
-                 log: EventLog | None = None) -> None:
+                 log: EventLog | None = None, name: str | None = None) -> None:
         super().__init__(log)
+        self.lab_name = name
         self.names = list(names) if names else [f"n{i}" for i in range(1, n + 1)]
         self.persistence = persistence
         self._dir = None

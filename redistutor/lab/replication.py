@@ -40,11 +40,14 @@ class Replicated(LabObject):
         persistence: every node's persistence mode.
         link_delay_ms: initial one-way delay on each replica's link to the primary.
         log: the timeline.
+        name: optional; starting an object with a name stops a running one of the same type and
+            name first (re-running a cell in an IPython kernel does that without a name).
     """
 
     def __init__(self, replicas: int = 1, *, persistence: str = "none", link_delay_ms: float = 0,
-                 log: EventLog | None = None) -> None:
+                 log: EventLog | None = None, name: str | None = None) -> None:
         super().__init__(log)
+        self.lab_name = name
         self.n_replicas = replicas
         self.persistence = persistence
         self.link_delay_ms = link_delay_ms

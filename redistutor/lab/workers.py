@@ -92,7 +92,24 @@ def _exit_with_parent(parent: int) -> None:
         time.sleep(0.2)
 
 
+def _own_session() -> None:
+    """Leave the kernel's process group (Jupyter's Interrupt is for the cell, not for workers).
+
+    The parent spawned us with SIGINT blocked, so an Interrupt landing before this point is held
+    pending; it is dropped here (SIG_IGN discards a pending signal), then SIGINT works normally
+    for signals sent to this worker itself.
+    """
+    try:
+        os.setsid()
+    except OSError:
+        pass  # already a session leader
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _bootstrap(fn: Callable[..., Any], ctx: WorkerContext, args: tuple, kwargs: dict, parent: int) -> None:
+    _own_session()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     fn(ctx, *args, **kwargs)
 
@@ -125,13 +142,16 @@ class Workers(LabObject):
         nodes: nodes (anything with host/port/password, e.g. a Fleet or its nodes) in order.
         args, kwargs: extra arguments for ``fn``.
         log: the timeline to merge events into.
+        name: optional; starting an object with a name stops a running one of the same type and
+            name first (re-running a cell in an IPython kernel does that without a name).
         context: "spawn" (default) or "forkserver".
     """
 
     def __init__(self, fn: Callable[..., Any], n: int = 3, *, nodes: Sequence[Any] = (),
                  args: tuple = (), kwargs: dict | None = None, log: EventLog | None = None,
-                 context: str = "spawn") -> None:
+                 context: str = "spawn", name: str | None = None) -> None:
         super().__init__(log)
+        self.lab_name = name
         self.fn = fn
         self.n = n
         self.names = [f"w{i}" for i in range(1, n + 1)]
@@ -159,7 +179,14 @@ class Workers(LabObject):
                 ctx = WorkerContext(i, name, self.endpoints, str(self._dir / f"{name}.jsonl"))
                 proc = mp.Process(target=_bootstrap, name=f"redistutor-{name}",
                                   args=(self.fn, ctx, self.args, self.kwargs, os.getpid()), daemon=True)
-                proc.start()
+                # SIGINT blocked while forking: the child inherits the mask and leaves the
+                # kernel's process group (_own_session) before it unblocks it.
+                old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                try:
+                    proc.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                _guard.pause_point("worker-spawned", child=proc.pid, dir=str(self._dir))
                 _guard.watch_pid(proc.pid)
                 self.procs[name] = proc
         except BaseException:
@@ -187,8 +214,14 @@ class Workers(LabObject):
     def join(self, timeout: float = 30.0) -> "Workers":
         """Wait for every worker to finish, then collect its events."""
         deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
-            proc.join(max(0.0, deadline - time.monotonic()))
+        try:
+            for proc in self.procs.values():
+                proc.join(max(0.0, deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            # Jupyter's Interrupt: the cell's work stops, so its workers stop too (the servers,
+            # in their own sessions, keep running for the next cell).
+            self.stop()
+            raise
         self.collect()
         still = [name for name, p in self.procs.items() if p.is_alive()]
         if still:
@@ -232,14 +265,18 @@ class Workers(LabObject):
     def wait_for(self, kind: str, *, actor: str | None = None, timeout: float = 10.0) -> Event:
         """Block until some worker (or ``actor``) has recorded an event of ``kind``; return it."""
         deadline = time.monotonic() + timeout
-        while True:
-            self.collect()
-            for ev in self.log.events:
-                if ev.kind == kind and ev.actor in self.names and (actor is None or ev.actor == actor):
-                    return ev
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no worker recorded {kind!r} within {timeout:g} s")
-            time.sleep(0.005)
+        try:
+            while True:
+                self.collect()
+                for ev in self.log.events:
+                    if ev.kind == kind and ev.actor in self.names and (actor is None or ev.actor == actor):
+                        return ev
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no worker recorded {kind!r} within {timeout:g} s")
+                time.sleep(0.005)
+        except KeyboardInterrupt:
+            self.stop()  # Interrupt stops the cell's workers (see join)
+            raise
 
     # -- faults -------------------------------------------------------------------------------
     def kill(self, name: str) -> None:
