@@ -15,19 +15,20 @@ pattern itself lives in ``redistutor/patterns/streams_consumer_patterns.py``.
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from typing import Any, Callable
 
 from .. import lab
 from ..db import Database
 from ..events import EventLog
-from ..patterns.streams_consumer_patterns import consume
+from ..patterns.streams_consumer_patterns import consume, recover
 from ..tables import Table
 
 __all__ = [
     "Sink", "consumer_worker", "crash_and_restart", "fill", "kill_mid_batch", "minid_trial",
     "naive_consume", "pel_memory", "pel_table", "plot_pel_memory", "plot_trim", "poison_rounds", "restart",
-    "sample", "samples_table", "trim_pending", "trim_sweep", "wait_idle", "wait_until",
+    "plot_storm", "sample", "samples_table", "service_worker", "storm", "trim_pending", "trim_sweep", "wait_idle", "wait_until",
 ]
 
 
@@ -55,6 +56,7 @@ class Sink:
 
     def __init__(self, path: str | None = None) -> None:
         self.db = Database(path=path)
+        self.db.execute("PRAGMA synchronous=NORMAL")   # WAL: commit without an fsync each (speed)
         self.db.execute("CREATE TABLE IF NOT EXISTS processed (stream TEXT, entry_id TEXT, consumer TEXT)")
 
     @property
@@ -229,6 +231,110 @@ def kill_mid_batch(server, r, stream: str, group: str, sink: Sink, *, n: int = 1
     crash = _run_consumer(server, stream, group, "c1", sink, EventLog(), mode="two-phase", stall_at=stall_at)
     first = sample(r, stream, group, sink, produced, "c1 killed (kill -9) before XACK")
     return dict(produced=produced, samples=[first], exitcode=crash["exitcode"], stalled=crash["stalled"])
+
+
+# -- at scale: several consumer processes, one killed -----------------------------------------------
+
+
+def service_worker(ctx: Any, stream: str, group: str, db_path: str, *, min_idle_ms: int,
+                   victim: str = "", stall_at: int = 0, deadline_s: float = 60.0) -> None:
+    """A consumer service (named after its worker, w1..wN): ``consume`` then ``recover`` in a loop
+    until the group has nothing pending and nothing left to deliver. The worker named ``victim``
+    stops at its ``stall_at``-th entry (after the XREADGROUP, before handling or acking) and
+    records "stalled": the notebook kills it there."""
+    r = ctx.client(0)
+    sink = Sink(db_path)
+    handle, calls = sink.handler(stream, ctx.name), 0
+
+    def guarded(entry_id: str, fields: dict) -> None:
+        nonlocal calls
+        calls += 1
+        if ctx.name == victim and calls == stall_at:
+            ctx.record("stalled", entry_id)
+            time.sleep(300)
+        handle(entry_id, fields)
+
+    kw = dict(handle=guarded, dlq=f"{stream}:dead")
+    deadline = time.monotonic() + deadline_s
+    try:
+        while time.monotonic() < deadline:
+            consume(r, stream, group, ctx.name, **kw)
+            recover(r, stream, group, ctx.name, min_idle_ms, **kw)
+            g = _group(r, stream, group)
+            if g["pending"] == 0 and g["lag"] == 0:
+                break
+            time.sleep(0.02)
+        ctx.record("finished", f"{calls} entries")
+    finally:
+        sink.close()
+
+
+def storm(server, r, stream: str, group: str, sink: Sink, *, n: int = 1000, consumers: int = 3,
+          victim: str = "w2", stall_at: int = 31, min_idle_ms: int = 1000) -> dict:
+    """``consumers`` service processes share ``n`` entries; ``victim`` is killed with SIGKILL inside
+    a batch and never restarted; the others take its entries over with XAUTOCLAIM once they are
+    ``min_idle_ms`` idle. A thread samples the invariant every few ms during the whole run."""
+    produced = fill(r, stream, group, n)
+    log, samples, stop = EventLog(), [], threading.Event()
+    sampler_r = server.client()
+    t0 = time.monotonic()
+
+    def sampler() -> None:
+        while not stop.is_set():
+            samples.append((time.monotonic() - t0, sample(sampler_r, stream, group, sink, produced, "")))
+            time.sleep(0.01)
+
+    workers = lab.Workers(service_worker, consumers, nodes=[server], log=log, args=(stream, group, sink.path),
+                          kwargs=dict(min_idle_ms=min_idle_ms, victim=victim, stall_at=stall_at)).start()
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    try:
+        stalled = workers.wait_for("stalled", actor=victim, timeout=60).detail
+        workers.kill(victim)
+        kill_t = time.monotonic() - t0
+        for name in workers.names:
+            if name != victim:
+                workers.procs[name].join(60)
+    finally:
+        stop.set()
+        thread.join(10)
+        workers.stop()
+        sampler_r.close()
+    final = sample(r, stream, group, sink, produced, "end")
+    return dict(produced=produced, samples=samples, final=final, kill_t=kill_t, stalled=stalled,
+                victim=victim, exitcodes=workers.exitcodes, by_consumer=sink.by_consumer(stream),
+                min_idle_ms=min_idle_ms)
+
+
+def plot_storm(run: dict) -> None:
+    """Top: done / pending / not yet delivered over time, stacked; bottom: pending by owner. The
+    kill is marked on both; time starts just before the first delivery (process start-up is cut)."""
+    from .. import charts
+
+    n = len(run["produced"])
+    first = next((k for k, (_, s) in enumerate(run["samples"]) if s["undelivered"] < n), 0)
+    rows = run["samples"][max(0, first - 1):]
+    t0 = rows[0][0]
+    ts = [(t - t0) * 1000 for t, _ in rows]
+    fig, (top, bottom) = charts.figure(f"{n} entries, {len(run['exitcodes'])} consumer processes, "
+                                       f"{run['victim']} killed", nrows=2, height=5.0,
+                                       xlabel="time since the first delivery (ms)", sharex=True)
+    top.stackplot(ts, [s["done"] for _, s in rows], [s["pending"] for _, s in rows],
+                  [s["undelivered"] for _, s in rows], labels=["done (SQLite)", "pending", "not yet delivered"],
+                  colors=[charts.OK, charts.PALETTE[1], charts.NEUTRAL], alpha=0.85)
+    top.set_ylabel("entries")
+    victim = run["victim"]
+    bottom.plot(ts, [s["owners"].get(victim, 0) for _, s in rows], label=f"pending with {victim}", linewidth=1.5,
+                color=charts.BAD)
+    bottom.plot(ts, [sum(c for o, c in s["owners"].items() if o != victim) for _, s in rows],
+                label="pending with the others", linewidth=1, color=charts.NEUTRAL)
+    bottom.set_ylabel("pending entries")
+    for ax in (top, bottom):
+        ax.axvline((run["kill_t"] - t0) * 1000, color=charts.BAD, linestyle="--", label=f"kill -9 {run['victim']}")
+    lost = max(s["lost"] for _, s in run["samples"])
+    charts.finish([top, bottom], summary=f"in this run {len(run['samples'])} samples, the most lost at any "
+                  f"sample: {lost}; {run['final']['done']} of {n} done, {run['final']['duplicates']} done "
+                  f"twice; processed by consumer: {run['by_consumer']}")
 
 
 # -- poison entries -----------------------------------------------------------------------------------
