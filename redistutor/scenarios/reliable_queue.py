@@ -53,8 +53,10 @@ def processing_key(q: ReliableQueue, worker: str) -> str:
 
 
 def wait_until_expired(q: ReliableQueue, msg: str, timeout: float = 10.0) -> None:
-    """Block until ``msg``'s lease deadline has passed on this machine's clock."""
-    deadline = float(q.r.zscore(q.leases, msg))
+    """Block until ``msg``'s lease deadline has passed on this machine's clock (with no lease,
+    until a lease written now would have run out)."""
+    score = q.r.zscore(q.leases, msg)
+    deadline = float(score) if score is not None else time.time() * 1000 + q.lease_ms
     wait_until(lambda: time.time() * 1000 >= deadline + 1, timeout)   # reap() needs deadline < now
 
 
@@ -249,7 +251,7 @@ def at_scale(server, name: str, *, n: int = 600, workers: int = 5, lease_ms: int
     """``workers`` processes share ``n`` ids; ``kills = {worker: [n, point]}`` are killed with
     SIGKILL at those points; a reaper thread runs every ``reap_every_ms``; a sampler reads
     (queued, processing, done, dead) in one MULTI every ``sample_every_ms`` until all are done."""
-    kills = {"w2": [25, "after_take"], "w4": [50, "after_effect"]} if kills is None else kills
+    kills = {"w2": [20, "after_take"], "w4": [40, "after_effect"]} if kills is None else kills
     name, sink = server.key(name), Sink()
     r = server.client()
     q = ReliableQueue(r, name, lease_ms=lease_ms)
@@ -285,7 +287,7 @@ def at_scale(server, name: str, *, n: int = 600, workers: int = 5, lease_ms: int
         threads = [run_in_thread(sampler, thread_name="sampler"), run_in_thread(reaper, thread_name="reaper")]
         log.record("notebook", "go")
         r.set(f"{name}:go", 1)
-        give_up = time.monotonic() + 60
+        give_up, drained_at = time.monotonic() + 60, None
         while time.monotonic() < give_up:
             pool.collect()
             for ev in log.of_kind("halt"):
@@ -297,6 +299,11 @@ def at_scale(server, name: str, *, n: int = 600, workers: int = 5, lease_ms: int
             done, dead = int(r.get(q.done) or 0), r.llen(q.dead)
             if done + dead == n and len(killed) == len(kills):
                 break
+            drained_at = drained_at or (time.monotonic() if done + dead >= n - len(kills) else None)
+            if drained_at and time.monotonic() - drained_at > 5 and len(killed) < len(kills):
+                missing = sorted(set(kills) - set(killed))
+                raise RuntimeError(f"{', '.join(missing)} never reached its kill point before the queue "
+                                   f"ran out: choose a smaller message number in kills=")
             time.sleep(0.01)
         stop.set()
         for t in threads:
