@@ -133,50 +133,29 @@ def withdraw(store: EventStore, amount: int, *, retries: int = 3,
     raise conflict
 
 
-def apply_event_naive(r: redis.Redis, view: str, entry_id: str, event: dict,
-                      hooks: dict[str, Callable[..., Any]] | None = None) -> None:
+def apply_event_naive(r: redis.Redis, view: str, entry_id: str, event: dict) -> None:
     """The naive projector step: update the read model, *then* write the checkpoint (2 round trips).
 
-    Hook ``"before_checkpoint"`` (entry_id) runs between them: a crash there leaves the event
-    applied but not recorded, so a restarted projector applies it again.
+    A crash between the two leaves the event applied but not recorded, so a projector restarted
+    from the checkpoint applies it again.
     """
     r.hincrby(view, "balance", fold(0, event))
     r.hincrby(view, "events", 1)
-    call_hook(hooks, "before_checkpoint", entry_id)
     r.hset(view, "last_id", entry_id)
 
 
-def project(r: redis.Redis, stream: str, view: str, *, atomic: bool = True, batch: int = 100,
-            hooks: dict[str, Callable[..., Any]] | None = None) -> int:
-    """A projector run: read the stream after the view's checkpoint and apply every event.
-
-    ``atomic`` chooses :func:`apply_event` (checkpoint in the same MULTI) or
-    :func:`apply_event_naive`. Hook ``"before_checkpoint"`` (entry_id) runs after an event's
-    projection update is issued and before its checkpoint: for the atomic step that is before
-    ``EXEC``, so nothing of that event has reached Redis yet. Returns the events applied.
-    """
+def project(r: redis.Redis, stream: str, view: str, *,
+            apply: Callable[[Any, str, str, dict], None] = apply_event, batch: int = 100) -> int:
+    """A projector run: read the stream after the view's checkpoint and ``apply`` every event
+    (:func:`apply_event`, or :func:`apply_event_naive`). Returns the events applied."""
     after = r.hget(view, "last_id") or "0-0"
     applied = 0
     while entries := r.xrange(stream, f"({after}", "+", count=batch):
         for entry_id, event in entries:
-            if atomic:
-                _apply_hooked(r, view, entry_id, event, hooks)
-            else:
-                apply_event_naive(r, view, entry_id, event, hooks)
+            apply(r, view, entry_id, event)
             applied += 1
         after = entries[-1][0]
     return applied
-
-
-def _apply_hooked(r: redis.Redis, view: str, entry_id: str, event: dict,
-                  hooks: dict[str, Callable[..., Any]] | None) -> None:
-    """:func:`apply_event` with the ``before_checkpoint`` hook between queuing and ``EXEC``."""
-    with r.pipeline(transaction=True) as tx:
-        tx.hincrby(view, "balance", fold(0, event))
-        tx.hincrby(view, "events", 1)
-        call_hook(hooks, "before_checkpoint", entry_id)
-        tx.hset(view, "last_id", entry_id)
-        tx.execute()
 
 
 def take_snapshot(store: EventStore, snapshot_key: str, *, upto: str = "+") -> dict:

@@ -16,14 +16,14 @@ from typing import Any
 
 import redis
 
-from ..patterns.streams_event_sourcing import (EventStore, NaiveEventStore, fold, project,
-                                               take_snapshot, withdraw)
+from ..patterns.streams_event_sourcing import (EventStore, NaiveEventStore, apply_event,
+                                               apply_event_naive, fold, project, take_snapshot, withdraw)
 from ..race import PausePoint, run_in_thread
 from ..tables import Table
 
 __all__ = [
     "append_all", "conflict_race", "durability_table", "durability_trial", "expected_balance",
-    "generate_events", "groups_table", "groups_trial", "plot_replay_speed", "projector_crash",
+    "generate_events", "StopBeforeCheckpoint", "groups_table", "groups_trial", "plot_replay_speed", "projector_crash",
     "projector_table", "projector_worker", "race_table", "replay_speed", "snapshot_table",
     "snapshot_trial", "view_state",
 ]
@@ -219,10 +219,53 @@ def groups_table(got: dict, total: int) -> Table:
 
 # -- the projector, a real process killed with kill -9 ------------------------------------------------
 
+class StopBeforeCheckpoint:
+    """A client that calls ``hook(entry_id)`` just before a checkpoint ``HSET <view> last_id`` is
+    issued, directly or queued in a pipeline: the moment between a projection update and its
+    checkpoint, without a hook in the pattern's code. For :func:`apply_event` the HSET is queued
+    in a MULTI that has not been sent, so nothing of that event has reached Redis yet."""
+
+    def __init__(self, r: Any, hook: Any) -> None:
+        self._r, self._hook = r, hook
+
+    def _checkpoint(self, target: Any, name: str, key: Any = None, value: Any = None, **kw: Any) -> Any:
+        if key == "last_id":
+            self._hook(value)
+        return target.hset(name, key, value, **kw)
+
+    def hset(self, name: str, key: Any = None, value: Any = None, **kw: Any) -> Any:
+        return self._checkpoint(self._r, name, key, value, **kw)
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        return _PipelineProxy(self._r.pipeline(*args, **kwargs), self)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._r, name)
+
+
+class _PipelineProxy:
+    def __init__(self, pipe: Any, owner: StopBeforeCheckpoint) -> None:
+        self._pipe, self._owner = pipe, owner
+
+    def hset(self, name: str, key: Any = None, value: Any = None, **kw: Any) -> Any:
+        return self._owner._checkpoint(self._pipe, name, key, value, **kw)
+
+    def __enter__(self) -> "_PipelineProxy":
+        self._pipe.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._pipe.__exit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+
 def projector_worker(ctx: Any, stream: str, view: str, *, atomic: bool, stop_at: int = 0) -> None:
-    """A projector process: :func:`project` from the view's checkpoint. With ``stop_at`` = N it
-    stops at event N between its projection update and its checkpoint, records ``"stopped"`` and
-    waits there to be killed; otherwise it records ``"done"`` with the events it applied."""
+    """A projector process: :func:`project` from the view's checkpoint with :func:`apply_event`
+    (``atomic``) or :func:`apply_event_naive`. With ``stop_at`` = N it stops at event N just before
+    that event's checkpoint is issued, records ``"stopped"`` and waits there to be killed;
+    otherwise it records ``"done"`` with the events it applied."""
     seen = 0
 
     def before_checkpoint(entry_id: str) -> None:
@@ -232,7 +275,8 @@ def projector_worker(ctx: Any, stream: str, view: str, *, atomic: bool, stop_at:
             ctx.record("stopped", entry_id)
             time.sleep(60)                                # the parent kills this process here
 
-    applied = project(ctx.client(0), stream, view, atomic=atomic, hooks={"before_checkpoint": before_checkpoint})
+    r = StopBeforeCheckpoint(ctx.client(0), before_checkpoint)
+    applied = project(r, stream, view, apply=apply_event if atomic else apply_event_naive)
     ctx.record("done", str(applied))
 
 

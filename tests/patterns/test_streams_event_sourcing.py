@@ -116,7 +116,8 @@ class Crash(Exception):
     pass
 
 
-def _crash_at(n):
+def _crash_at(r, n):
+    """A client that raises Crash just before the n-th checkpoint is issued (a process dying there)."""
     seen = {"n": 0}
 
     def hook(entry_id):
@@ -124,18 +125,18 @@ def _crash_at(n):
         if seen["n"] == n:
             raise Crash(entry_id)
 
-    return {"before_checkpoint": hook}
+    return sc.StopBeforeCheckpoint(r, hook)
 
 
-@pytest.mark.parametrize("atomic, twice", [(True, 0), (False, 1)])
-def test_projector_crash_between_projection_and_checkpoint(r, atomic, twice):
+@pytest.mark.parametrize("apply, twice", [(apply_event, 0), (apply_event_naive, 1)])
+def test_projector_crash_between_projection_and_checkpoint(r, apply, twice):
     events = sc.generate_events(30, seed=5)
     ids = sc.append_all(r, KEY, events)
     with pytest.raises(Crash):
-        project(r, KEY, "view", atomic=atomic, batch=8, hooks=_crash_at(12))
+        project(_crash_at(r, 12), KEY, "view", apply=apply, batch=8)
     assert sc.view_state(r, "view")["last_id"] == ids[10]      # checkpoint: event 11
-    assert sc.view_state(r, "view")["events"] == 11 + (not atomic)
-    project(r, KEY, "view", atomic=atomic, batch=8)
+    assert sc.view_state(r, "view")["events"] == 11 + twice
+    project(r, KEY, "view", apply=apply, batch=8)
     state = sc.view_state(r, "view")
     assert state["events"] - 30 == twice and state["last_id"] == ids[-1]
     double = fold(0, {**events[11], "amount": str(events[11]["amount"])})
@@ -151,15 +152,35 @@ def test_project_resumes_from_the_checkpoint_only(r):
     assert sc.view_state(r, "view")["balance"] == sc.expected_balance(events + events[:3])
 
 
+def test_stop_before_checkpoint_sees_only_checkpoint_writes(r):
+    seen = []
+    c = sc.StopBeforeCheckpoint(r, seen.append)
+    c.hset("other", "field", "x")
+    apply_event_naive(c, "view", "9-0", {"type": "deposited", "amount": "5"})
+    apply_event(c, "view", "10-0", {"type": "deposited", "amount": "1"})
+    assert seen == ["9-0", "10-0"] and r.hgetall("view") == {"balance": "6", "events": "2", "last_id": "10-0"}
+
+
 def test_apply_event_naive_leaves_the_checkpoint_behind_when_it_stops(r):
     pause = PausePoint("before checkpoint")
-    fut = run_in_thread(apply_event_naive, r, "view", "9-0", {"type": "deposited", "amount": "5"},
-                        {"before_checkpoint": pause})
+    fut = run_in_thread(apply_event_naive, sc.StopBeforeCheckpoint(r, pause), "view", "9-0",
+                        {"type": "deposited", "amount": "5"})
     pause.wait_reached()
     assert r.hgetall("view") == {"balance": "5", "events": "1"}
     pause.release()
     fut.result(5)
     assert r.hget("view", "last_id") == "9-0"
+
+
+def test_apply_event_sends_nothing_before_exec(r):
+    pause = PausePoint("before checkpoint")
+    fut = run_in_thread(apply_event, sc.StopBeforeCheckpoint(r, pause), "view", "9-0",
+                        {"type": "deposited", "amount": "5"})
+    pause.wait_reached()
+    assert r.exists("view") == 0
+    pause.release()
+    fut.result(5)
+    assert r.hgetall("view") == {"balance": "5", "events": "1", "last_id": "9-0"}
 
 
 def test_snapshot_plus_tail_equals_full_replay(r):
