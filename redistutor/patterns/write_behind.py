@@ -160,31 +160,26 @@ class WriteBehindBase:
 class WriteBehind(WriteBehindBase):
     """Page-view counters: written to Redis only, copied to the DB in batches by a sync worker."""
 
-    # KEYS[1] = dirty set, KEYS[2] = syncing set, ARGV[1] = batch size. Returns the pages to sync:
-    # a dead worker's unfinished batch if there is one, else up to ARGV[1] pages moved dirty -> syncing.
+    # KEYS: dirty set, syncing set; ARGV: batch size. A dead worker's batch first, else N dirty pages.
     LUA_CLAIM = """
     local held = redis.call('SMEMBERS', KEYS[2])
     if #held > 0 then return held end
     local pages = redis.call('SPOP', KEYS[1], tonumber(ARGV[1]))
     if #pages > 0 then redis.call('SADD', KEYS[2], unpack(pages)) end
-    return pages
-    """
-    # The absolute count with its version: applied twice it changes nothing, and an older copy
-    # (from a worker that stalled) can never overwrite a newer one.
+    return pages"""
+    # The absolute count with its version: re-applied it changes nothing; an older copy is refused.
     SQL_UPSERT = ("INSERT INTO {table} (page, views, ver) VALUES (?, ?, ?) ON CONFLICT(page) DO UPDATE"
                   " SET views = excluded.views, ver = excluded.ver WHERE excluded.ver > {table}.ver")
 
-    def incr(self, page: str, n: int = 1) -> int:
-        """The write: count, version and dirty mark in one MULTI/EXEC. No database call."""
-        pipe = self.r.pipeline(transaction=True)
+    def incr(self, page: str, n: int = 1) -> int:      # the write: Redis only, no DB call
+        pipe = self.r.pipeline(transaction=True)       # one MULTI/EXEC: all three or none
         pipe.hincrby(self.key(page), "count", n)
         pipe.hincrby(self.key(page), "ver", 1)
-        pipe.sadd(self.dirty_key, page)
+        pipe.sadd(self.dirty_key, page)                # the worker's to-do list
         return pipe.execute()[0]
 
-    def sync_once(self, batch: int = 100) -> int:
-        """The worker's step: claim a batch, upsert each page's count and version, then ack it."""
-        pages = self.claim(batch)
+    def sync_once(self, batch: int = 100) -> int:      # what the worker runs on its timer
+        pages = self.claim(batch)                      # LUA_CLAIM: these pages are now in syncing
         for page in sorted(pages):
             count, ver = self.r.hmget(self.key(page), "count", "ver")
             self.upsert(page, count, ver)              # SQL_UPSERT, with hooks and stats

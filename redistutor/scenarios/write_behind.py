@@ -219,7 +219,7 @@ def run_until_idle(server: Any, db: Database, prefix: str, *, batch: int, naive:
 # -- experiments ---------------------------------------------------------------------------------
 
 
-def naive_kill(server: Any, r: redis.Redis, db: Database, ack: str, *, views: int = 300,
+def naive_kill(server: Any, r: redis.Redis, db: Database, ack: str, *, views: int = 100,
                pages: int = 10) -> dict[str, Any]:
     """The naive queue under ``views`` views; its worker process is killed with ``kill -9`` after
     20 rows of a 50-row batch. Returns the rows it applied, the signal and what the queue holds."""
@@ -248,7 +248,7 @@ def db_vs_redis(wb: Any, truth: Database, title: str = "") -> Any:
                  note=f"pending pages: {wb.pending()}; DB equals Redis: {in_db == wb.counts()}")
 
 
-def naive_writes(server: Any, r: redis.Redis, db: Database, views: int = 300) -> int:
+def naive_writes(server: Any, r: redis.Redis, db: Database, views: int = 100) -> int:
     """DB writes the naive queue makes for ``views`` views of one page."""
     q = NaiveQueue(r, db, prefix=server.key("naive-count"), ack="after", table="naive_count")
     for _ in range(views):
