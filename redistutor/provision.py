@@ -193,8 +193,41 @@ def _find_binary() -> Search:
             search.too_old.append(binary)
             continue
         search.found = binary
+        _note_skipped(search)
         return search
     return search
+
+
+_noted: set[tuple[str, str]] = set()
+
+
+def _note_skipped(search: Search) -> None:
+    """Say (once) which binaries were passed over for the one found, as the README promises.
+
+    Most of all a wrong ``$REDISTUTOR_REDIS_SERVER``: the learner asked for that binary, and
+    silently running another one would hide the mistake.
+    """
+    assert search.found is not None
+    using = f"using redis-server {search.found.version_str} at {search.found.path}"
+    explicit = os.environ.get("REDISTUTOR_REDIS_SERVER", "")
+    notes = []
+    for path in search.broken:
+        if explicit and path == Path(explicit):
+            why = "does not exist" if not path.exists() else "is not a runnable redis-server"
+            notes.append((str(path), f"REDISTUTOR_REDIS_SERVER={path} {why}, so it is ignored; "
+                                     f"{using}: fix the path or unset REDISTUTOR_REDIS_SERVER."))
+    for old in search.too_old:
+        if old.origin == "env":
+            notes.append((str(old.path), f"REDISTUTOR_REDIS_SERVER={old.path} is Redis {old.version_str}, "
+                                         f"too old (redistutor needs 8.0 or newer), so it is ignored; "
+                                         f"{using}: point it at a Redis 8 or unset it."))
+        else:
+            notes.append((str(old.path), f"redis-server {old.version_str} at {old.path} is too old "
+                                         f"(redistutor needs 8.0 or newer) and is skipped; {using}."))
+    for key, note in notes:
+        if (key, using) not in _noted:
+            _noted.add((key, using))
+            _say(f"note: {note}")
 
 
 def no_server_message(search: Search, *, can_build: bool) -> str:

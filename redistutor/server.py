@@ -61,6 +61,16 @@ def fail_fast_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+def check_requires(requires: Mapping[str, Any] | None) -> None:
+    """``requires={"features": "json"}`` would be read letter by letter: say so instead."""
+    for key in ("modules", "commands", "features"):
+        value = (requires or {}).get(key)
+        if isinstance(value, str):
+            raise ConfigError(
+                f"requires[{key!r}] is a string: pass a list, e.g. {{{key!r}: [{value!r}]}}."
+            )
+
+
 class BaseServer:
     """What every backend offers: clients, namespaced keys, capabilities, stop."""
 
@@ -125,6 +135,7 @@ class BaseServer:
         return self.capabilities.card()
 
     def require(self, requires: Mapping[str, Any] | None) -> None:
+        check_requires(requires)
         assert self.capabilities is not None
         self.capabilities.require(requires, where=self._where())
 
@@ -225,6 +236,32 @@ def _port_in_use(log_tail: str, port: int) -> PortInUseError:
     return PortInUseError(message, details=log_tail, port=taken, listener=listener)
 
 
+def _config_error(tail: str) -> str | None:
+    """One sentence for a setting redis-server refused (it says so on stderr, then exits)::
+
+        *** FATAL CONFIG FILE ERROR (Redis 8.0.6) ***
+        Reading the configuration file, at line 3
+        >>> 'maxmemory "lots"'
+        argument must be a memory value
+    """
+    if "Unresolved Configuration" in tail:
+        # Redis 8 takes an unknown name for a module's setting, then aborts (in its log).
+        names = ", ".join(f"`{m}`" for m in re.findall(r">>> '(.*)'", tail)) or "a setting"
+        return (f"redis-server does not know {names} (no such setting, and no loaded module "
+                "defines it): fix the name in config= (CONFIG GET * lists every setting).")
+    if "FATAL CONFIG FILE ERROR" not in tail:
+        return None
+    lines = tail.splitlines()
+    line = next((ln for ln in lines if ln.startswith(">>> ")), "")
+    setting = line[4:].strip().strip("'")
+    reason = lines[-1].strip() if lines and lines[-1] != line else "not accepted"
+    if not setting:
+        return (f"redis-server refused its configuration ({reason}): fix the setting in config= "
+                "that its output below names.")
+    return (f"redis-server refused the setting `{setting}` ({reason.rstrip('.')}): fix or remove "
+            "it in config=.")
+
+
 def _port_taken(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -288,6 +325,16 @@ class RedisServer(BaseServer):
         if persistence not in PERSISTENCE:
             raise ConfigError(
                 f"persistence={persistence!r} is not one of {', '.join(PERSISTENCE)}: pick one of those."
+            )
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+            raise ConfigError(
+                f"port={port!r} is not a TCP port: pass a whole number in 1-65535, or leave port "
+                "unset to pick a free one."
+            )
+        if isinstance(modules, str) and modules != "auto":
+            raise ConfigError(
+                f"modules={modules!r} is a string: pass a list (modules=[{modules!r}]), \"auto\" "
+                "for every module that loads, or () for none."
             )
         self.name = name
         self._fixed_port = port
@@ -405,7 +452,7 @@ class RedisServer(BaseServer):
                 conf = self._tmp / "secret.conf"
                 conf.touch(mode=0o600)
                 conf.write_text(f"requirepass {self._password}\n")
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._make_data_dir()
             attempts = 1 if self._fixed_port else 5
             for attempt in range(attempts):
                 if not self._fixed_port:
@@ -434,6 +481,20 @@ class RedisServer(BaseServer):
         except BaseException:
             self.stop()
             raise
+
+    def _make_data_dir(self) -> None:
+        path = self.data_dir
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            writable = os.access(path, os.W_OK | os.X_OK)
+            reason = "not writable"
+        except OSError as exc:
+            writable, reason = False, exc.strerror or type(exc).__name__
+        if not writable:
+            raise ConfigError(
+                f"data_dir {path} cannot be used ({reason.lower()}): pass a directory you can "
+                "write to, or leave data_dir unset for a private temp dir."
+            )
 
     def _pick_modules(self) -> dict[str, Path]:
         assert self.binary is not None
@@ -473,6 +534,9 @@ class RedisServer(BaseServer):
                     self._forget_proc()
                     if "Address already in use" in tail:
                         raise _port_in_use(tail, self._port)
+                    bad = _config_error(tail)
+                    if bad is not None:
+                        raise ServerStartError(bad, details=tail)
                     raise ServerStartError(
                         "redis-server exited during start-up (see its log below): fix the setting "
                         "it names, or report it with this log.",
@@ -576,14 +640,22 @@ class AttachedServer(BaseServer):
         super().__init__()
         self.name = name
         self._raw_url = url
-        parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        try:
+            parsed = urllib.parse.urlparse(url)
+            hostname = parsed.hostname
+        except ValueError:  # e.g. "redis://[::1" (an unclosed IPv6 bracket)
+            parsed, hostname = None, None
+        if parsed is None or parsed.scheme not in ("redis", "rediss") or not hostname:
             raise ConfigError(f"REDIS_URL {_redact(url)!r} is not a Redis URL: {_URL_FIX}.")
         try:
-            port = parsed.port or 6379
+            port = parsed.port
         except ValueError:
-            raise ConfigError(f"REDIS_URL {_redact(url)!r} has an invalid port: {_URL_FIX}.") from None
-        self._host = parsed.hostname
+            port = 0
+        if port is None:
+            port = 6379
+        if not 1 <= port <= 65535:  # port 0 is not "the default port"
+            raise ConfigError(f"REDIS_URL {_redact(url)!r} has an invalid port: {_URL_FIX}.")
+        self._host = hostname
         self._port = port
         self._password = urllib.parse.unquote(parsed.password) if parsed.password else None
         self._username = urllib.parse.unquote(parsed.username) if parsed.username else None
@@ -641,7 +713,18 @@ class AttachedServer(BaseServer):
                     f"The Redis server at {where} needs a password that REDIS_URL does not give: "
                     "write it as redis://:PASSWORD@host:port, or unset REDIS_URL."
                 ) from None
+            if "DB index is out of range" in str(exc):
+                raise ConfigError(
+                    f"REDIS_URL names database {self.db}, which the server at {where} does not have "
+                    "(Redis has databases 0-15 unless configured otherwise): put a database number "
+                    "in that range at the end of REDIS_URL."
+                ) from None
             raise
+        except redis.exceptions.InvalidResponse:
+            raise ConnectError(
+                f"The server at {where} named by REDIS_URL does not speak the Redis protocol (is it "
+                "another service?): point REDIS_URL at a Redis server, or unset REDIS_URL."
+            ) from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             reason = str(exc).split(". ")[-1].rstrip(".") or type(exc).__name__
             raise ConnectError(
@@ -810,6 +893,7 @@ def start_server(
     Returns:
         The running server. ``server.client()`` gives a connected ``redis.Redis``.
     """
+    check_requires(requires)
     chosen = _choose_backend(backend)
     with _by_name_lock:
         old = _by_name.pop(name, None)

@@ -17,6 +17,7 @@ from redistutor.exceptions import (
     MissingCapability,
     NoServerError,
     PortInUseError,
+    ServerStartError,
 )
 from redistutor.server import RedisServer, free_port, start_server
 
@@ -36,7 +37,9 @@ def one_sentence(exc: BaseException) -> str:
     return msg
 
 
-@pytest.mark.parametrize("url", ["http://localhost:6379", "localhost:6379", "redis://", "redis://host:notaport"])
+@pytest.mark.parametrize("url", ["http://localhost:6379", "localhost:6379", "redis://", "redis://host:notaport",
+                                 # issue #10, section 2: a ValueError from urlparse; port 0 read as 6379
+                                 "redis://[::1", "redis://127.0.0.1:0"])
 def test_bad_redis_url(monkeypatch, url):
     monkeypatch.setenv("REDIS_URL", url)
     with pytest.raises(ConfigError) as info:
@@ -224,3 +227,148 @@ def test_checksum_mismatch_is_rejected(monkeypatch, tmp_path):
         provision.fetch_tarball([source])
     assert "Could not download a Redis 8 source tarball" in one_sentence(info.value)
     assert not list((tmp_path / "cache" / "downloads").iterdir())
+
+
+# -- issue #10, section 2: bad input gets one sentence naming the fix -----------------------------
+
+
+def test_database_number_out_of_range(monkeypatch):
+    with RedisServer(modules=()) as host:
+        monkeypatch.setenv("REDIS_URL", f"redis://:{host.password}@127.0.0.1:{host.port}/99")
+        with pytest.raises(ConfigError) as info:
+            start_server("db-99", quiet=True)
+        msg = one_sentence(info.value)
+        assert "database 99" in msg and "REDIS_URL" in msg and "0-15" in msg
+
+
+def test_url_pointing_at_something_that_is_not_redis(monkeypatch):
+    """A service that greets first, as SMTP, FTP or SSH do, on the port REDIS_URL names."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.sendall(b"220 mail.example.com ESMTP ready\r\n")
+            threading.Thread(target=lambda c=conn: (c.recv(4096), c.recv(4096), c.close()), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{port}")
+        with pytest.raises(ConnectError) as info:
+            start_server("not-redis", quiet=True)
+        msg = one_sentence(info.value)
+        assert "does not speak the Redis protocol" in msg and "REDIS_URL" in msg
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("port", [70000, -1, "abc", 3.5])
+def test_bad_port_argument(port):
+    with pytest.raises(ConfigError) as info:
+        RedisServer(port=port)
+    msg = one_sentence(info.value)
+    assert f"port={port!r}" in msg and "1-65535" in msg and "leave port unset" in msg
+
+
+def test_bad_config_value_shows_what_redis_said():
+    with pytest.raises(ServerStartError) as info:
+        RedisServer(modules=(), config={"maxmemory": "lots"}).start()
+    msg = one_sentence(info.value)
+    assert "maxmemory" in msg and "config=" in msg
+    assert "argument must be a memory value" in info.value.details  # Redis's own words, from stderr
+
+
+def test_unknown_config_name_shows_what_redis_said():
+    with pytest.raises(ServerStartError) as info:
+        RedisServer(modules=(), config={"maxmemroy": "10mb"}).start()
+    assert "maxmemroy" in one_sentence(info.value) and "config=" in one_sentence(info.value)
+    assert "Unresolved Configuration" in info.value.details  # Redis 8's own words, from its log
+
+
+def test_unusable_data_dir(tmp_path):
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("")
+    with pytest.raises(ConfigError) as info:
+        RedisServer(modules=(), data_dir=a_file / "data").start()
+    msg = one_sentence(info.value)
+    assert "data_dir" in msg and str(a_file / "data") in msg and "leave data_dir unset" in msg
+
+
+@pytest.mark.parametrize("requires", [{"features": "json"}, {"modules": "ReJSON"}, {"commands": "vadd"}])
+def test_a_string_where_a_list_is_expected_in_requires(requires):
+    with pytest.raises(ConfigError) as info:
+        start_server("str-requires", requires=requires, quiet=True)
+    (key, value), = requires.items()
+    msg = one_sentence(info.value)
+    assert f"requires[{key!r}]" in msg and f"[{value!r}]" in msg
+
+
+def test_a_string_for_modules():
+    with pytest.raises(ConfigError) as info:
+        RedisServer(modules="ReJSON")
+    assert "modules=['ReJSON']" in one_sentence(info.value)
+
+
+@pytest.fixture
+def other_redis8(monkeypatch, tmp_path):
+    """A real Redis 8 reachable only through PATH, so an explicit override can be shown wrong."""
+    found = provision.ensure(allow_build=False)
+    clean_env(monkeypatch, tmp_path, path=f"{found.path.parent}:/usr/bin:/bin", old_redis_ok=True)
+    return found
+
+
+def _note_for(monkeypatch, capsys, value: str) -> str:
+    monkeypatch.setenv("REDISTUTOR_REDIS_SERVER", value)
+    search = provision.find_binary()
+    assert search.found is not None and search.found.version[:2] >= (8, 0)
+    return capsys.readouterr().err
+
+
+def test_missing_explicit_binary_is_ignored_with_a_note(monkeypatch, capsys, tmp_path, other_redis8):
+    err = _note_for(monkeypatch, capsys, str(tmp_path / "no-such-redis-server"))
+    assert "REDISTUTOR_REDIS_SERVER" in err and "does not exist" in err and "ignored" in err
+    assert str(other_redis8.path.parent) in err
+
+
+def test_explicit_path_that_is_not_a_binary_is_ignored_with_a_note(monkeypatch, capsys, tmp_path, other_redis8):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a program")
+    err = _note_for(monkeypatch, capsys, str(text))
+    assert "REDISTUTOR_REDIS_SERVER" in err and "not a runnable redis-server" in err and "ignored" in err
+
+
+def test_explicit_redis7_is_ignored_with_a_note(monkeypatch, capsys, tmp_path, redis7, other_redis8):
+    err = _note_for(monkeypatch, capsys, str(redis7))
+    assert "REDISTUTOR_REDIS_SERVER" in err and "7.0" in err and "too old" in err and "ignored" in err
+
+
+def test_lab_with_redis_url_says_labs_run_local_servers(monkeypatch, capsys):
+    from redistutor import lab
+    from redistutor.lab import node as lab_node
+
+    monkeypatch.setattr(lab_node, "_noted_redis_url", False, raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1")
+    with lab.Fleet(1) as fleet:
+        assert fleet["n1"].r.ping()
+    err = capsys.readouterr().err
+    assert "labs start their own local redis-servers" in err and "REDIS_URL" in err
+
+
+def test_lab_without_a_local_binary_does_not_say_set_redis_url(monkeypatch, tmp_path):
+    from redistutor import lab
+
+    clean_env(monkeypatch, tmp_path)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1")
+    with pytest.raises(NoServerError) as info:
+        lab.Fleet(1).start()
+    msg = one_sentence(info.value)
+    assert "labs start their own local Redis 8 servers" in msg and "python -m redistutor provision" in msg
+    assert "set REDIS_URL" not in msg

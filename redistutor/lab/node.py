@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 import redis
 
 from ..events import EventLog
+from ..exceptions import BuildError, NoServerError
 from ..race import run_in_thread
 from ..server import RedisServer, fail_fast_retry
 from ._base import LabObject, lab_dir, remove_dir
@@ -118,10 +120,17 @@ class Node(LabObject):
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "Node":
         if not self.running:
-            if self.server.port:
-                self.server.restart()  # started before: keep the port (clients, cluster peers)
-            else:
-                self.server.start()
+            _note_redis_url()
+            try:
+                if self.server.port:
+                    self.server.restart()  # started before: keep the port (clients, cluster peers)
+                else:
+                    self.server.start()
+            except NoServerError as exc:
+                if isinstance(exc, BuildError):
+                    raise
+                # provision's sentence offers REDIS_URL, which cannot help a lab (issue #10, 1.8).
+                raise NoServerError(LAB_NEEDS_LOCAL, details=exc.message) from None
             self._after_start()
         self._registered()
         return self
@@ -231,6 +240,23 @@ class Node(LabObject):
     def __repr__(self) -> str:
         state = "paused" if self._paused else ("running" if self.running else "down")
         return f"Node({self.name!r}, {state}, persistence={self.persistence!r})"
+
+
+LAB_NEEDS_LOCAL = (
+    "Multi-node labs start their own local Redis 8 servers (REDIS_URL cannot stand in for them), "
+    "and none is available here: install one (`conda install -c conda-forge 'redis-server>=8'`) "
+    "or run `python -m redistutor provision` to build one."
+)
+_noted_redis_url = False
+
+
+def _note_redis_url() -> None:
+    """Once per process: with REDIS_URL set, say that a lab does not use it."""
+    global _noted_redis_url
+    if os.environ.get("REDIS_URL") and not _noted_redis_url:
+        _noted_redis_url = True
+        print("[redistutor] note: multi-node labs start their own local redis-servers; REDIS_URL "
+              "is used by start_server() only.", file=sys.stderr, flush=True)
 
 
 def _signal(pid: int, sig: int) -> None:
