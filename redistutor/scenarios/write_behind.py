@@ -219,23 +219,41 @@ def run_until_idle(server: Any, db: Database, prefix: str, *, batch: int, naive:
 # -- experiments ---------------------------------------------------------------------------------
 
 
-def naive_kill(server: Any, r: redis.Redis, db: Database, ack: str, *, views: int = 100,
-               pages: int = 10) -> dict[str, Any]:
-    """The naive queue under ``views`` views; its worker process is killed with ``kill -9`` after
-    20 rows of a 50-row batch. Returns the rows it applied, the signal and what the queue holds."""
-    prefix, table = server.key(f"naive-{ack}"), f"naive_{ack}"
-    q = NaiveQueue(r, db, prefix=prefix, ack=ack, table=table)
-    for i in range(views):
-        q.incr(f"page{i % pages}")
-    applied, sig = kill_mid_batch(server, db, prefix, naive=ack, table=table, pause_after=20, batch=50)
-    return {"ack": ack, "views sent": views, "rows applied when killed": applied, "signal": sig,
-            "left in the queue": q.pending()}
+def naive_kill(server: Any, r: redis.Redis, db: Database, acks: tuple = ("before", "after"), *,
+               views: int = 100, pages: int = 10) -> dict[str, dict[str, Any]]:
+    """For each ``ack``, a naive queue under ``views`` views and its own worker process, killed
+    with ``kill -9`` after 20 rows of a 50-row batch (the workers run side by side). Returns, per
+    ack, the rows it applied, the signal and what its queue still holds."""
+    workers = {}
+    try:
+        for ack in acks:
+            q = NaiveQueue(r, db, prefix=server.key(f"naive-{ack}"), ack=ack, table=f"naive_{ack}")
+            for i in range(views):
+                q.incr(f"page{i % pages}")
+            workers[ack] = (q, SyncWorker(server, db, q.prefix, naive=ack, table=q.table,
+                                          pause_after=20, batch=50, write_latency=0.005))
+        out = {}
+        for ack, (q, w) in workers.items():
+            applied = w.wait_paused()
+            out[ack] = {"ack": ack, "views sent": views, "rows applied when killed": applied,
+                        "signal": w.kill(), "left in the queue": q.pending()}
+        return out
+    finally:
+        for _, w in workers.values():
+            w.stop()
 
 
-def naive_finish(server: Any, db: Database, truth: Database, ack: str) -> int:
-    """A fresh worker process drains the naive queue; returns the DB's total views."""
-    run_until_idle(server, db, server.key(f"naive-{ack}"), naive=ack, table=f"naive_{ack}", batch=50)
-    return sum(db_views(truth, f"naive_{ack}").values())
+def naive_finish(server: Any, db: Database, truth: Database, acks: tuple = ("before", "after")) -> dict[str, int]:
+    """A fresh worker process per queue drains it (side by side); returns each DB total of views."""
+    workers = [SyncWorker(server, db, server.key(f"naive-{ack}"), naive=ack, table=f"naive_{ack}",
+                          once=True, batch=50) for ack in acks]
+    try:
+        for w in workers:
+            w.join()
+    finally:
+        for w in workers:
+            w.stop()
+    return {ack: sum(db_views(truth, f"naive_{ack}").values()) for ack in acks}
 
 
 def db_vs_redis(wb: Any, truth: Database, title: str = "") -> Any:
