@@ -811,7 +811,21 @@ class DockerServer(BaseServer):
     def running(self) -> bool:
         return self._container is not None
 
-    def start(self) -> "DockerServer":
+    # Inside the container only: copied in through the engine's API before the server starts.
+    CONF_PATH = "/usr/local/etc/redis/redistutor.conf"
+
+    def build_container(self, docker_client_kw: Mapping[str, Any] | None = None) -> Any:
+        """The testcontainers container, configured but not started.
+
+        * the image is pinned (:data:`DOCKER_IMAGE`);
+        * port 6379 is published on 127.0.0.1 only (Docker's default is every interface), on a
+          free port of this machine;
+        * the password is in a config file copied into the container, not on its command line
+          (``ps`` on the host shows a container's argv, and ``docker inspect`` shows Cmd and Env).
+
+        ``docker_client_kw`` goes to docker-py (``{"version": "1.44"}`` builds it without asking
+        an engine, which the construction test uses).
+        """
         try:
             try:
                 from testcontainers.community.redis import RedisContainer  # noqa: PLC0415
@@ -819,12 +833,23 @@ class DockerServer(BaseServer):
                 from testcontainers.redis import RedisContainer  # noqa: PLC0415
         except ImportError as exc:
             raise NoServerError(f"testcontainers is not installed ({exc}): pip install testcontainers.") from None
+        # password=None: RedisContainer would put "--requirepass <password>" in the command.
+        container = RedisContainer(self.image, docker_client_kw=dict(docker_client_kw or {}))
+        container.password = self._password  # only for its readiness PING (get_client)
+        container.with_copy_into_container(
+            f"requirepass {self._password}\n".encode(), self.CONF_PATH, 0o644)
+        container.with_command(["redis-server", self.CONF_PATH])
+        self._host_port = free_port()
+        # docker-py takes (host_ip, host_port); testcontainers' with_bind_ports() takes only a
+        # port (a tuple raised AttributeError), so the binding is set on its port map directly.
+        container.ports["6379"] = ("127.0.0.1", self._host_port)
+        return container
+
+    def start(self) -> "DockerServer":
         try:
-            container = RedisContainer(self.image, password=self._password)
-            # Publish on loopback only (Docker's default is every interface).
-            self._host_port = free_port()
-            container.with_bind_ports(6379, ("127.0.0.1", self._host_port))
-            self._container = container.start()
+            container = self.build_container()
+            self._container = container  # stop() removes it even if start() fails half-way
+            container.start()
             self.capabilities = Capabilities.probe(self._admin(), self.backend)
         except RedistutorError:
             self.stop()

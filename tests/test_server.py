@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
@@ -219,3 +221,41 @@ def test_docker_backend_without_engine_says_how_to_fix(monkeypatch):
     with pytest.raises(NoServerError) as info:
         start_server("docker", backend="docker", quiet=True)
     assert "REDISTUTOR_BACKEND=local" in info.value.message
+
+
+def _create_request(container) -> dict:
+    """The JSON body docker-py would POST to /containers/create for this testcontainers container,
+    built the way ``DockerContainer.start()`` passes it on (no engine is asked)."""
+    import docker.models.containers as dmc
+
+    api = container.get_docker_client().client.api
+    kwargs = dict(image=container.image, command=container._command, environment=container.env,
+                  ports=container.ports, volumes={}, tmpfs=container.tmpfs, detach=True,
+                  version=api._version, **container._kwargs)
+    args = dmc._create_container_args(kwargs)
+    return api.create_container_config(**args)
+
+
+def test_docker_container_is_pinned_loopback_only_and_keeps_the_password_off_its_command_line():
+    """Issue #10, section 3: built without an engine (docker-py with a fixed API version)."""
+    import tarfile
+
+    from testcontainers.core.transferable import build_transfer_tar
+
+    from redistutor.server import DOCKER_IMAGE, DockerServer
+
+    server = DockerServer()
+    container = server.build_container(docker_client_kw={"version": "1.44"})
+    assert container.image == DOCKER_IMAGE and DOCKER_IMAGE.startswith("redis:8.") and "latest" not in DOCKER_IMAGE
+    body = _create_request(container)
+    assert body["Image"] == DOCKER_IMAGE
+    assert body["HostConfig"]["PortBindings"] == {
+        "6379/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(server.port)}]}
+    assert server.password not in json.dumps(body), "the password is in the container's config (argv/env)"
+    assert body["Cmd"] == ["redis-server", DockerServer.CONF_PATH]
+    # The password reaches Redis in a file copied into the container before it starts.
+    (payload, path, mode), = container._transferable_specs
+    assert path == DockerServer.CONF_PATH
+    with tarfile.open(fileobj=io.BytesIO(build_transfer_tar(payload, path, mode))) as tar:
+        conf = tar.extractfile(tar.getmembers()[0]).read().decode()
+    assert conf == f"requirepass {server.password}\n"
