@@ -31,7 +31,7 @@ from ..trace import trace
 __all__ = [
     "KINDS", "Sink", "ZremQueue", "due_boundary", "idle_trial", "kill_chart", "kill_run",
     "lateness_chart", "lateness_trial", "make_queue", "queue_worker", "race_one_task", "racing_run",
-    "retry_demo", "samples_table", "task_id", "wait_until",
+    "retry_demo", "samples_table", "skewed_claims", "task_id", "wait_until",
 ]
 
 
@@ -59,12 +59,14 @@ class ZremQueue(DelayedQueue):
     bug); ``True`` runs it only if this worker's ``ZREM`` removed it. The ``after_read`` hook fires
     between the two round trips (a pause point or a barrier goes there)."""
 
-    def __init__(self, r, name, lease_ms=5000, *, check_reply: bool = True, hooks: dict | None = None):
+    def __init__(self, r, name, lease_ms=5000, *, check_reply: bool = True, hooks: dict | None = None,
+                 clock: Callable[[], float] | None = None):
         super().__init__(r, name, lease_ms)
         self.check_reply, self.hooks = check_reply, hooks
+        self.clock = clock or (lambda: time.time() * 1000)    # the worker's own clock, in ms
 
     def claim(self, n=1):
-        due = self.r.zrangebyscore(self.key, "-inf", int(time.time() * 1000), start=0, num=n)
+        due = self.r.zrangebyscore(self.key, "-inf", int(self.clock()), start=0, num=n)
         call_hook(self.hooks, "after_read", due)
         removed = [self.r.zrem(self.key, task) for task in due]
         return [t for t, ok in zip(due, removed) if ok or not self.check_reply]
@@ -180,6 +182,21 @@ def due_boundary(q: DelayedQueue, ahead_ms: int = 300) -> dict:
             break
         time.sleep(0.02)
     return dict(task=task, due=due, attempts=attempts)
+
+
+def skewed_claims(r, name: str, skew_ms: int = 60_000, due_in_ms: int = 30_000) -> list[tuple]:
+    """A task due in ``due_in_ms`` on the server's clock, claimed at once by a worker whose own
+    clock runs ``skew_ms`` fast: with ZRANGEBYSCORE (the worker's clock) and with the script
+    (the server's TIME). Rows: (claim, clock compared, claimed now)."""
+    rows = []
+    for kind, clock in (("ZRANGEBYSCORE + checked ZREM", f"the worker's, {skew_ms // 1000} s fast"),
+                        ("Lua pop-due", "the server's (TIME)")):
+        q = make_queue(r, f"{name}:{kind.split()[0].lower()}", kind, clock=lambda: time.time() * 1000 + skew_ms)
+        r.delete(q.key, q.processing)
+        task = q.schedule("invoice:overdue", now_ms(r) + due_in_ms)
+        rows.append((kind, clock, q.claim() == [task]))
+        r.delete(q.key, q.processing)
+    return rows
 
 
 # -- racing claims --------------------------------------------------------------------------------
@@ -491,6 +508,7 @@ def idle_trial(server, name: str, loop: str, *, seconds: float = 1.5, due_in_ms:
     r.close()
     q.r.close()
     return dict(loop=loop, calls=calls, total=sum(calls.values()), per_s=sum(calls.values()) / seconds,
+                claims=calls.get("eval", 0),
                 ran=len(ran), seconds=seconds)
 
 
