@@ -237,11 +237,13 @@ def kill_mid_batch(server, r, stream: str, group: str, sink: Sink, *, n: int = 1
 
 
 def service_worker(ctx: Any, stream: str, group: str, db_path: str, *, min_idle_ms: int,
-                   victim: str = "", stall_at: int = 0, deadline_s: float = 60.0) -> None:
+                   victim: str = "", stall_at: int = 0, gate: str = "", deadline_s: float = 60.0) -> None:
     """A consumer service (named after its worker, w1..wN): ``consume`` then ``recover`` in a loop
     until the group has nothing pending and nothing left to deliver. The worker named ``victim``
-    stops at its ``stall_at``-th entry (after the XREADGROUP, before handling or acking) and
-    records "stalled": the notebook kills it there."""
+    starts at once, records "first" at its first entry, and stops at its ``stall_at``-th entry
+    (after the XREADGROUP, before handling or acking; within its first batch, so it surely gets
+    there), recording "stalled": the notebook kills it there. The others start once the key
+    ``gate`` exists (the notebook sets it after "first"), so the victim always has its batch."""
     r = ctx.client(0)
     sink = Sink(db_path)
     handle, calls = sink.handler(stream, ctx.name), 0
@@ -249,6 +251,8 @@ def service_worker(ctx: Any, stream: str, group: str, db_path: str, *, min_idle_
     def guarded(entry_id: str, fields: dict) -> None:
         nonlocal calls
         calls += 1
+        if ctx.name == victim and calls == 1:
+            ctx.record("first", entry_id)
         if ctx.name == victim and calls == stall_at:
             ctx.record("stalled", entry_id)
             time.sleep(300)
@@ -257,6 +261,8 @@ def service_worker(ctx: Any, stream: str, group: str, db_path: str, *, min_idle_
     kw = dict(handle=guarded, dlq=f"{stream}:dead")
     deadline = time.monotonic() + deadline_s
     try:
+        while ctx.name != victim and gate and not r.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.005)
         while time.monotonic() < deadline:
             consume(r, stream, group, ctx.name, **kw)
             recover(r, stream, group, ctx.name, min_idle_ms, **kw)
@@ -270,11 +276,14 @@ def service_worker(ctx: Any, stream: str, group: str, db_path: str, *, min_idle_
 
 
 def storm(server, r, stream: str, group: str, sink: Sink, *, n: int = 1000, consumers: int = 3,
-          victim: str = "w2", stall_at: int = 31, min_idle_ms: int = 1000) -> dict:
+          victim: str = "w2", stall_at: int = 5, min_idle_ms: int = 1000) -> dict:
     """``consumers`` service processes share ``n`` entries; ``victim`` is killed with SIGKILL inside
-    a batch and never restarted; the others take its entries over with XAUTOCLAIM once they are
-    ``min_idle_ms`` idle. A thread samples the invariant every few ms during the whole run."""
+    its first batch (``stall_at`` <= 10) and never restarted; the others, started once the victim
+    has its batch, take its entries over with XAUTOCLAIM once they are ``min_idle_ms`` idle. A
+    thread samples the invariant every few ms during the whole run."""
     produced = fill(r, stream, group, n)
+    gate = f"{stream}:go"
+    r.delete(gate)
     log, samples, stop = EventLog(), [], threading.Event()
     sampler_r = server.client()
     t0 = time.monotonic()
@@ -285,10 +294,13 @@ def storm(server, r, stream: str, group: str, sink: Sink, *, n: int = 1000, cons
             time.sleep(0.01)
 
     workers = lab.Workers(service_worker, consumers, nodes=[server], log=log, args=(stream, group, sink.path),
-                          kwargs=dict(min_idle_ms=min_idle_ms, victim=victim, stall_at=stall_at)).start()
+                          kwargs=dict(min_idle_ms=min_idle_ms, victim=victim, stall_at=stall_at,
+                                      gate=gate)).start()
     thread = threading.Thread(target=sampler, daemon=True)
     thread.start()
     try:
+        workers.wait_for("first", actor=victim, timeout=60)
+        r.set(gate, 1)                           # the others start now
         stalled = workers.wait_for("stalled", actor=victim, timeout=60).detail
         workers.kill(victim)
         kill_t = time.monotonic() - t0
@@ -300,6 +312,7 @@ def storm(server, r, stream: str, group: str, sink: Sink, *, n: int = 1000, cons
         thread.join(10)
         workers.stop()
         sampler_r.close()
+    r.delete(gate)
     final = sample(r, stream, group, sink, produced, "end")
     return dict(produced=produced, samples=samples, final=final, kill_t=kill_t, stalled=stalled,
                 victim=victim, exitcodes=workers.exitcodes, by_consumer=sink.by_consumer(stream),
@@ -323,6 +336,7 @@ def plot_storm(run: dict) -> None:
                   [s["undelivered"] for _, s in rows], labels=["done (SQLite)", "pending", "not yet delivered"],
                   colors=[charts.OK, charts.PALETTE[1], charts.NEUTRAL], alpha=0.85)
     top.set_ylabel("entries")
+    top.set_xlabel("")
     victim = run["victim"]
     bottom.plot(ts, [s["owners"].get(victim, 0) for _, s in rows], label=f"pending with {victim}", linewidth=1.5,
                 color=charts.BAD)

@@ -136,8 +136,8 @@ def test_killed_consumer_zombie_pel_then_two_phase_restart(redis_server, r, sink
 
 
 def test_storm_loses_nothing_at_any_sample(redis_server, r, sink):
-    run = sc.storm(redis_server, r, S, G, sink, n=300, consumers=3, victim="w2", stall_at=11, min_idle_ms=300)
+    run = sc.storm(redis_server, r, S, G, sink, n=300, consumers=3, victim="w2", stall_at=7, min_idle_ms=300)
     assert run["exitcodes"]["w2"] == -9 and run["stalled"]
     assert run["samples"] and all(s["lost"] == 0 for _, s in run["samples"])
     assert run["final"]["pending"] == 0 and run["final"]["done"] == 300
-    assert run["by_consumer"]["w2"] == 10
+    assert run["by_consumer"]["w2"] == 6 and run["stalled"] == "7-0"
