@@ -1,18 +1,57 @@
-"""``python -m redistutor provision``: make sure a Redis 8 (and its modules) is ready."""
+"""``python -m redistutor provision | clean``.
+
+* ``provision``: make sure a Redis 8 (and its modules) is ready.
+* ``clean``: on the server named by ``$REDIS_URL``, remove the keys of notebooks whose kernel
+  died without stopping (their namespace lease expired). Nobody else's keys are touched.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .provision import main as provision_main
 
+USAGE = "usage: python -m redistutor provision | clean"
+
+
+def clean() -> int:
+    from .exceptions import RedistutorError
+    from .server import AttachedServer, clean_abandoned
+
+    url = os.environ.get("REDIS_URL")
+    server = None
+    if not url:
+        print("redistutor: clean works on the server named by REDIS_URL: set it first.", file=sys.stderr)
+        return 2
+    try:
+        server = AttachedServer(url, name="clean")
+        client = server._admin()
+        client.ping()
+        removed = clean_abandoned(client)
+    except (RedistutorError, OSError) as exc:
+        print(f"redistutor: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # redis errors: unreachable, wrong password, ...
+        print(f"redistutor: cannot clean the server at REDIS_URL ({type(exc).__name__}: {exc}).",
+              file=sys.stderr)
+        return 1
+    finally:
+        if server is not None:
+            server._close_clients()
+    keys = sum(removed.values())
+    print(f"[redistutor] removed {keys} key(s) of {len(removed)} abandoned namespace(s)")
+    return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] != "provision":
-        print("usage: python -m redistutor provision", file=sys.stderr)
-        return 2
-    return provision_main(args[1:])
+    if args[:1] == ["provision"]:
+        return provision_main(args[1:])
+    if args[:1] == ["clean"] and len(args) == 1:
+        return clean()
+    print(USAGE, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

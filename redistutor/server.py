@@ -631,6 +631,42 @@ def _redact(url: str) -> str:
     return re.sub(r"//([^@/]*)@", "//***@", url)
 
 
+# Attach mode's record of live namespaces (issue #10, 1.7). A kernel killed with kill -9 cannot
+# remove its keys from a shared server, so every attached notebook holds a lease: a key with a
+# TTL that it renews while it runs. A namespace listed in NAMESPACES_KEY whose lease has expired
+# was abandoned; the next attach (or `python -m redistutor clean`) removes its keys. Only
+# namespaces redistutor itself made (rt:<name>:<6 hex>:) are ever touched.
+NAMESPACES_KEY = "rt:_namespaces"
+_NAMESPACE_RE = re.compile(r"^rt:[^*?\[\]\\]+:[0-9a-f]{6}:$")
+
+
+def lease_seconds() -> float:
+    """How long an attached notebook's namespace outlives its kernel (``$REDISTUTOR_LEASE_SECONDS``)."""
+    try:
+        return max(1.0, float(os.environ.get("REDISTUTOR_LEASE_SECONDS", "120")))
+    except ValueError:
+        return 120.0
+
+
+def _lease_key(namespace: str) -> str:
+    return f"rt:_lease:{namespace}"
+
+
+def clean_abandoned(c: redis.Redis) -> dict[str, int]:
+    """Remove the keys of namespaces whose kernel died (lease expired); returns keys removed by
+    namespace. Keys outside redistutor's registered namespaces are never touched."""
+    removed: dict[str, int] = {}
+    for ns in c.smembers(NAMESPACES_KEY):
+        ns = ns.decode() if isinstance(ns, bytes) else ns
+        if not _NAMESPACE_RE.match(ns):
+            continue  # not one of ours: leave it (and everything under it) alone
+        if c.exists(_lease_key(ns)):
+            continue  # its kernel is alive
+        removed[ns] = _delete_prefix(c, ns)
+        c.srem(NAMESPACES_KEY, ns)
+    return removed
+
+
 class AttachedServer(BaseServer):
     """An existing server named by a URL. ``stop()`` removes only this notebook's keys."""
 
@@ -738,15 +774,48 @@ class AttachedServer(BaseServer):
                 "(it needs 8.0 or newer): upgrade it, or unset REDIS_URL to use a local Redis 8."
             )
         self.capabilities = caps
+        try:
+            clean_abandoned(c)
+            # Lease first, then the registry entry: a cleaner never sees us without a lease.
+            c.set(_lease_key(self.namespace), "1", px=int(lease_seconds() * 1000))
+            c.sadd(NAMESPACES_KEY, self.namespace)
+        except redis.exceptions.ResponseError:
+            pass  # a user without SET/SADD/SCAN rights: no lease, keys go at stop() only
+        else:
+            self._lease_stop = threading.Event()
+            threading.Thread(target=self._renew_lease, name=f"redistutor-lease-{self.name}",
+                             daemon=True).start()
         self._connected = True
         self._stopped = False
         return self
 
+    def _renew_lease(self) -> None:
+        """Keep this namespace's lease alive while the kernel lives (a third of its TTL apart)."""
+        ttl = lease_seconds()
+        stop = self._lease_stop
+        c = redis.Redis(host=self.host, port=self.port, password=self.password, db=self.db,
+                        retry=fail_fast_retry(), socket_timeout=5, socket_connect_timeout=2,
+                        **self._conn_kwargs())
+        try:
+            while not stop.wait(max(ttl / 3, 0.05)):
+                try:
+                    c.set(_lease_key(self.namespace), "1", px=int(ttl * 1000))
+                except redis.exceptions.RedisError:
+                    pass  # unreachable for a moment: try again at the next beat
+        finally:
+            c.close()
+
     def stop(self) -> None:
         """Remove this notebook's keys and close its clients. Idempotent."""
+        lease = getattr(self, "_lease_stop", None)
+        if lease is not None:
+            lease.set()
         if self._connected and not self._stopped:
             try:
-                _delete_prefix(self._admin(), self.namespace)
+                c = self._admin()
+                _delete_prefix(c, self.namespace)
+                c.srem(NAMESPACES_KEY, self.namespace)
+                c.delete(_lease_key(self.namespace))
             except redis.exceptions.RedisError:
                 pass
         self._stopped = True

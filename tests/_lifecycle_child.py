@@ -132,6 +132,18 @@ def ipython() -> None:
     wait_for_stdin_eof()
 
 
+def attach() -> None:
+    """A notebook in attach mode (REDIS_URL) writes its keys without TTLs, like 06 does."""
+    from redistutor.server import start_server
+
+    server = start_server("06-atomic-updates", quiet=True)
+    r = server.client()
+    for i in range(12):
+        r.set(server.key("account", i), 100)
+    say(ready=True, namespace=server.namespace)
+    wait_for_stdin_eof()
+
+
 if __name__ == "__main__":
     scenario, *args = sys.argv[1:]
     globals()[scenario](*args)

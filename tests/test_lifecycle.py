@@ -263,3 +263,42 @@ def test_database_temp_dir_is_removed_on_exit_and_on_kill_9(how):
         assert not wait_gone_path(ready["tmp"]), f"{ready['tmp']} left after {how}"
     finally:
         kernel.close()
+
+
+# -- 1.7 attach mode: a killed kernel's namespace --------------------------------------------------
+
+
+@pytest.mark.parametrize("cleaner", ["next start", "python -m redistutor clean"])
+def test_a_killed_kernels_namespace_is_removed_later_and_nobody_elses(cleaner, monkeypatch):
+    from redistutor import __main__ as cli
+    from redistutor.server import AttachedServer, RedisServer
+
+    with RedisServer(modules=()) as shared:
+        admin = shared.client()
+        # A stranger's keys, one of them looking like ours but never registered by redistutor.
+        admin.set("user:1", "alice")
+        admin.hset("rt:someone:else", mapping={"a": "1"})
+        stranger = {k: admin.dump(k) for k in ("user:1", "rt:someone:else")}
+        monkeypatch.setenv("REDIS_URL", shared.url)
+        alive_nb = AttachedServer(shared.url, name="still-running").start()
+        alive_nb.client().set(alive_nb.key("k"), "v")
+        kernel = Kernel("attach", env={"REDIS_URL": shared.url, "REDISTUTOR_LEASE_SECONDS": "1"})
+        try:
+            ns = kernel.read()["namespace"]
+            assert len(admin.keys(ns + "*")) == 12
+            kernel.kill9()
+        finally:
+            kernel.close()
+        # The kernel is gone; its lease (1 s here) runs out on the server's own clock.
+        deadline = time.monotonic() + 30
+        while admin.exists(f"rt:_lease:{ns}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if cleaner == "next start":
+            AttachedServer(shared.url, name="next-notebook").start().stop()
+        else:
+            assert cli.main(["clean"]) == 0
+        assert admin.keys(ns + "*") == [], "the killed kernel's keys are still on the shared server"
+        assert {k: admin.dump(k) for k in stranger} == stranger, "a stranger's keys were touched"
+        assert admin.get(alive_nb.key("k")) == "v", "a live notebook's keys were removed"
+        alive_nb.stop()
+        assert admin.keys("rt:*") == ["rt:someone:else"]
