@@ -24,6 +24,7 @@ def spin_worker(ctx) -> None:
     ctx.record("started")
     while True:
         time.sleep(0.05)
+        ctx.record("tick")
 
 
 def endpoints(*servers) -> list[dict]:
@@ -41,14 +42,31 @@ def interrupt() -> None:
 
     server = start_server("interrupt", backend="local", modules=(), quiet=True)
     fleet = lab.Fleet(2).start()
+    # Started by an earlier cell and left running: not the interrupted cell's work.
+    background = lab.Workers(spin_worker, 1, nodes=[fleet["n2"]]).start()
     workers = lab.Workers(spin_worker, 2, nodes=[fleet["n1"]]).start()
     workers.wait_for("started")
+    background.wait_for("started")
     try:
-        say(ready=True, servers=endpoints(server, *fleet.nodes), workers=list(workers.pids.values()))
+        say(ready=True, servers=endpoints(server, *fleet.nodes), workers=list(workers.pids.values()),
+            background=list(background.pids.values()))
         workers.join(timeout=600)  # the "cell": Jupyter's Interrupt lands here
         say(interrupted=False)
     except KeyboardInterrupt:
-        say(interrupted=True, workers_alive=[p.is_alive() for p in workers.procs.values()])
+        # Ticks recorded after the interrupt prove SIGINT did not reach the earlier cell's worker
+        # (one that got it dies in its next sleep, before recording again).
+        def count() -> int:
+            background.collect()
+            return sum(1 for e in background.log.events if e.kind == "tick")
+
+        before = count()
+        ticks = 0
+        deadline = time.monotonic() + 30
+        while ticks < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            ticks = count() - before
+        say(interrupted=True, workers_alive=[p.is_alive() for p in workers.procs.values()],
+            background_ticks_after=ticks, background_alive=[p.is_alive() for p in background.procs.values()])
     wait_for_stdin_eof()
 
 

@@ -104,6 +104,8 @@ def test_interrupt_stops_the_cells_workers_and_every_server_survives():
         assert not down, f"{len(down)} of {len(ready['servers'])} servers died on Interrupt"
         assert after["workers_alive"] == [False, False], "the interrupted cell's workers kept running"
         assert not wait_gone(set(ready["workers"])), "worker processes outlived the interrupt"
+        # Workers of an earlier cell are not the interrupted cell's work: SIGINT must not reach them.
+        assert after["background_ticks_after"] >= 3 and after["background_alive"] == [True], after
     finally:
         kernel.close()
     assert not wait_gone({ep["pid"] for ep in ready["servers"]}, timeout=10)
