@@ -22,10 +22,10 @@ from ..race import PausePoint, run_in_thread
 from ..tables import Table
 
 __all__ = [
-    "append_all", "conflict_race", "durability_table", "durability_trial", "expected_balance",
-    "generate_events", "StopBeforeCheckpoint", "groups_table", "groups_trial", "plot_replay_speed", "projector_crash",
-    "projector_table", "projector_worker", "race_table", "replay_speed", "snapshot_table",
-    "snapshot_trial", "view_state",
+    "StopBeforeCheckpoint", "append_all", "conflict_race", "durability_table", "durability_trial",
+    "expected_balance", "generate_events", "groups_table", "groups_trial", "plot_balance",
+    "plot_replay_speed", "projector_crash", "projector_table", "projector_worker", "race_table",
+    "replay_speed", "snapshot_table", "snapshot_trial", "view_state",
 ]
 
 
@@ -393,8 +393,32 @@ def plot_replay_speed(speed: dict) -> None:
     xs = list(speed)
     ax.plot(xs, [v[3] for v in speed.values()], marker="o", color=charts.NEUTRAL, label="replay + fold")
     ax.set_xscale("log")
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.minorticks_off()
     ax.set_ylim(bottom=0)
     lo, hi = min(xs), max(xs)
     charts.finish(ax, summary=f"in this run COUNT {lo} replayed {speed[lo][3]:,.0f} events/s "
                   f"({speed[lo][1]} round trips) and COUNT {hi} {speed[hi][3]:,.0f} events/s "
                   f"({speed[hi][1]} round trips)")
+
+
+def plot_balance(store: EventStore, trial: dict) -> None:
+    """The balance after each event, by replay, with the snapshot's position marked."""
+    from .. import charts
+
+    path: list[int] = []
+
+    def recording_fold(balance: int, event: dict) -> int:
+        path.append(fold(balance, event))
+        return path[-1]
+
+    store.replay(recording_fold, 0)
+    snap = trial["snapshot"]
+    fig, ax = charts.figure("The balance, derived by replaying the log", xlabel="event number",
+                            ylabel="balance (units)", width=8, height=3)
+    ax.plot(range(1, len(path) + 1), path, color=charts.NEUTRAL, lw=1, label="balance after each event")
+    ax.axvline(snap["version"], color=charts.BAD, ls="--", lw=1, label=f"snapshot (event {snap['version']})")
+    ax.axvspan(snap["version"], len(path), color=charts.BAD, alpha=0.08, label="tail replayed after it")
+    charts.finish(ax, summary=f"in this run the snapshot holds {snap['balance']} at event {snap['version']}; "
+                  f"the tail of {trial['tail'][2]} events brings it to {path[-1]}, as the full replay of "
+                  f"{len(path)} does")

@@ -230,3 +230,14 @@ def test_replay_speed_counts_round_trips(r):
     sc.append_all(r, KEY, sc.generate_events(50, seed=12))
     speed = sc.replay_speed(r, KEY, batches=(1, 10, 100))
     assert {b: v[:2] for b, v in speed.items()} == {1: (50, 51), 10: (50, 6), 100: (50, 2)}   # ceil(n / batch) + the empty read that ends it
+
+
+def test_plot_balance_summarises_the_snapshot_and_the_tail(r, capsys):
+    import matplotlib
+    matplotlib.use("Agg")
+    events = sc.generate_events(40, seed=13)
+    sc.append_all(r, KEY, events)
+    store = EventStore(r, KEY)
+    sc.plot_balance(store, sc.snapshot_trial(store, "snap", 30))
+    out = capsys.readouterr().out
+    assert f"brings it to {sc.expected_balance(events)}" in out and "tail of 10 events" in out
