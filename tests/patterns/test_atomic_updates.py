@@ -14,8 +14,10 @@ from redistutor.patterns.atomic_updates import (
     CompareAndSet,
     Counter,
     Idempotency,
+    InProgress,
     InsufficientFunds,
     LeaseExpired,
+    Outcome,
     RetriesExhausted,
     ShadowHash,
     watch_update,
@@ -469,3 +471,73 @@ def test_one_time_token_naive_redeem_is_shared_getdel_is_not(r):
     go, got = threading.Barrier(10, timeout=10), []
     threads(10, lambda i: (go.wait(), got.append(tok.redeem("def"))))
     assert got.count("user43") == 1 and r.exists(tok.key("def")) == 0
+
+
+# -- bug families a reviewer looks for (issue 11): each test fails on the broken variant ----------
+
+def test_watch_transfer_watches_the_destination_too(r):
+    """T1 (a->b 30) reads b, then T2 (c->b 50) pays into b before T1's EXEC. Watching only the
+    source lets T1 write b = 0 + 30 over T2's 50 (money destroyed); watching both aborts T1,
+    which re-reads b and writes 80."""
+    acc = Accounts(r)
+    acc.open(a=100, b=0, c=100)
+    pause = PausePoint("after_read")
+    acc.hooks = {"after_read": pause}
+    t1 = run_in_thread(acc.watch_transfer, "a", "b", 30)
+    pause.wait_reached()
+    acc.hooks = None
+    acc.watch_transfer("c", "b", 50)
+    pause.release()
+    assert t1.result(timeout=10) == 70
+    assert acc.balances("a", "b", "c") == {"a": 70, "b": 80, "c": 50}
+    assert acc.stats.aborts == 1 and acc.stats.commits == 2
+
+
+def test_concurrent_rebuilds_never_share_a_temporary_key(r):
+    """A rebuild pauses after its first chunk while another rebuild of the same key runs to the
+    end. With one shared temporary name B's RENAME carries A's half-written fields away and A
+    finishes a hash without its first chunk; with a name per rebuild each swap is whole."""
+    sh = ShadowHash(r, chunk=100)
+    sh.rebuild("p", _versioned(0))
+    pause = PausePoint("after_chunk")
+    sh.hooks = {"after_chunk": pause}
+    a = run_in_thread(sh.rebuild, "p", _versioned(1))
+    pause.wait_reached()
+    sh.hooks = None
+    tmp_b = sh.rebuild("p", _versioned(2))
+    assert r.hgetall("profile:p") == _versioned(2)
+    pause.release()
+    tmp_a = a.result(timeout=10)
+    assert tmp_a != tmp_b
+    assert r.hgetall("profile:p") == _versioned(1)  # A's whole hash, swapped in last
+    assert [k for k in r.scan_iter("*building*")] == []
+
+
+def test_a_failed_side_effect_never_deletes_a_newer_claim(r):
+    """A's lease expires while its side effect runs; B claims the request and is still running
+    when A's side effect fails. A must give back only its own claim: a plain DEL would delete
+    B's, and a third retry would run the side effect while B still runs."""
+    idem = Idempotency(r, lease=30)
+    started, fail = threading.Event(), threading.Event()
+
+    def flaky():
+        started.set()
+        fail.wait(10)
+        raise RuntimeError("provider timeout")
+
+    a = run_in_thread(idem.run, "req-11", flaky)
+    assert started.wait(10)
+    r.delete("idem:req-11")  # A's lease ran out (deleted here rather than waited for)
+    b_started, b_finish = threading.Event(), threading.Event()
+    b = run_in_thread(idem.run, "req-11", lambda: (b_started.set(), b_finish.wait(10), "B")[2])
+    assert b_started.wait(10)
+    b_claim = r.get("idem:req-11")
+    assert b_claim.startswith(Idempotency.PENDING)
+    fail.set()
+    with pytest.raises(RuntimeError, match="provider timeout"):
+        a.result(timeout=10)
+    assert r.get("idem:req-11") == b_claim  # B's claim survives A's failure
+    with pytest.raises(InProgress):
+        idem.run("req-11", lambda: "C", wait=0)
+    b_finish.set()
+    assert b.result(timeout=10) == Outcome("B", True)

@@ -105,11 +105,12 @@ def test_node_restarted_empty_grants_a_second_holder(nodes):
 
 def test_delayed_restart_prevents_the_second_holder(nodes):
     nodes["n4"].kill(), nodes["n5"].kill()
-    dlm = Redlock(clients(nodes), "job", ttl_ms=600)
+    # 3 s: the restarts below must finish well inside the TTL even on a loaded machine
+    dlm = Redlock(clients(nodes), "job", ttl_ms=3000)
     first = dlm.acquire()
     nodes["n4"].restart(), nodes["n5"].restart()
     nodes["n3"].kill()
-    rival = Redlock(clients(nodes), "job", ttl_ms=600, retries=1)
+    rival = Redlock(clients(nodes), "job", ttl_ms=3000, retries=1)
     assert rival.acquire() is None  # A, B hold it, C is down: 2 of 5 at most
     wait_until(lambda: dlm.remaining_ms(first) <= 0 and not nodes["n1"].r.exists(dlm.key))
     nodes["n3"].restart()  # only after the TTL
@@ -216,3 +217,81 @@ def test_restart_scenarios_two_holders_then_none(nodes):
     assert now["cols"][-1] == ["client-1", "client-1", "client-2", "client-2", "client-2"]
     later = restart_scenario(nodes, log, delay_restart=True)
     assert later["lease2"] is not None and not later["one_still"] and later["cols"][1] == ["-"] * 5
+
+
+# -- bug families a reviewer looks for (issue 11): each test fails on the broken variant ----------
+
+def stepping_clock(*times):
+    """An injected clock (seconds) that reads the given times in turn: exact elapsed times."""
+    it = iter(times)
+    return lambda: next(it)
+
+
+def test_elapsed_and_validity_are_in_milliseconds(nodes):
+    """A round measured as 0.25 s is 250 ms: validity 10,000 - 250 - 102. Seconds mistaken for
+    milliseconds (or the reverse) give 9,897.75 or a negative validity."""
+    from redistutor.patterns.redlock import redlock_acquire, redlock_release
+
+    dlm = Redlock(clients(nodes), "job", ttl_ms=10_000, clock=stepping_clock(100.0, 100.25, 101.0))
+    lease, att = dlm.try_acquire()
+    assert att.elapsed_ms == pytest.approx(250) and att.validity_ms == pytest.approx(9648)
+    assert lease.valid_until() == pytest.approx(100.25 + 9.648)
+    assert dlm.remaining_ms(lease) == pytest.approx(8898)  # read at 101.0 s
+    assert dlm.release(lease) == 5
+    cs = clients(nodes)
+    assert redlock_acquire(cs, "redlock:job", "t", 10_000, clock=stepping_clock(7.0, 7.25)) == pytest.approx(9648)
+    assert redlock_release(cs, "redlock:job", "t") == 5
+
+
+@pytest.mark.parametrize("shown", [False, True])
+def test_a_majority_whose_validity_is_used_up_is_no_lock(nodes, shown):
+    """Every node said OK, but the round took 10.5 s of a 10 s TTL: the first keys are already
+    gone, so the lock must not be taken, and the keys still standing are released."""
+    from redistutor.patterns.redlock import redlock_acquire
+
+    if shown:
+        assert redlock_acquire(clients(nodes), "redlock:job", "t", 10_000,
+                               clock=stepping_clock(0.0, 10.5)) is None
+    else:
+        dlm = Redlock(clients(nodes), "job", ttl_ms=10_000, clock=stepping_clock(0.0, 10.5))
+        lease, att = dlm.try_acquire()
+        assert lease is None and len(att.ok) == 5 and att.validity_ms < 0
+    assert not any(n.r.exists("redlock:job") for n in nodes)
+
+
+@pytest.mark.parametrize("shown", [False, True])
+def test_a_failed_round_releases_the_nodes_that_timed_out_too(nodes, shown):
+    """n1, n2 are held by someone else and n5 is frozen: our round gets OK from n3, n4 only.
+    n5's SET timed out on our side, but it sits in n5's socket and runs when n5 thaws. The
+    client reads its clock once after the last SET, before releasing: the test thaws n5 there.
+    The release must go to n5 too (it runs after the SET); releasing only the nodes that said
+    OK leaves our key on n5 for the whole TTL."""
+    from redistutor.patterns.redlock import redlock_acquire
+
+    for n in ("n1", "n2"):
+        nodes[n].r.set("redlock:job", "other", px=30_000)
+    cs = clients(nodes, timeout=0.1)
+    for c in cs:
+        c.ping()  # connections open before the freeze: n5's SET is queued on one
+
+    reads = []
+
+    def clock():
+        reads.append(time.monotonic())
+        if len(reads) == 2:  # the round is over (n5 timed out): thaw n5 before the release
+            nodes["n5"].resume()
+        return reads[-1]
+
+    nodes["n5"].pause()
+    try:
+        if shown:
+            assert redlock_acquire(cs, "redlock:job", "mine", 30_000, clock=clock) is None
+        else:
+            dlm = Redlock(cs, "job", ttl_ms=30_000, clock=clock)
+            dlm.new_token = lambda: "mine"
+            lease, att = dlm.try_acquire()
+            assert lease is None and att.ok == ["n3", "n4"] and list(att.failed) == ["n5"]
+    finally:
+        nodes["n5"].resume()
+    assert len(reads) == 2
+    assert [n.r.get("redlock:job") for n in nodes] == ["other", "other", None, None, None]
