@@ -10,7 +10,8 @@
 
 Local servers bind 127.0.0.1 only, on a free port, with a random password, in a private temp
 dir, without persistence unless asked. They stop on ``stop()``, on interpreter exit (atexit), and
-when this process is killed with ``kill -9`` (see :mod:`redistutor._guard`).
+when this process is killed with ``kill -9`` (see :mod:`redistutor._guard`). They run in their own
+session, so Jupyter's Interrupt (SIGINT to the kernel's process group) stops the cell, not them.
 """
 
 from __future__ import annotations

@@ -19,8 +19,10 @@ on one :class:`~redistutor.events.EventLog`, so a notebook can show (and assert)
 =====================  ===========================================================
 
 Every object: ``start()`` returns it, ``stop()`` is idempotent, ``with`` does both, and
-:func:`stop_all` stops whatever this process still runs (a notebook's Cleanup cell). Lab clients
-fail fast: no retries, 1 s timeouts.
+:func:`stop_all` stops whatever this process still runs (a notebook's Cleanup cell). Re-running
+a cell that started a lab stops what the cell's previous run started; ``name=`` replaces a running
+lab of the same type and name. Labs always start their own local servers (``REDIS_URL`` is for
+:func:`start_server` only). Lab clients fail fast: no retries, 1 s timeouts.
 """
 
 from ..events import Event, EventLog

@@ -12,7 +12,10 @@ instant). The parent reads the files (:meth:`Workers.collect`) and merges the ro
 lab's EventLog; their ``t`` values are raw ``time.monotonic()``, comparable across processes.
 
 Cleanup: every worker PID is registered with the guardian (killed if the kernel dies), and each
-worker also exits on its own when its parent disappears.
+worker also exits on its own when its parent disappears. Workers leave the kernel's process
+group, so Jupyter's Interrupt does not reach them directly; instead :meth:`Workers.join` and
+:meth:`Workers.wait_for` stop the workers when the cell waiting in them is interrupted (the
+cell's work stops, workers of other cells and every server keep running).
 """
 
 from __future__ import annotations
