@@ -304,8 +304,8 @@ def queue_worker(ctx: Any, name: str, db_path: str, sink_name: str, kind: str, h
         sink.close()
 
 
-def kill_run(server, db: Database, name: str, kind: str, *, tasks: int = 40, workers: int = 3,
-             hang_job: str = "job-10", lease_ms: int = 1500, reap_every_ms: int = 100) -> dict:
+def kill_run(server, db: Database, name: str, kind: str, *, tasks: int = 40, workers: int = 2,
+             hang_job: str = "job-10", lease_ms: int = 1000, reap_every_ms: int = 100) -> dict:
     """``workers`` worker processes drain ``tasks`` tasks (due 10 ms apart); the one that claims
     ``hang_job`` is killed with SIGKILL right after its claim. A reaper thread runs every
     ``reap_every_ms``; a sampler records where every produced task is (:func:`sample`) every 20 ms,
