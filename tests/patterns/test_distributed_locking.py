@@ -287,3 +287,21 @@ def test_replicated_acquire_refuses_when_the_link_is_cut():
         lease = lock.try_acquire_replicated(1, wait_ms=2000)
         assert lease is not None and lease.replicas == 1
         assert rep["replica-1"].r.get(lock.key) == lease.token
+
+
+def test_watchdog_that_cannot_reach_redis_reports_the_lock_lost():
+    """Redis goes away while the job holds the lock: every extend now raises. A watchdog that
+    swallows the error and keeps "extending" leaves the job believing it is safe long after the
+    key is gone; this one sets ``lost`` and stops at the first failed extend."""
+    with lab.Node("wd-node") as node:
+        lock = Lock(node.client(socket_timeout=0.5), "wd", ttl_ms=3000)
+        lease = lock.try_acquire()
+        dog = Watchdog(lock, lease, interval=0.01).start()
+        wait_until(lambda: dog.renewals >= 1)
+        node.kill()
+        assert dog.lost.wait(10)
+        dog._thread.join(10)
+        assert not dog._thread.is_alive()
+        renewals = dog.renewals
+        dog.stop()
+        assert dog.renewals == renewals  # no "renewal" counted after the failure
