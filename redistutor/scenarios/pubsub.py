@@ -26,7 +26,7 @@ from ..patterns.pubsub import GapDetector, SequencedChannel, parse, read_message
 from ..tables import Table
 
 __all__ = [
-    "Sink", "buffer_chart", "confirmed", "cut_connection", "cut_table", "sent_table", "subscribed_connection_commands", "delivery_table", "outage_chart", "outage_run",
+    "Sink", "buffer_chart", "confirmed", "cut_connection", "cut_table", "pattern_cost", "pattern_cost_chart", "sent_table", "subscribed_connection_commands", "delivery_table", "outage_chart", "outage_run",
     "outage_table", "shard_table", "sharded_tour", "slow_subscriber", "subscriber_worker",
     "wait_subscribed", "wait_until",
 ]
@@ -274,6 +274,8 @@ def outage_chart(runs: list[dict[str, Any]]):
                             xlabel="message sequence number", ylabel="handled so far (messages)")
     lo, hi = runs[0]["down"]
     ax.axvspan(lo - 0.5, hi + 0.5, color="#999999", alpha=0.2, label="subscriber down (kill -9)")
+    ax.plot([1, runs[0]["total"]], [1, runs[0]["total"]], color="#555555", alpha=0.35, linewidth=6,
+            label="published")
     for i, run in enumerate(runs):
         got = set(run["received"])
         xs = list(range(1, run["total"] + 1))
@@ -283,7 +285,6 @@ def outage_chart(runs: list[dict[str, Any]]):
             ys.append(n)
         ax.step(xs, ys, where="mid", label=f"{run['mode']} ({len(run['lost'])} lost)",
                 color=charts.PALETTE[i], linewidth=2)
-    ax.plot([1, runs[0]["total"]], [1, runs[0]["total"]], ":", color="#555555", label="published")
     charts.finish(ax, summary="in this run " + "; ".join(
         f"{r['mode']} handled {len(set(r['received']))} of {r['total']}, lost {len(r['lost'])}" for r in runs))
     return fig
@@ -318,6 +319,54 @@ def subscribed_connection_commands(server: Any, channel: str) -> dict[str, str]:
         finally:
             conn.disconnect()
     return out
+
+
+def _publish_stats(r: redis.Redis) -> tuple[int, int]:
+    st = r.info("commandstats").get("cmdstat_publish", {"calls": 0, "usec": 0})
+    return int(st["calls"]), int(st["usec"])
+
+
+def pattern_cost(server: Any, channel: str, *, counts: tuple[int, ...] = (0, 250, 500, 1000, 2000),
+                 publishes: int = 1000) -> list[dict[str, Any]]:
+    """The server's own CPU time per PUBLISH (``INFO commandstats`` usec / calls, deltas) while one
+    client holds ``n`` pattern subscriptions that never match ``channel``."""
+    r = server.client()
+    p = server.client().pubsub()
+    held, out = 0, []
+    base = r.pubsub_numpat()
+    try:
+        for n in counts:
+            if n > held:
+                p.psubscribe(*[server.key(f"never.{i}.*") for i in range(held, n)])
+                confirmed(p, n - held, timeout=30)
+                held = n
+            calls0, usec0 = _publish_stats(r)
+            pipe = r.pipeline(transaction=False)
+            for _ in range(publishes):
+                pipe.publish(channel, "x")
+            returned = set(pipe.execute())
+            calls1, usec1 = _publish_stats(r)
+            out.append({"patterns": n, "numpat": r.pubsub_numpat() - base, "returned": returned,
+                        "calls": calls1 - calls0, "usec_per_call": (usec1 - usec0) / max(1, calls1 - calls0)})
+    finally:
+        p.close()
+        r.close()
+    return out
+
+
+def pattern_cost_chart(points: list[dict[str, Any]]):
+    from .. import charts
+
+    fig, ax = charts.figure("Server time per PUBLISH vs pattern subscriptions that do not match",
+                            xlabel="pattern subscriptions on the server (count)",
+                            ylabel="PUBLISH, server time (µs per call)")
+    ax.plot([p["patterns"] for p in points], [p["usec_per_call"] for p in points], marker="o",
+            color=charts.NEUTRAL, label="INFO commandstats")
+    first, last = points[0], points[-1]
+    charts.finish(ax, summary=f"in this run a PUBLISH cost {first['usec_per_call']:.2f} µs of server time "
+                  f"with {first['patterns']} patterns and {last['usec_per_call']:.1f} µs with {last['patterns']}, "
+                  f"none of which matched")
+    return fig
 
 
 # -- a slow subscriber and the output buffer limit -----------------------------------------------------
