@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -175,6 +177,27 @@ def watch_dir(path: str) -> None:
     with _lock:
         _dirs.add(path)
         _send(f"+d {path}")
+
+
+def private_dir(prefix: str) -> str:
+    """A new private (0700) temp dir, registered *before* it exists.
+
+    ``tempfile.mkdtemp()`` followed by :func:`watch_dir` leaves a dir behind if this process is
+    killed between the two; here the name is registered first and then created (``mkdir`` fails
+    if the name exists, exactly as mkdtemp does, and another name is tried).
+    """
+    root = tempfile.gettempdir()
+    for _ in range(100):
+        path = os.path.join(root, f"{prefix}{secrets.token_hex(5)}")
+        watch_dir(path)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            release_dir(path)
+            continue
+        pause_point("dir-created", dir=path)
+        return path
+    raise FileExistsError(f"no free temp dir name with prefix {prefix!r} in {root}")
 
 
 def release_dir(path: str) -> None:

@@ -18,7 +18,6 @@ import collections
 import contextlib
 import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 import weakref
@@ -50,11 +49,10 @@ class Database:
                  path: str | Path | None = None) -> None:
         self.latency = latency
         self.write_latency = write_latency
-        self._tmp = None if path else tempfile.mkdtemp(prefix="redistutor-db-")
+        # Removed by close(), at interpreter exit (no Cleanup cell), and by the guardian if this
+        # process is killed (kill -9 of a kernel), like a server's temp dir.
+        self._tmp = None if path else _guard.private_dir("redistutor-db-")
         if self._tmp:
-            # Removed by close(), at interpreter exit (no Cleanup cell), and by the guardian if
-            # this process is killed (kill -9 of a kernel), like a server's temp dir.
-            _guard.watch_dir(self._tmp)
             self._finalizer = weakref.finalize(self, _remove_dir, self._tmp)
         self.path = Path(path) if path else Path(self._tmp) / "app.db"
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

@@ -24,7 +24,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -447,8 +446,7 @@ class RedisServer(BaseServer):
                 self.binary = self._resolve_binary()
                 self.modules = self._pick_modules()
             if self._tmp is None:
-                self._tmp = Path(tempfile.mkdtemp(prefix="redistutor-"))
-                _guard.watch_dir(str(self._tmp))
+                self._tmp = Path(_guard.private_dir("redistutor-"))
                 # The password lives in a 0600 file, not on the command line (ps shows argv).
                 conf = self._tmp / "secret.conf"
                 conf.touch(mode=0o600)

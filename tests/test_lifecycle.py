@@ -139,6 +139,20 @@ def test_kill_9_between_spawn_and_registration_leaves_nothing(kind, expected):
         kernel.close()
 
 
+@pytest.mark.parametrize("kind", ["server", "fleet", "workers"])
+def test_kill_9_right_after_a_temp_dir_is_made_leaves_no_dir(kind):
+    """The dir exists and nothing else does yet: it must still be registered (it was made with
+    mkdtemp and registered afterwards, so a kill in between left it in /tmp)."""
+    kernel = Kernel("pause", kind, env={"REDISTUTOR_TEST_PAUSE_AT": "dir-created"})
+    try:
+        paused = kernel.read()
+        assert paused["paused"] == "dir-created" and Path(paused["dir"]).is_dir()
+        kernel.kill9()
+        assert not wait_gone_path(paused["dir"]), f"{paused['dir']} left after kill -9"
+    finally:
+        kernel.close()
+
+
 def _is_ours(pid: int, kind: str) -> bool:
     try:
         cmd = " ".join(psutil.Process(pid).cmdline())

@@ -12,7 +12,6 @@ import atexit
 import hashlib
 import shutil
 import sys
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -147,9 +146,7 @@ def lab_dir(prefix: str) -> Path:
     Its name starts with ``redistutor-`` so leftover servers started in it are recognisable
     (the test plugin's orphan check looks for that in argv).
     """
-    path = Path(tempfile.mkdtemp(prefix=f"redistutor-{prefix}-"))
-    _guard.watch_dir(str(path))
-    return path
+    return Path(_guard.private_dir(f"redistutor-{prefix}-"))
 
 
 def remove_dir(path: Path | None) -> None:
