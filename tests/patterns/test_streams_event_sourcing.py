@@ -241,3 +241,18 @@ def test_plot_balance_summarises_the_snapshot_and_the_tail(r, capsys):
     sc.plot_balance(store, sc.snapshot_trial(store, "snap", 30))
     out = capsys.readouterr().out
     assert f"brings it to {sc.expected_balance(events)}" in out and "tail of 10 events" in out
+
+
+def test_withdraw_allows_exactly_the_balance_and_not_one_more(r):
+    store = EventStore(r, KEY)
+    store.append(0, type="deposited", amount=80)
+    assert withdraw(store, 81) is None
+    assert withdraw(store, 80) is not None and store.replay(fold, 0)[0] == 0
+
+
+def test_withdraw_lets_other_errors_through(r):
+    r.xadd(KEY, {"type": "deposited", "amount": 100})
+    store = EventStore(r, KEY)
+    store.LUA_APPEND = "return redis.error_reply('WRONGTYPE not a version error')"
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        withdraw(store, 10)
