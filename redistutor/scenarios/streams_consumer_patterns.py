@@ -27,8 +27,9 @@ from ..tables import Table
 
 __all__ = [
     "Sink", "consumer_worker", "crash_and_restart", "fill", "kill_mid_batch", "minid_trial",
-    "naive_consume", "pel_memory", "pel_table", "plot_pel_memory", "plot_trim", "poison_rounds", "restart",
-    "plot_storm", "sample", "samples_table", "service_worker", "storm", "trim_pending", "trim_sweep", "wait_idle", "wait_until",
+    "naive_consume", "pel_memory", "pel_table", "plot_pel_memory", "plot_storm", "plot_trim",
+    "poison_rounds", "sample", "samples_table", "service_worker", "storm", "trim_pending",
+    "trim_sweep", "wait_idle", "wait_until",
 ]
 
 
@@ -204,23 +205,17 @@ def _run_consumer(server, stream: str, group: str, consumer: str, sink: Sink, lo
 def crash_and_restart(server, r, stream: str, group: str, sink: Sink, *, n: int = 200,
                       stall_at: int = 41) -> dict:
     """Consumer c1 (a process, the naive loop, batches of 10) is killed with SIGKILL at its
-    ``stall_at``-th entry, after the XREADGROUP of that batch and before its XACKs; then c1 is
-    restarted as a new process reading only ">". Samples after each step."""
+    ``stall_at``-th entry, after the XREADGROUP of that batch and before its XACKs; then c1
+    starts again, reading only ">" (in this process: a restart is a new connection under the same
+    consumer name). Samples after each step."""
     produced = fill(r, stream, group, n)
     log = EventLog()
     crash = _run_consumer(server, stream, group, "c1", sink, log, mode="naive", stall_at=stall_at)
     samples = [sample(r, stream, group, sink, produced, "c1 killed (kill -9) before XACK")]
-    _run_consumer(server, stream, group, "c1", sink, log, mode="naive")
+    naive_consume(r, stream, group, "c1", sink.handler(stream, "c1"))
     samples.append(sample(r, stream, group, sink, produced, 'c1 restarted, reads only ">"'))
     return dict(produced=produced, samples=samples, exitcode=crash["exitcode"], stalled=crash["stalled"],
                 log=log)
-
-
-def restart(server, r, stream: str, group: str, sink: Sink, produced: list[str], *,
-            mode: str = "two-phase", step: str = "c1 restarted, two-phase start") -> dict:
-    """Restart consumer c1 as a new process (``mode`` "two-phase": the pattern) and sample."""
-    run = _run_consumer(server, stream, group, "c1", sink, EventLog(), mode=mode)
-    return dict(sample(r, stream, group, sink, produced, step), exitcode=run["exitcode"])
 
 
 def kill_mid_batch(server, r, stream: str, group: str, sink: Sink, *, n: int = 100,
