@@ -407,8 +407,12 @@ def slow_subscriber(server: Any, channel: str, *, limit: str = "pubsub 1mb 0 0",
         for _ in range(max_batches):
             for _ in range(batch):
                 seq, _receivers = feed.publish(payload)
-            for m in read_messages(fast, wait=1.0, limit=batch):
-                fast_detector.feed(m["data"])
+            while fast_detector.last < seq:              # the reader catches up before we look
+                caught = read_messages(fast, wait=5.0, limit=seq - fast_detector.last)
+                if not caught:
+                    raise TimeoutError(f"the reading subscriber stopped at {fast_detector.last} of {seq}")
+                for m in caught:
+                    fast_detector.feed(m["data"])
             row, fast_row = _client_row(r, "slow-sub"), _client_row(r, "fast-sub")
             samples.append((seq * (payload_bytes + 8) / 1e6, int(row["omem"]) if row else -1,
                             int(fast_row["omem"]) if fast_row else -1))
@@ -520,6 +524,18 @@ def _sharded_messages(ps: Any, wait: float = 0.3) -> list[dict]:
     return out
 
 
+def _collect(read: Callable[[], list], n: int, timeout: float = 10.0) -> list:
+    """Read until ``n`` messages arrived, or nothing more came for ``timeout`` seconds."""
+    got: list = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        more = read()
+        if more:
+            got += more
+            deadline = time.monotonic() + timeout
+    return got
+
+
 def sharded_tour(cluster: Any, channel: str, *, messages: int = 100) -> dict[str, Any]:
     """SSUBSCRIBE/SPUBLISH on ``channel`` against classic SUBSCRIBE/PUBLISH, node by node.
 
@@ -551,10 +567,10 @@ def sharded_tour(cluster: Any, channel: str, *, messages: int = 100) -> dict[str
     wait_until(lambda: numsub(nodes["m3"], channel) == 1, 10, "SUBSCRIBE")
     bus0 = {n: _bus(c) for n, c in nodes.items()}
     classic_returns = [nodes["m1"].publish(channel, f"{i}:classic") for i in range(1, messages + 1)]
-    classic_got = read_messages(classic, wait=0.3)
+    classic_got = _collect(lambda: read_messages(classic, wait=0.3), messages)   # relayed by m3
     bus1 = {n: _bus(c) for n, c in nodes.items()}
     shard_returns = [cluster.rc.spublish(channel, f"{i}:sharded") for i in range(1, messages + 1)]
-    shard_got = _sharded_messages(ps)
+    shard_got = _collect(lambda: _sharded_messages(ps), messages)
     bus2 = {n: _bus(c) for n, c in nodes.items()}
     classic.close()
     ps.close()
