@@ -279,3 +279,30 @@ def test_kill_9_between_incr_and_expire_leaves_no_ttl_and_lua_always_does(redis_
     finally:
         w.stop()
     assert int(r.hget(lua.key("bob"), "n")) >= 200 and r.pttl(lua.key("bob")) > 0
+
+
+# -- bug families a reviewer looks for (issue 11): each test fails on the broken variant ----------
+
+def test_token_bucket_survives_a_clock_that_steps_backwards(r):
+    """App servers' clocks differ and NTP steps them back. A time earlier than the last one seen
+    must neither refill (negative refill would destroy tokens) nor move the stored time back
+    (the next request would then be refilled twice for the same interval)."""
+    tb = TokenBucket(r, limit=5, window_ms=W)
+    assert tb.hit("a", now_ms=10_000).remaining == 4
+    back = tb.hit("a", now_ms=9_000)  # 1 s in the past: as if no time had passed
+    assert back.allowed and back.remaining == 3
+    assert r.hget(tb.key("a"), "ts") == "10000" and tb.level("a", 9_000) == 3
+    assert run(tb, [9_500] * 4, client="a") == [9_500] * 3
+    # 200 ms after the latest time seen (10,000): exactly one token (5 per 1,000 ms) came back
+    assert run(tb, [10_200] * 3, client="a") == [10_200]
+
+
+def test_sliding_counter_forgets_a_previous_window_that_is_not_adjacent(r):
+    """The previous count only weighs in if it is the window just before. After an idle window
+    it is zero: carrying the old count over throttles a client for traffic long gone."""
+    sc = SlidingWindowCounter(r, limit=10, window_ms=W)
+    assert len(run(sc, [1_000 + i for i in range(11)])) == 10      # window 1 full
+    assert len(run(sc, [3_500] * 11)) == 10                         # window 2 idle: 1 counts for nothing
+    assert r.hmget(sc.key("alice"), "w", "c", "p") == ["3", "10", "0"]
+    assert len(run(sc, [4_500] * 11)) == 5                          # window 3 (10) weighs 50 %
+    assert r.hmget(sc.key("alice"), "w", "c", "p") == ["4", "5", "10"]
