@@ -69,6 +69,9 @@ def test_two_nodes_down_still_safe(nodes):
     second, att = Redlock(clients(nodes), "job", ttl_ms=5000).try_acquire()
     assert second is None and att.refused == ["n1", "n2", "n3"]
     assert all(nodes[n].r.get(dlm.key) == lease.token for n in ("n1", "n2", "n3"))  # untouched
+    assert att.failed == {"n4": "ConnectionError", "n5": "ConnectionError"}
+    assert dlm.holders() == {"n1": lease.token, "n2": lease.token, "n3": lease.token, "n4": "down", "n5": "down"}
+    assert dlm.release(lease) == 3  # the nodes that are down released nothing
 
 
 def test_three_nodes_down_unavailable_and_no_key_left(nodes):
@@ -152,7 +155,11 @@ def test_parallel_and_sequential_agree(nodes):
     lease = par.acquire()
     assert lease.nodes == ["n1", "n2", "n3", "n4", "n5"]
     assert par.release(lease) == 5
+    assert par._pool is not None  # the SETs went out from a thread per node
     par.close()
+    assert par._pool is None
+    par.close()  # idempotent
+    Redlock(clients(nodes), "p").close()  # nothing to close for a sequential one
 
 
 def test_contending_clients_never_overlap(nodes):
@@ -191,6 +198,7 @@ def test_shown_acquire_and_release_agree_with_the_class(nodes):
     validity = redlock_acquire(cs, "redlock:job", "tok-1", 10_000)
     assert validity is not None and 0 < validity <= 10_000 - 102
     assert all(n.r.get("redlock:job") == "tok-1" for n in nodes)
+    assert all(0 < n.r.pttl("redlock:job") <= 10_000 for n in nodes)  # SET ... PX: the keys expire
     rival, att = Redlock(cs, "job", ttl_ms=10_000).try_acquire()   # the class, same key
     assert rival is None and att.refused == ["n1", "n2", "n3", "n4", "n5"]
     assert redlock_acquire(cs, "redlock:job", "tok-2", 10_000) is None
@@ -237,10 +245,32 @@ def test_elapsed_and_validity_are_in_milliseconds(nodes):
     assert att.elapsed_ms == pytest.approx(250) and att.validity_ms == pytest.approx(9648)
     assert lease.valid_until() == pytest.approx(100.25 + 9.648)
     assert dlm.remaining_ms(lease) == pytest.approx(8898)  # read at 101.0 s
+    assert (lease.key, att.started_at, att.ended_at) == ("redlock:job", 100.0, 100.25)
     assert dlm.release(lease) == 5
     cs = clients(nodes)
     assert redlock_acquire(cs, "redlock:job", "t", 10_000, clock=stepping_clock(7.0, 7.25)) == pytest.approx(9648)
     assert redlock_release(cs, "redlock:job", "t") == 5
+    wide = Redlock(clients(nodes), "job", ttl_ms=10_000, drift_factor=0.05, clock=stepping_clock(0.0, 0.25))
+    assert wide.attempt().validity_ms == pytest.approx(10_000 - 250 - 502)
+
+
+def test_drift_factor_and_skewed_clock():
+    assert validity_ms(10_000, 5, factor=0.02) == 10_000 - 5 - 202
+    slow = SkewedClock(0.5, base=stepping_clock(10.0, 12.0))
+    assert slow() == 11.0  # 2 s passed, the slow clock saw 1 s
+
+
+@pytest.mark.parametrize("shown", [False, True])
+@pytest.mark.parametrize("ttl, granted", [(254, False), (255, True)])
+def test_validity_boundary(nodes, shown, ttl, granted):
+    """A 250 ms round: a 254 ms TTL leaves 254 - 250 - 4 = 0 ms (no lock), 255 leaves 1 ms."""
+    from redistutor.patterns.redlock import redlock_acquire
+
+    if shown:
+        got = redlock_acquire(clients(nodes), "redlock:job", "t", ttl, clock=stepping_clock(0.0, 0.25))
+    else:
+        got, _ = Redlock(clients(nodes), "job", ttl_ms=ttl, clock=stepping_clock(0.0, 0.25)).try_acquire()
+    assert (got is not None) is granted
 
 
 @pytest.mark.parametrize("shown", [False, True])
