@@ -82,7 +82,10 @@ def test_wait_without_waiting_fails(rep):
         return 1
 
     res = ex.wait_exercise(rep).evaluate(optimist)
-    assert res.outcome == INCORRECT and "must report 0" in res.message
+    # Caught either way: the replica may not have the unawaited write yet when the checker looks
+    # (on a loaded machine), or, once the link is cut, the claimed 1 is wrong.
+    assert res.outcome == INCORRECT
+    assert "must report 0" in res.message or "the replica has the write WAIT counted" in res.message
 
 
 def test_wait_returning_a_bool_fails(rep):
