@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 SHOTS = ROOT / "build" / "browser"
 # One notebook per family, plus every notebook that shows a widget (added below).
-CI_SUBSET = {"00-tour", "01-cache-aside", "07-distributed-locking", "11-hash-tag-colocation"}
+CI_SUBSET = {"00-tour", "01-cache-aside", "07-distributed-locking", "11-hash-tag-colocation", "13-reliable-queue"}
 RUN_ALL_TIMEOUT_S = 240
 
 
@@ -42,7 +42,8 @@ def _code(path: Path) -> str:
 
 
 def _has_widgets(path: Path) -> bool:
-    return bool(re.search(r"\bipywidgets\b|\bwatch\(server|\bwatch\(r\b|\bwatch\(", _code(path)))
+    # the toolkit's watch(...) or ipywidgets; not a pipeline's .watch(key) (the WATCH command)
+    return bool(re.search(r"\bipywidgets\b|(?<![\w.])watch\(", _code(path)))
 
 
 def _selected() -> list[Path]:
