@@ -29,7 +29,7 @@ from ..timeline import run_threads
 from ..trace import trace
 
 __all__ = [
-    "KINDS", "Sink", "ZremQueue", "due_boundary", "idle_trial", "kill_chart", "kill_run",
+    "KINDS", "Sink", "ZremQueue", "due_boundary", "idle_trial", "kill_chart", "kill_run", "kill_runs",
     "lateness_chart", "lateness_trial", "make_queue", "queue_worker", "race_one_task", "racing_run",
     "retry_demo", "samples_table", "skewed_claims", "task_id", "wait_until",
 ]
@@ -385,6 +385,16 @@ def kill_run(server, db: Database, name: str, kind: str, *, tasks: int = 40, wor
                 late_acks=len(log.of_kind("late ack")), **stats)
 
 
+def kill_runs(server, db: Database, name: str, kinds: tuple = ("ZRANGEBYSCORE + checked ZREM", "Lua pop-due"),
+              **kw: Any) -> list[dict]:
+    """:func:`kill_run` for each kind, side by side (own keys, sink tables and processes)."""
+    from ..race import run_in_thread
+
+    running = [run_in_thread(kill_run, server, db, f"{name}:{kind.split()[0].lower()}", kind, **kw)
+               for kind in kinds]
+    return [f.result(timeout=120) for f in running]
+
+
 def samples_table(runs: list[dict]) -> Table:
     """Per run: produced, runs in the sink, distinct done, duplicates, never ran, and the worst
     sample of the invariant (queued + in flight + done = produced)."""
@@ -433,33 +443,38 @@ def kill_chart(runs: list[dict]) -> None:
 def lateness_trial(r, name: str, poll_ms: tuple = (5, 20, 50, 100), *, tasks: int = 20,
                    spread_ms: int = 400) -> dict:
     """For each poll interval (and the sleep-until-due loop, key "sleep"), ``tasks`` tasks due at
-    random points of the next ``spread_ms``, one worker thread: lateness = ran - due (ms)."""
+    random points of the next ``spread_ms`` and one worker thread: lateness = ran - due (ms).
+    The trials run side by side, each on its own queue and connection."""
     import random
 
-    rng = random.Random(12)
-    out: dict[Any, list[float]] = {}
-    for p in (*poll_ms, "sleep"):
+    from ..race import run_in_thread
+
+    def trial(p: Any, seed: int) -> list[float]:
+        rng = random.Random(seed)
         q = DelayedQueue(r, f"{name}:{p}")
         r.delete(q.key, q.processing)
         start = time.time() * 1000 + 50
-        due = {q.schedule(f"job-{i}", int(start + rng.uniform(0, spread_ms))): None for i in range(tasks)}
+        scores = {}
+        for i in range(tasks):
+            due = int(start + rng.uniform(0, spread_ms))
+            scores[q.schedule(f"job-{i}", due)] = due
         late: list[float] = []
         stop = threading.Event()
-        scores = {t: r.zscore(q.key, t) for t in due}
 
-        def handle_with_due(task: str) -> None:  # lateness from the due time we scheduled
+        def handle(task: str) -> None:                  # lateness from the due time we scheduled
             late.append(time.time() * 1000 - scores[task])
             if len(late) == tasks:
                 stop.set()
 
-        loop = sleep_loop if p == "sleep" else poll_loop
-        kw = {"max_sleep_ms": 1000} if p == "sleep" else {"poll_ms": p}
-        th = threading.Thread(target=loop, args=(q, handle_with_due, stop), kwargs=kw, daemon=True)
+        loop, kw = (sleep_loop, {"max_sleep_ms": 1000}) if p == "sleep" else (poll_loop, {"poll_ms": p})
+        th = threading.Thread(target=loop, args=(q, handle, stop), kwargs=kw, daemon=True)
         th.start()
         th.join(30)
         stop.set()
-        out[p] = late
-    return out
+        return late
+
+    running = {p: run_in_thread(trial, p, 12 + i, thread_name=f"poll-{p}") for i, p in enumerate((*poll_ms, "sleep"))}
+    return {p: f.result(timeout=60) for p, f in running.items()}
 
 
 def lateness_chart(trial: dict) -> None:
@@ -484,7 +499,7 @@ def lateness_chart(trial: dict) -> None:
 # -- an idle queue's command rate -------------------------------------------------------------------
 
 
-def idle_trial(server, name: str, loop: str, *, seconds: float = 1.5, due_in_ms: int = 1000,
+def idle_trial(server, name: str, loop: str, *, seconds: float = 1.2, due_in_ms: int = 800,
                poll_ms: float = 5) -> dict:
     """One worker on a queue whose only task is due in ``due_in_ms``, for ``seconds``: the commands
     the server counted (INFO commandstats, minus the INFO calls themselves) and the task's runs."""

@@ -177,18 +177,16 @@ def test_lateness_is_never_negative(r):
     assert all(len(v) == 8 and min(v) >= 0 for v in trial.values())
 
 
-@pytest.mark.parametrize("kind", ["ZRANGEBYSCORE + checked ZREM", "Lua pop-due"])
-def test_kill_after_the_claim(redis_server, kind):
+def test_kill_after_the_claim_loses_with_zrem_and_is_reaped_with_the_script(redis_server):
     with Database() as db:
-        run = sc.kill_run(redis_server, db, "kill", kind, tasks=15, hang_job="job-5", lease_ms=800)
-    assert run["exitcode"] == -9
-    if kind == "Lua pop-due":
-        assert run["never_ran"] == 0 and run["lost_jobs"] == []
-        assert all(s["missing"] == 0 for _, s in run["samples"])
-        assert all(s["queued"] + s["in_flight"] + s["done"] == s["produced"] for _, s in run["samples"])
-        assert json.loads(run["reaped"][0])["job"] == "job-5" and run["duplicates"] == run["late_acks"]
-    else:
-        assert run["lost_jobs"] == ["job-5"] and run["never_ran"] == 1 and run["final"]["missing"] == 1
+        zrem, lua = sc.kill_runs(redis_server, db, "kill", tasks=15, hang_job="job-5", lease_ms=800)
+    assert zrem["exitcode"] == lua["exitcode"] == -9
+    assert zrem["hung_where"] == "nowhere" and zrem["lost_jobs"] == ["job-5"]
+    assert zrem["never_ran"] == 1 and zrem["final"]["missing"] == 1
+    assert lua["hung_where"] == "processing" and lua["never_ran"] == 0 and lua["lost_jobs"] == []
+    assert all(s["missing"] == 0 for _, s in lua["samples"])
+    assert all(s["queued"] + s["in_flight"] + s["done"] == s["produced"] for _, s in lua["samples"])
+    assert json.loads(lua["reaped"][0])["job"] == "job-5" and lua["duplicates"] == lua["late_acks"]
 
 
 def test_a_fast_worker_clock_runs_tasks_early_only_without_time(r):
