@@ -14,10 +14,12 @@ Workers append events to a shared :class:`~redistutor.events.EventLog` ("acquire
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 import re
 import threading
+import time
 from typing import Any, Callable, Iterable, Sequence
 
 from . import _html as H
@@ -36,6 +38,7 @@ def run_threads(fn: Callable[[str, EventLog], Any], n: int = 4, *, log: EventLog
     barrier = threading.Barrier(n)
     results: list[Any] = [None] * n
     errors: list[BaseException | None] = [None] * n
+    done = [False] * n  # own flags: an interrupted Thread.join() can mark a running thread stopped
 
     def target(i: int) -> None:
         actor = f"{name}-{i + 1}"
@@ -44,12 +47,28 @@ def run_threads(fn: Callable[[str, EventLog], Any], n: int = 4, *, log: EventLog
             results[i] = fn(actor, log)
         except BaseException as exc:  # handed to the caller below
             errors[i] = exc
+        finally:
+            done[i] = True
 
     threads = [threading.Thread(target=target, args=(i,), name=f"{name}-{i + 1}", daemon=True) for i in range(n)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(timeout)
+    try:
+        for t in threads:
+            t.join(timeout)
+    except KeyboardInterrupt:
+        # Jupyter's Interrupt: the cell's work stops. Threads still at the barrier leave it;
+        # running ones get KeyboardInterrupt at their next bytecode (or when a blocking call
+        # returns: lab clients time out within 1 s). Servers are in their own sessions and stay.
+        barrier.abort()
+        for i, t in enumerate(threads):
+            if not done[i] and t.ident is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident),
+                                                           ctypes.py_object(KeyboardInterrupt))
+        deadline = time.monotonic() + 5
+        while not all(done) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise
     stuck = [t.name for t in threads if t.is_alive()]
     if stuck:
         raise TimeoutError(f"threads still running after {timeout:g} s: {', '.join(stuck)}")

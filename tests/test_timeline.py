@@ -354,3 +354,36 @@ def test_an_overlap_is_never_drawn_short():
     job, rival = sorted(_attrs(tl.svg(), "rect", "rt-hold"), key=lambda b: float(b["x"]))
     assert float(band["width"]) == pytest.approx(float(rival["width"]) * 1.2 / 1.21, abs=1)
     assert float(band["width"]) / float(job["width"]) == pytest.approx(1.2 / 1.8, abs=0.02)
+
+
+def test_interrupt_stops_the_threads_of_run_threads():
+    """Jupyter's Interrupt (SIGINT) during run_threads stops that cell's threads, not only the wait."""
+    import subprocess
+    import sys
+    import textwrap
+
+    child = textwrap.dedent("""
+        import os, signal, threading, time
+        from redistutor import run_threads
+        started = threading.Barrier(4)
+
+        def busy(actor, log):
+            started.wait()
+            while True:
+                time.sleep(0.01)
+
+        def interrupt():
+            started.wait()
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=interrupt, daemon=True).start()
+        try:
+            run_threads(busy, 3, timeout=60)
+        except KeyboardInterrupt:
+            time.sleep(0.1)
+            alive = [t.name for t in threading.enumerate() if t.name.startswith("worker-") and t.is_alive()]
+            print("ALIVE", alive)
+    """)
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+    assert "ALIVE []" in out.stdout, out.stdout + out.stderr
