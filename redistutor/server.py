@@ -1016,8 +1016,24 @@ def start_server(
     with _by_name_lock:
         _by_name[name] = server
     if not quiet:
-        print(f"✓ {server.card()}")
+        _show_card(server)
     return server
+
+
+def _show_card(server: Any) -> None:
+    """The capability card: a view in Jupyter (its HTML wraps between items, never mid-word),
+    the same line printed elsewhere."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        view = server.capabilities.card_view() if get_ipython() is not None else None
+    except Exception:  # no IPython, or a server without a card view
+        view = None
+    if view is None:
+        print(f"✓ {server.card()}")
+    else:
+        display(view)
 
 
 def connect(name: str = "notebook", **kwargs: Any) -> redis.Redis:

@@ -259,3 +259,24 @@ def test_docker_container_is_pinned_loopback_only_and_keeps_the_password_off_its
     with tarfile.open(fileobj=io.BytesIO(build_transfer_tar(payload, path, mode))) as tar:
         conf = tar.extractfile(tar.getmembers()[0]).read().decode()
     assert conf == f"requirepass {server.password}\n"
+
+
+def test_setup_cell_shows_the_card_as_a_view_in_jupyter(monkeypatch):
+    """In a kernel the card is displayed as a view (its HTML wraps between items); its text is the
+    same line that is printed outside Jupyter."""
+    import IPython
+    import IPython.display
+
+    from redistutor.capabilities import CapabilityCard
+    from redistutor.server import start_server
+
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    server = start_server("card-view", backend="local")
+    try:
+        assert len(shown) == 1 and isinstance(shown[0], CapabilityCard)
+        assert repr(shown[0]) == f"✓ {server.card()}"
+        assert 'class="rt-items"' in shown[0]._html()
+    finally:
+        server.stop()
