@@ -221,3 +221,14 @@ def test_pattern_code_in_cells_matches_the_module(path):
             f"copy the module's source into the cell (or fix whichever is wrong)")
         lines += len([l for l in shown.splitlines() if l.strip()])
     assert 10 <= lines <= 60, f"{path.name}: {lines} lines of pattern code shown (want the pattern's 10-25 core lines)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_stored_form(path):
+    """Stored notebooks carry outputs only where nbval compares them, and no run timestamps, so a
+    diff shows lesson changes (tools/nbtool.py execute keeps them that way)."""
+    for i, c in enumerate(_cells(path)):
+        meta = c.get("metadata", {})
+        assert "execution" not in meta, f"{path.name}: cell {i} stores run timestamps; run tools/nbtool.py normalize"
+        if c["cell_type"] == "code" and "nbval-check-output" not in meta.get("tags", []):
+            assert not c.get("outputs"), f"{path.name}: cell {i} stores outputs nbval never compares"
