@@ -17,6 +17,7 @@ from redistutor.patterns.atomic_updates import (
     InProgress,
     InsufficientFunds,
     LeaseExpired,
+    OneTimeToken,
     Outcome,
     RetriesExhausted,
     ShadowHash,
@@ -541,3 +542,87 @@ def test_a_failed_side_effect_never_deletes_a_newer_claim(r):
         idem.run("req-11", lambda: "C", wait=0)
     b_finish.set()
     assert b.result(timeout=10) == Outcome("B", True)
+
+
+# -- contracts the mutation run (./run mutate atomic_updates) showed unpinned ------------------
+
+def test_counter_contract_return_values_hook_arguments_and_stats(r):
+    seen = []
+    c = Counter(r, hooks={"after_get": lambda *a: seen.append(a)})
+    assert c.value("n") == 0 and r.get("counter:n") is None  # absent counts as 0
+    assert c.naive_incr("n", 2) == 2 and c.watch_incr("n", 3) == 5 and c.cas_incr("n", 4) == 9
+    assert c.lua_incr("n", 1) == 10 and c.value("n") == 10
+    assert seen == [("n", 0), ("n", 2), ("n", 5)]
+    assert (c.stats.attempts, c.stats.commits, c.stats.aborts) == (3, 3, 0)
+    c.stats.reset()
+    assert (c.stats.attempts, c.stats.commits, c.stats.aborts) == (0, 0, 0)
+
+
+def test_accounts_contract_amounts_hooks_and_exact_balance(r):
+    seen = []
+    acc = Accounts(r, hooks={"after_read": lambda *a: seen.append(a)})
+    acc.open(a=30, b=5)
+    assert r.get("acct:a") == "30" and acc.balance("z") == 0 and acc.balances("z") == {"z": 0}
+    for bad in (0, -1):
+        with pytest.raises(ValueError):
+            acc.transfer("a", "b", bad)
+    assert acc.naive_transfer("a", "b", 1) == 29              # an amount of 1 is fine
+    assert acc.watch_transfer("a", "b", 9) == 20
+    assert acc.watch_transfer("a", "z", 20) == 0             # the whole balance, to a new account
+    assert acc.naive_transfer("b", "a", 15) == 0
+    assert seen == [(30, 5), (29, 6), (20, 0), (15, 0)]
+    assert acc.balances("a", "b", "z") == {"a": 15, "b": 0, "z": 20}
+    with pytest.raises(InsufficientFunds, match="b has 0, needs 1"):
+        acc.watch_transfer("b", "a", 1)
+    with pytest.raises(InsufficientFunds, match="b has 0, needs 1"):
+        acc.naive_transfer("b", "a", 1)
+
+
+def test_shadow_hash_contract_hooks_and_ttls(r):
+    seen = []
+
+    def hook(i, written):
+        (tmp,) = r.scan_iter("*profile:p*:building:*")
+        seen.append((i, written, 0 < r.pttl(tmp) <= 60_000))
+
+    sh = ShadowHash(r, hooks={"after_chunk": hook})
+    sh.rebuild("p", _versioned(1, 250), ttl=30)
+    assert seen == [(0, 100, True), (1, 200, True), (2, 250, True)]
+    assert 0 < r.pttl("profile:p") <= 30_000
+    seen.clear()
+    sh.hooks = {"after_chunk": lambda i, n: seen.append((i, n))}
+    sh.naive_rebuild("p", _versioned(2, 150))
+    assert seen == [(0, 100), (1, 150)] and r.ttl("profile:p") == -1
+
+
+def test_idempotency_contract_ttls_hooks_and_bytes_clients(r, redis_server):
+    seen = []
+    idem = Idempotency(r, hooks={"after_check": lambda *a: seen.append(a)})
+    assert idem.naive_run("n1", lambda: {"x": 1}) == Outcome({"x": 1}, True)
+    assert idem.naive_run("n1", lambda: {"x": 2}) == Outcome({"x": 1}, False)
+    assert seen == [("n1",)] and 86_000_000 < r.pttl("idem:n1") <= 86_400_000
+
+    def inside():
+        assert r.get("idem:r1").startswith(Idempotency.PENDING)
+        assert 29_000 < r.pttl("idem:r1") <= 30_000  # the claim is a 30 s lease
+        return "done"
+
+    assert idem.run("r1", inside) == Outcome("done", True)
+    assert 86_000_000 < r.pttl("idem:r1") <= 86_400_000
+    raw = Idempotency(redis_server.client(decode_responses=False))
+    assert raw.run("r2", lambda: [1]) == Outcome([1], True)
+    assert raw.run("r2", lambda: [2]) == Outcome([1], False)
+    r.set("idem:r3", Idempotency.PENDING + "other", px=60_000)
+    with pytest.raises(InProgress, match="r3"):
+        idem.run("r3", lambda: 1, wait=0)
+
+
+def test_one_time_token_contract(r):
+    seen = []
+    t = OneTimeToken(r, hooks={"after_get": lambda *a: seen.append(a)})
+    t.issue("abc", "user 42")
+    assert r.get("token:abc") == "user 42" and 890_000 < r.pttl("token:abc") <= 900_000
+    assert t.naive_redeem("abc") == "user 42" and seen == [("abc", "user 42")] and not r.exists("token:abc")
+    assert t.naive_redeem("nope") is None and t.redeem("nope") is None
+    r.set("token:nope", "x")
+    assert t.naive_redeem("missing") is None and r.get("token:nope") == "x"
