@@ -306,3 +306,54 @@ def test_sliding_counter_forgets_a_previous_window_that_is_not_adjacent(r):
     assert r.hmget(sc.key("alice"), "w", "c", "p") == ["3", "10", "0"]
     assert len(run(sc, [4_500] * 11)) == 5                          # window 3 (10) weighs 50 %
     assert r.hmget(sc.key("alice"), "w", "c", "p") == ["4", "5", "10"]
+
+
+# -- contracts the mutation run (./run mutate rate_limiting) showed unpinned --------------------
+
+def test_limiter_contract_arguments_keys_clock_and_decision(r):
+    for bad in ({"limit": 0, "window_ms": W}, {"limit": 1, "window_ms": 0}):
+        with pytest.raises(ValueError):
+            FixedWindow(r, **bad)
+    clock = FakeClock(50_000)
+    one = FixedWindow(r, limit=1, window_ms=W, clock=clock)
+    assert repr(one) == "FixedWindow(limit=1, window_ms=1000)" and one.key("a") == "rl:fixed:a"
+    first, second = one.hit("a"), one.hit("a")           # both at the injected 50,000 ms
+    assert (first.allowed, first.remaining, first.retry_after_ms, first.delay_ms) == (True, 0, 0, 0)
+    assert (bool(second), second.retry_after_ms) == (False, 1000)
+    assert r.hgetall("rl:fixed:a") == {"w": "50", "n": "1"}
+    clock.advance(W)
+    assert one.hit("a") and one.hit("b", now_ms=50_000)   # now_ms wins over the clock
+    assert r.hgetall("rl:fixed:b") == {"w": "50", "n": "1"}
+    assert [c(r, limit=1, window_ms=W).key(7) for c in ALGORITHMS.values()] == [
+        "rl:fixed:7", "rl:log:7", "rl:counter:7", "rl:token:7", "rl:leaky:7"]
+    assert FixedWindow(r, limit=1, window_ms=W, prefix="api").key("x") == "api:x"
+
+
+def test_canonical_fixed_window_allows_exactly_the_limit(r):
+    assert [fixed_window_hit(r, "rl:t:exact", 2, 60) for _ in range(3)] == [True, True, False]
+    assert r.get("rl:t:exact") == "3"
+
+
+def test_sliding_log_counts_same_millisecond_requests_apart(r):
+    log = SlidingLog(r, limit=3, window_ms=W)
+    assert [bool(log.hit("a", now_ms=8_000)) for _ in range(4)] == [True, True, True, False]
+    assert r.zcard(log.key("a")) == 3  # one member per request, not one per millisecond
+
+
+def test_token_bucket_level_is_a_read(r):
+    tb = TokenBucket(r, limit=4, window_ms=W)
+    assert tb.level("new", 1_000) == 4.0
+    run(tb, [1_000] * 4, client="a")
+    assert tb.level("a", 1_000) == 0.0 and tb.level("a", 1_500) == 2.0 and tb.level("a", 9_000) == 4.0
+    assert r.hget(tb.key("a"), "u") == "0"  # reading did not refill
+
+
+def test_naive_limiter_hooks_and_expire_on_first_hit_only(r):
+    seen = []
+    naive = NaiveLimiter(r, limit=2, window_s=60,
+                         hooks={"after_check": lambda *a: seen.append(("check",) + a),
+                                "before_expire": lambda *a: seen.append(("expire",) + a)})
+    assert naive.key("a") == "rl:naive:a"
+    assert [naive.hit("a") for _ in range(3)] == [True, True, False]
+    assert seen == [("check", "rl:naive:a"), ("expire", 1), ("check", "rl:naive:a")]
+    assert 0 < r.ttl("rl:naive:a") <= 60
