@@ -289,21 +289,21 @@ def pressure_table(runs: dict[str, dict]) -> Table:
 
 
 def queue_full(node, *, headroom: int = 150_000, payload: int = 1000) -> dict:
-    """Fill the ``noeviction`` queue instance: LPUSH 1 KB tasks until one is refused, then try the
+    """Fill the queue instance (under its own policy, ``noeviction``): LPUSH 1 KB tasks until one is
+    refused (at most 3,000), then try the
     other commands a queue needs; then give it memory back and drain. Returns the counts, the
     error, and a table of command -> accepted/refused."""
     r = node.r
     r.flushall()
     r.config_resetstat()
-    r.config_set("maxmemory-policy", "noeviction")
-    r.config_set("maxmemory", int(r.info("memory")["used_memory"]) + headroom)
+    r.config_set("maxmemory", int(r.info("memory")["used_memory"]) + headroom)   # its own policy stays
     sink = TaskSink()
     q = ReliableQueue(r, "tasks:transcode")
     probe = ReliableQueue(r, "probe")          # one task taken before the instance fills: acked below
     probe.push("probe-task")
     probe.take("w1")
     accepted, error, i = 0, None, 0
-    while error is None and i < 10_000:
+    while error is None and i < 3_000:
         task = f"transcode:{i:05d}:" + "x" * payload
         try:
             q.push(task)
@@ -378,60 +378,76 @@ def _timed_queue_ops(q: ReliableQueue, ops: int) -> list[float]:
     return out
 
 
-def _one_layout(cache_nodes, queue_node, *, ops: int, members: int, hammers: int) -> dict:
-    for node in {id(n): n for n in [*cache_nodes, queue_node]}.values():
-        node.r.flushall()
-        configure(node, 0, "noeviction")          # no memory limit here: this run is about time
-    _load_cache([n.r for n in cache_nodes], members)
-    q = ReliableQueue(queue_node.r, "tasks:notify")
+class _Endpoint:
+    """host/port/password of a client, in the shape lab.Workers takes for a node."""
+
+    def __init__(self, client) -> None:
+        kw = client.get_connection_kwargs()
+        self.host, self.port, self.password = kw["host"], kw["port"], kw.get("password")
+        self.name = str(self.port)
+
+
+def _one_layout(p: Partitioned, *, ops: int, members: int, hammers: int) -> dict:
+    """The cache function's hammer process(es) on ``p.client("cache", ...)``, timed queue ops on
+    ``p.client("queue", ...)``: whatever instances the router gives."""
+    cache_clients = [p.client("cache", f"cache:feed:u{i + 1}") for i in range(hammers)]
+    queue_client = p.client("queue", "tasks:notify")
+    involved = _unique([*cache_clients, queue_client])
+    saved = [(c, c.config_get("maxmemory*")) for c in involved]
+    for c in involved:
+        c.flushall()
+        c.config_set("maxmemory", 0)           # no memory limit here: this run is about time
+    _load_cache(_unique(cache_clients), members)
+    q = ReliableQueue(queue_client, "tasks:notify")
     quiet = _timed_queue_ops(q, ops // 2)      # nobody else on the queue's server
-    before = commandstats(queue_node.r)
-    targets = [cache_nodes[i % len(cache_nodes)] for i in range(hammers)]
+    before = commandstats(queue_client)
     log = EventLog()
     workers = []
     try:
-        for node in targets:   # one process per hammer, each bound to its cache instance
-            workers.append(lab.Workers(cache_hammer, 1, nodes=[node], log=log,
+        for c in cache_clients:   # one process per hammer, each bound to its cache instance
+            workers.append(lab.Workers(cache_hammer, 1, nodes=[_Endpoint(c)], log=log,
                                        args=("hammer:stop",)).start())
         for w in workers:
             w.wait_for("ready", timeout=60)
-        time.sleep(0.05)                       # the hammers are past their first MGET
+        time.sleep(0.05)                       # the hammers are past their first command
         loud = _timed_queue_ops(q, ops)
-        for node in cache_nodes:
-            node.r.set("hammer:stop", 1)
+        for c in _unique(cache_clients):
+            c.set("hammer:stop", 1)
         for w in workers:
             w.join(30)
     finally:
         for w in workers:
             w.stop()
-    after = commandstats(queue_node.r)
-    mget = after.get("zunionstore", {"calls": 0, "usec": 0})
-    mget_before = before.get("zunionstore", {"calls": 0, "usec": 0})
+    after = commandstats(queue_client)
+    for c, cfg in saved:
+        c.config_set("maxmemory", cfg["maxmemory"])
+        c.config_set("maxmemory-policy", cfg["maxmemory-policy"])
+    zu, zu_before = (x.get("zunionstore", {"calls": 0, "usec": 0}) for x in (after, before))
     queue_cmds = {c: after.get(c, {"calls": 0})["calls"] - before.get(c, {"calls": 0})["calls"]
                   for c in ("lpush", "blmove", "zadd", "eval")}
     done = sum(int(e.detail) for e in log.events if e.kind == "done")
-    for node in {id(n): n for n in [*cache_nodes, queue_node]}.values():
-        configure(node, *POLICIES[node.name])
-    return dict(quiet=quiet, loud=loud, cache_calls=mget["calls"] - mget_before["calls"],
-                cache_ms=(mget["usec"] - mget_before["usec"]) / 1000, queue_cmds=queue_cmds,
-                hammer_calls=done, queue_server=queue_node.name)
+    return dict(quiet=quiet, loud=loud, cache_calls=zu["calls"] - zu_before["calls"],
+                cache_ms=(zu["usec"] - zu_before["usec"]) / 1000, queue_cmds=queue_cmds,
+                hammer_calls=done, queue_port=queue_client.get_connection_kwargs()["port"])
 
 
-def noisy_neighbour(fleet: lab.Fleet, *, ops: int = 100, members: int = 2_000, hammers: int = 1) -> dict:
-    """Queue ops timed with a cache-hammer process on the same instance (shared) and on the cache
-    instances (partitioned). Returns both runs (latencies in ms, the queue server's command counts)."""
-    shared = _one_layout([fleet["shared"]], fleet["shared"], ops=ops, members=members, hammers=hammers)
-    split = _one_layout([fleet["cache1"], fleet["cache2"]], fleet["queue"], ops=ops, members=members,
-                        hammers=hammers)
-    ratio = statistics.median(shared["loud"]) / statistics.median(split["loud"])
-    return dict(shared=shared, split=split, ratio=ratio, ops=ops, members=members)
+def noisy_neighbour(one: Partitioned, split: Partitioned, *, ops: int = 100, members: int = 2_000,
+                    hammers: int = 1) -> dict:
+    """Queue ops timed while a cache process rebuilds feeds, on the instances each router gives:
+    ``one`` (everything on one instance) and ``split`` (partitioned). Returns both runs
+    (latencies in ms, what the queue's server executed meanwhile) and the ratio of medians."""
+    shared = _one_layout(one, ops=ops, members=members, hammers=hammers)
+    part = _one_layout(split, ops=ops, members=members, hammers=hammers)
+    ratio = statistics.median(shared["loud"]) / statistics.median(part["loud"])
+    return dict(shared=shared, split=part, ratio=ratio, ops=ops, members=members)
 
 
-def latency_table(run: dict) -> Table:
+def latency_table(run: dict, fleet: lab.Fleet | None = None) -> Table:
+    names = {node.port: node.name for node in fleet} if fleet is not None else {}
     rows = []
     for label, key in (("shared", "shared"), ("partitioned", "split")):
         x = run[key]
-        rows.append((label, x["queue_server"], round(statistics.median(x["quiet"]), 2),
+        rows.append((label, names.get(x["queue_port"], str(x["queue_port"])), round(statistics.median(x["quiet"]), 2),
                      round(statistics.median(x["loud"]), 2), round(_p(x["loud"], 0.99), 2),
                      x["cache_calls"], round(x["cache_ms"], 1)))
     return Table(["layout", "queue's server", "median op alone (ms)", "median op with the cache load (ms)",
@@ -464,23 +480,26 @@ def plot_latency(run: dict):
 
 
 def sharding(p: Partitioned, function: str = "cache", n: int = 10_000) -> dict:
-    """Where ``n`` keys land (per instance), and the share of keys that change instance when the
-    function grows from its instances to one more: by moving shards vs by ``crc32 % instances``."""
+    """Where ``n`` keys land (per instance, asked through ``p.client``), and the share of keys that
+    change instance when the function grows by one instance: by moving shards in ``p``'s placement
+    (a third of them go to the new instance) vs by ``crc32(key) % instances``. ``p`` is left as it was."""
     keys = [f"cache:pin:{i}" for i in range(n)]
-    count = len(p.routes[function])
-    per_instance = [0] * count
-    for k in keys:
-        per_instance[p.placement[function][p.shard(k)]] += 1
-    # Grow by one instance: move just enough shards to it (the last shards of each instance).
-    grown = list(p.placement[function])
-    target = p.shards // (count + 1)
-    moved_shards = []
-    for s in reversed(range(p.shards)):
-        if len(moved_shards) == target:
-            break
-        moved_shards.append(s)
-        grown[s] = count
-    by_shard = sum(p.placement[function][p.shard(k)] != grown[p.shard(k)] for k in keys)
+    routes = p.routes[function]
+    count = len(routes)
+    before = [p.client(function, k) for k in keys]
+    per_instance = [sum(c is r for c in before) for r in routes]
+    saved = list(p.placement[function])
+    newcomer = object()                       # stands for the new instance's client
+    routes.append(newcomer)
+    moved_shards = list(range(p.shards))[-(p.shards // (count + 1)):]   # the last third of the shards
+    try:
+        for s in moved_shards:
+            p.placement[function][s] = count
+        after = [p.client(function, k) for k in keys]
+    finally:
+        routes.remove(newcomer)
+        p.placement[function][:] = saved
+    by_shard = sum(a is not b for a, b in zip(before, after))
     by_mod = sum(zlib.crc32(k.encode()) % count != zlib.crc32(k.encode()) % (count + 1) for k in keys)
     table = Table(["instance", "keys", "share"],
                   [(f"{function} #{i}", c, f"{c / n:.1%}") for i, c in enumerate(per_instance)],

@@ -58,6 +58,7 @@ def test_sharding_balances_and_grows_by_a_third(fresh):
     s = sc.sharding(split, n=10_000)
     assert sum(s["per_instance"]) == 10_000 and all(abs(c - 5000) < 300 for c in s["per_instance"])
     assert s["moved_shards"] == 21 and s["moved_by_shard"] < 4000 < 6000 < s["moved_by_mod"]
+    assert len(split.routes["cache"]) == 2 and split.placement["cache"] == [0, 1] * 32   # left as it was
 
 
 def test_one_instance_loses_the_backlog_and_partitioning_loses_nothing(fresh):
@@ -94,11 +95,13 @@ def test_full_queue_instance_tells_the_producer(fresh):
 
 
 def test_noisy_neighbour_shares_the_event_loop_only_on_one_instance(fresh):
-    run = sc.noisy_neighbour(fresh, ops=20)
+    run = sc.noisy_neighbour(*sc.routers(fresh), ops=20)
     assert run["shared"]["cache_calls"] > 0 and run["shared"]["hammer_calls"] > 0
     assert run["split"]["cache_calls"] == 0 and run["split"]["hammer_calls"] > 0
     assert run["split"]["queue_cmds"] == {"lpush": 20, "blmove": 20, "zadd": 20, "eval": 20}
     assert len(run["shared"]["loud"]) == len(run["split"]["loud"]) == 20 and run["ratio"] > 0
+    assert run["shared"]["queue_port"] == fresh["shared"].port and run["split"]["queue_port"] == fresh["queue"].port
+    assert fresh["cache1"].r.config_get("maxmemory")["maxmemory"] == str(sc.POLICIES["cache1"][0])
 
 
 def test_task_sink_counts_lost_duplicated_and_unknown():
