@@ -146,6 +146,12 @@ class Lock:
         self._acquire = r.register_script(self.LUA_ACQUIRE)
         self._release = r.register_script(self.LUA_RELEASE)
         self._extend = r.register_script(self.LUA_EXTEND)
+        # Load the three scripts now, in one round trip: the first acquire is then one EVALSHA
+        # (not EVALSHA -> NOSCRIPT -> SCRIPT LOAD -> EVALSHA while another client may be waiting).
+        with r.pipeline(transaction=False) as pipe:
+            for script in (self.LUA_ACQUIRE, self.LUA_RELEASE, self.LUA_EXTEND):
+                pipe.script_load(script)
+            pipe.execute()
 
     @property
     def key(self) -> str:

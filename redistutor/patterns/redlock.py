@@ -189,6 +189,9 @@ class Redlock:
         self.retry_delay = retry_delay
         self.parallel = parallel
         self._pool = ThreadPoolExecutor(max_workers=len(self.clients)) if parallel else None
+        # EVALSHA, not EVAL: the script text goes to a node once (again after a restart emptied
+        # its script cache: redis-py reloads it on NOSCRIPT), then only its SHA1.
+        self._release_scripts = [c.register_script(self.LUA_RELEASE) for c in self.clients]
 
     @property
     def key(self) -> str:
@@ -212,7 +215,7 @@ class Redlock:
 
     def _release_one(self, i: int, token: str) -> int:
         try:
-            return int(self.clients[i].eval(self.LUA_RELEASE, 1, self.key, token))
+            return int(self._release_scripts[i](keys=[self.key], args=[token]))
         except redis.RedisError:
             return 0
 

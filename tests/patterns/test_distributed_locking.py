@@ -305,3 +305,16 @@ def test_watchdog_that_cannot_reach_redis_reports_the_lock_lost():
         renewals = dog.renewals
         dog.stop()
         assert dog.renewals == renewals  # no "renewal" counted after the failure
+
+
+def test_lock_loads_its_scripts_up_front(r):
+    """Constructing a Lock loads its three scripts (one pipelined round trip); from then on every
+    acquire, extend and release is a single EVALSHA, even on a server whose script cache was empty."""
+    from redistutor import trace
+
+    r.script_flush()
+    lock = Lock(r, "preloaded", ttl_ms=5000)
+    with trace(r) as t:
+        lease = lock.try_acquire()
+        assert lock.extend(lease) and lock.release(lease)
+    assert t.round_trips == 3 and t.names() == ["EVALSHA"] * 3

@@ -325,3 +325,18 @@ def test_a_failed_round_releases_the_nodes_that_timed_out_too(nodes, shown):
         nodes["n5"].resume()
     assert len(reads) == 2
     assert [n.r.get("redlock:job") for n in nodes] == ["other", "other", None, None, None]
+
+
+def test_release_sends_the_script_once_per_node_then_only_its_sha(nodes):
+    from redistutor import trace
+
+    cs = clients(nodes)
+    dlm = Redlock(cs, "job", ttl_ms=10_000)
+    dlm.release(dlm.acquire())
+    lease = dlm.acquire()
+    with trace(cs[0]) as t:
+        assert dlm.release(lease) == 5
+    assert t.names() == ["EVALSHA"]
+    nodes["n1"].r.script_flush()  # as after a restart: redis-py loads the script again
+    lease = dlm.acquire()
+    assert dlm.release(lease) == 5 and not any(n.r.exists(dlm.key) for n in nodes)
