@@ -287,6 +287,9 @@ def test_replicated_acquire_refuses_when_the_link_is_cut():
         lease = lock.try_acquire_replicated(1, wait_ms=2000)
         assert lease is not None and lease.replicas == 1
         assert rep["replica-1"].r.get(lock.key) == lease.token
+        assert lock.release(lease)
+        again = lock.try_acquire_replicated()  # the defaults: one replica, 100 ms
+        assert again is not None and again.replicas == 1 and lock.release(again)
 
 
 def test_watchdog_that_cannot_reach_redis_reports_the_lock_lost():
@@ -318,3 +321,46 @@ def test_lock_loads_its_scripts_up_front(r):
         lease = lock.try_acquire()
         assert lock.extend(lease) and lock.release(lease)
     assert t.round_trips == 3 and t.names() == ["EVALSHA"] * 3
+
+
+# -- contracts the mutation run (./run mutate distributed_locking) showed unpinned ----------------
+
+def test_lock_contract_defaults_timeouts_and_holder(r):
+    core = TokenLock(r, "lock:defaults")
+    assert core.acquire() and 9_000 < r.pttl("lock:defaults") <= 10_000  # default TTL: 10 s
+    with pytest.raises(ValueError):
+        Lock(r, "job", ttl_ms=-1)
+    tiny = Lock(r, "tiny", ttl_ms=1)  # 1 ms is a (short) TTL, not "no TTL"
+    assert tiny.key == "lock:{tiny}" and tiny.fence_key == "lock:{tiny}:fence"
+    lock = Lock(r, "held")
+    assert lock.holder() is None
+    lease = lock.acquire(timeout=1)
+    assert lock.holder() == lease.token and 9_000 < r.pttl(lock.key) <= 10_000
+    rival = Lock(r, "held")
+    assert rival.acquire(blocking=False) is None
+    assert rival.acquire(timeout=0.05) is None  # gives up once the timeout has passed
+    assert lock.release(lease) and rival.acquire(timeout=0) is not None
+
+
+def test_watchdog_contract_interval_thread_and_exact_renewals(r):
+    lock = Lock(r, "dog", ttl_ms=300)
+    lease = lock.try_acquire()
+    assert Watchdog(lock, lease).interval == 0.1  # ttl / 3
+    assert Watchdog(lock, lease, interval=0.25).interval == 0.25
+    r.config_resetstat()
+    dog = Watchdog(lock, lease, interval=0.01)
+    assert dog.renewals == 0
+    dog.start()
+    assert dog._thread.name == "watchdog-dog"
+    wait_until(lambda: dog.renewals >= 3)
+    dog.stop()
+    assert not dog._thread.is_alive()  # stop() waits for the thread
+    calls = r.info("commandstats")["cmdstat_evalsha"]["calls"]
+    assert dog.renewals == calls and not dog.lost.is_set()  # one renewal per successful extend
+
+
+def test_fenced_resource_contract():
+    with Database() as db:
+        res = FencedResource(db)
+        assert res.read("missing") is None
+        assert res.write_unfenced("row", "naive") and res.read("row") == ("naive", 0)
