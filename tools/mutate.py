@@ -169,7 +169,9 @@ def classify(slug: str, work: Path) -> dict:
         where, old_text, new_text = "?", "", ""
         src_def = original_def(orig_tree, mangled)
         if diffs and src_def is not None:
-            anchor = next((n for n in reversed(diffs[0][2]) if hasattr(n, "lineno")), orig)
+            first_old, _, first_path = diffs[0]
+            anchor = first_old if hasattr(first_old, "lineno") else next(
+                (n for n in reversed(first_path) if hasattr(n, "lineno")), orig)
             line = src_def.lineno + anchor.lineno - orig.lineno
             mline = mut.lineno + anchor.lineno - orig.lineno
             where = f"{src_path.relative_to(ROOT)}:{line}"
