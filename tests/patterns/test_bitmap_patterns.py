@@ -111,7 +111,8 @@ def test_bitmap_bytes_matches_setbit(r, redis_server):
 
 def test_lost_flag_race(r, redis_server):
     out = sc.lost_flag_race(redis_server, "flags:naive", "flags:setbit")
-    assert out == {"flags:naive": [1, 1, 0, 0, 0, 0, 0, 0], "flags:setbit": [1, 1, 1, 0, 0, 0, 0, 0]}
+    assert out == {"GET + SET (naive)": [1, 1, 0, 0, 0, 0, 0, 0], "SETBIT": [1, 1, 1, 0, 0, 0, 0, 0]}
+    assert sc.flags_table(out).rows[0] == ["GET + SET (naive)", "on", "on", "off"]
 
 
 def test_growth_and_density(r):
