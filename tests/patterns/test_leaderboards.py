@@ -19,7 +19,7 @@ def _board(r, n=300, seed=1):
 
 def test_top_and_pages_equal_pythons_order(r):
     lb, scores, order = _board(r)
-    assert lb.top(10) == order[:10]
+    assert lb.top(10) == order[:10] and lb.top() == order[:10]   # 10 by default
     pages = [row for p in range(0, 300, 25) for row in lb.top(25, offset=p)]
     assert pages == order
 
@@ -37,7 +37,7 @@ def test_around_is_centred_and_clipped(r):
     assert lb.around(me, 5) == order[95:106] and lb.around(me, 5)[5][0] == me
     assert lb.around(order[0][0], 5) == order[:6]
     assert lb.around(order[-1][0], 2) == order[-3:]
-    assert lb.around("nobody") == []
+    assert lb.around("nobody") == [] and lb.around(me) == order[95:106]   # k = 5 by default
 
 
 def test_add_is_zincrby_and_loses_nothing_under_threads(redis_server, r):
@@ -71,6 +71,9 @@ def test_composite_refuses_values_beyond_2_53():
     assert composite_score(top, 0) < 2**53
     with pytest.raises(OverflowError):
         composite_score(1_000_000, 1_700_000_000)
+    assert composite_score(900_719, 745_259_008) == 2**53 - 1
+    with pytest.raises(OverflowError):          # exactly 2**53 is already out: 2**53 + 1 rounds to it
+        composite_score(900_719, 745_259_007)
     with pytest.raises(OverflowError):
         composite_score(1, MAX_TS)
 
