@@ -19,6 +19,16 @@ import redis
 from ..check import Exercise, expect
 from ..patterns.pinterest_task_queue import Partitioned
 from ..patterns.reliable_queue import ReliableQueue
+from ..tables import Table
+
+
+def _display(obj) -> None:
+    try:
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        print(obj)
+    else:
+        display(obj)
 
 # -- reference solutions (self-tested in tests/exercises/test_pinterest_task_queue.py) ----------
 
@@ -62,6 +72,11 @@ def policy_prediction(fleet, policy: str) -> Exercise:
         finally:
             sc.configure(node, *sc.POLICIES["shared"])
         got = run["lost"] > 0
+        _display(Table(["policy", "tasks lost", "tasks queued, but BLMOVE refused", "sessions lost",
+                        "cache writes refused", "keys evicted"],
+                       [(policy, run["lost"], run["waiting"], run["sessions_lost"], run["cache_refused"],
+                         run["evicted_by_function"]["cache"])],
+                       title=f"the deploy's backlog on one instance with {policy} (this run)"))
         expect(answer == got, f"{policy}: {run['lost']} of {run['report']['produced']} tasks lost, "
                f"{run['waiting']} still queued but not taken, {run['sessions_lost']} of {run['sessions']} "
                f"sessions lost, {run['cache_refused']} of {run['cache_writes']} cache writes refused, "

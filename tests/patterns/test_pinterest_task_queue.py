@@ -37,6 +37,7 @@ def test_client_routes_by_function_then_by_shard():
     p = Partitioned({"cache": ["c0", "c1"], "sessions": ["s"], "queue": ["q"]}, shards=8)
     assert p.placement == {"cache": [0, 1] * 4, "sessions": [0] * 8, "queue": [0] * 8}
     assert p.client("queue") == p.client("queue", "tasks:spam") == "q"
+    assert p.client("cache") == p.client("cache", "") == ["c0", "c1"][zlib.crc32(b"") % 8 % 2]   # no key: shard of ""
     assert p.client("sessions", "session:u1") == "s"
     for key in (f"cache:pin:{i}" for i in range(50)):
         assert p.client("cache", key) == ["c0", "c1"][p.shard(key) % 2]
