@@ -99,9 +99,10 @@ def fastest_around(r: redis.Redis, prefix: str = "ex1") -> Exercise:
         expect(t.round_trips <= 2, "two round trips at most: the rank, then the window",
                expected="<= 2", actual=t.round_trips)
         moved = max((abs(int(c.args[2]) - int(c.args[1])) + 1 for c in t.commands
-                     if c.name == "ZRANGE" and len(c.args) >= 3 and c.args[1].lstrip("-").isdigit()
+                     if c.name in ("ZRANGE", "ZREVRANGE") and len(c.args) >= 3 and c.args[1].lstrip("-").isdigit()
                      and c.args[2].lstrip("-").isdigit() and "-1" not in c.args[1:3]), default=0)
-        fetched_all = any(c.name in ("ZRANGE", "HGETALL", "ZSCAN") and ("-1" in c.args[1:3] or c.name != "ZRANGE")
+        fetched_all = any(c.name in ("ZRANGE", "ZREVRANGE", "HGETALL", "ZSCAN")
+                          and ("-1" in c.args[1:3] or c.name in ("HGETALL", "ZSCAN"))
                           for c in t.commands)
         expect(not fetched_all and moved <= 7, "fetch only the window (ZRANGE start..stop around the "
                "rank), not the whole board", expected="a window of 2k+1", actual=[c.line() for c in t.commands])

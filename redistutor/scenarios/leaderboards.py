@@ -15,6 +15,8 @@ import redis
 
 from .. import charts
 from ..tables import Table
+from ..events import EventLog
+from ..race import PausePoint, run_in_thread
 from ..timeline import run_threads
 
 PAGE_MULTIPLIER = 10**10  # the score multiplier of the composite-score recipe being tested
@@ -44,6 +46,32 @@ def naive_race(server: Any, key: str, clients: int = 50) -> int:
 
     run_threads(client, clients, name="client")
     return int(r.hget(key, "alice"))
+
+
+def naive_pair(server: Any, key: str, start: int = 10) -> tuple[EventLog, int]:
+    """Two clients each add 1 point to alice by HGET, then HSET. Client A stops at a pause point
+    between its read and its write; client B reads, writes and finishes; then A writes. Returns the
+    event log (read -> write spans, for a Timeline) and alice's final score."""
+    r = server.client()
+    r.delete(key)
+    r.hset(key, "alice", start)
+    log = EventLog()
+
+    def add_one(actor, between=None):
+        score = int(r.hget(key, "alice"))
+        log.record(actor, "read", f"HGET -> {score}")
+        if between:
+            between()
+        r.hset(key, "alice", score + 1)
+        log.record(actor, "write", f"HSET {score + 1}")
+
+    pause = PausePoint("between HGET and HSET")
+    a = run_in_thread(add_one, "client-A", pause)
+    pause.wait_reached()
+    add_one("client-B")
+    pause.release()
+    a.result(timeout=10)
+    return log, int(r.hget(key, "alice"))
 
 
 def naive_top(r: redis.Redis, key: str, n: int = 10) -> list[tuple[str, float]]:
@@ -283,3 +311,29 @@ def plot_latency(trial: dict[int, dict[str, Any]]) -> None:
         f"{t0['zrevrank_server_us']:.1f} -> {t1['zrevrank_server_us']:.1f} µs in the server "
         f"({t0['zrevrank_us']:,.0f} -> {t1['zrevrank_us']:,.0f} µs with the round trip), and the naive "
         f"rank {t0['naive_us']:,.0f} -> {t1['naive_us']:,.0f} µs ({t1['naive_us'] / t0['naive_us']:,.0f}x)"))
+
+
+def paging_trial(r: redis.Redis, key: str, n: int = 30_000, page: int = 10, calls: int = 100,
+                 seed: int = 13) -> list[list[Any]]:
+    """Server time (INFO commandstats) of the first and the last page of a board of n players, by
+    rank (ZREVRANGE start stop) and by score with an offset (ZRANGE ... BYSCORE REV LIMIT offset).
+    Returns table rows and leaves the board in place for the caller to check."""
+    rnd = random.Random(seed)
+    load(r, key, {f"p{i:06d}": rnd.random() * 1e6 for i in range(n)})
+    rows = []
+    for offset in (0, n - page):
+        # redis-py sends zrange(..., desc=True) by rank as ZREVRANGE, the older name of ZRANGE ... REV
+        _, by_rank = _server_us(r, "zrevrange", lambda: r.zrange(key, offset, offset + page - 1, desc=True), calls)
+        _, by_score = _server_us(r, "zrange", lambda: r.zrange(key, "+inf", "-inf", desc=True, byscore=True,
+                                                                   offset=offset, num=page), calls)
+        rows.append([offset, by_rank, by_score])
+    return rows
+
+
+def paging_table(rows: list[list[Any]]) -> Table:
+    (_, r0, s0), (_, r1, s1) = rows[0], rows[-1]
+    note = (f"in this run the last page took {r1:.1f} µs by rank (first: {r0:.1f}) and {s1:.1f} µs by "
+            f"score with an offset (first: {s0:.1f})")
+    return Table(["offset", "by rank (µs in server)", "by score + LIMIT offset (µs in server)"], rows,
+                 title="One page of 10, first vs last", note=note, fmt={"by rank (µs in server)": ".1f",
+                                                              "by score + LIMIT offset (µs in server)": ".1f"})

@@ -95,3 +95,16 @@ def test_weekly_best_lowest_first_fails(r):
 
     res = ex.weekly_best(r).evaluate(lowest)
     assert res.outcome == INCORRECT and "highest first" in res.message
+
+
+def test_fastest_around_whole_board_reversed_fails(r):
+    def whole_rev(r, key, player, k):
+        board = list(reversed(r.zrange(key, 0, -1, desc=True, withscores=True)))   # ZREVRANGE 0 -1
+        names = [m for m, _ in board]
+        if player not in names:
+            return []
+        i = names.index(player)
+        return board[max(0, i - k): i + k + 1]
+
+    res = ex.fastest_around(r).evaluate(whole_rev)
+    assert res.outcome == INCORRECT and "whole board" in res.message
