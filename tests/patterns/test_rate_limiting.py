@@ -357,3 +357,12 @@ def test_naive_limiter_hooks_and_expire_on_first_hit_only(r):
     assert [naive.hit("a") for _ in range(3)] == [True, True, False]
     assert seen == [("check", "rl:naive:a"), ("expire", 1), ("check", "rl:naive:a")]
     assert 0 < r.ttl("rl:naive:a") <= 60
+
+
+def test_limiter_contract_boundaries_and_the_canonical_transaction(r):
+    assert FixedWindow(r, limit=1, window_ms=1).hit("a", now_ms=5)  # a 1 ms window is allowed
+    assert SlidingWindowCounter.estimate(10, 3, 500, 1000) == 8.0  # half of 10, plus 3
+    assert NaiveLimiter(r, limit=1, window_s=60).hit("fresh")  # an absent counter is 0
+    with trace(r) as t:
+        fixed_window_hit(r, "rl:t:tx", 3, 60)
+    assert t.names() == ["MULTI", "INCRBY", "EXPIRE", "EXEC"]  # both or neither
