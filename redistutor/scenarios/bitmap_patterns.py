@@ -327,8 +327,13 @@ def plot_huge_offsets(rows: list[tuple[int, int, int, float]]) -> None:
                   f"{rows[0][3]:.2f} ms")
 
 
-def offset_limits(r: Any, key: str) -> dict[str, str]:
-    """What SETBIT answers at the edge of the offset range, at the default proto-max-bulk-len and at 1 MB."""
+def offset_limits(server: Any, key: str) -> dict[str, str]:
+    """What SETBIT answers at the edge of the offset range, at the default proto-max-bulk-len and at 1 MB.
+
+    On a shared server (``REDIS_URL``, a namespace) the configuration is left alone: only the
+    default limit is tried."""
+    r = server.client()
+
     def attempt(offset: int) -> str:
         try:
             r.setbit(key, offset, 1)
@@ -340,6 +345,8 @@ def offset_limits(r: Any, key: str) -> dict[str, str]:
 
     default = r.config_get("proto-max-bulk-len")["proto-max-bulk-len"]
     out = {"proto-max-bulk-len (default)": default, "SETBIT 4294967296": attempt(2 ** 32)}
+    if getattr(server, "namespace", None):
+        return out
     r.config_set("proto-max-bulk-len", 1024 * 1024)
     try:
         out["SETBIT 8388607 (1 MB limit)"] = attempt(8 * 1024 * 1024 - 1)

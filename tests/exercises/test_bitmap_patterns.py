@@ -103,3 +103,31 @@ def test_try_it_is_checked_against_the_server(r):
     assert ex.smaller_structure(r, 1_000).evaluate("bitmap").outcome == INCORRECT
     assert ex.smaller_structure(r, 50_000).evaluate("bitmap").outcome == CORRECT
     assert ex.smaller_structure(r, 50_000).evaluate(None).outcome == NOT_ATTEMPTED
+
+
+def test_claim_in_one_lua_script_passes(r):
+    script = """
+    local slot = redis.call('BITPOS', KEYS[1], 0, 0, -1)
+    if slot == -1 then slot = redis.call('STRLEN', KEYS[1]) * 8 end
+    if slot >= tonumber(ARGV[1]) then return -1 end
+    redis.call('SETBIT', KEYS[1], slot, 1)
+    return slot
+    """
+
+    def claim(r, key, n):
+        slot = r.eval(script, 1, key, n)
+        return None if slot == -1 else slot
+
+    assert ex.claim_exercise(r).evaluate(claim).outcome == CORRECT
+
+
+def test_claim_that_never_stops_at_n_fails(r):
+    def claim(r, key, n):   # ignores n: hands out slot 10, 11, ...
+        while True:
+            slot = r.bitpos(key, 0, 0, -1)
+            slot = r.strlen(key) * 8 if slot == -1 else slot
+            if r.setbit(key, slot, 1) == 0:
+                return slot
+
+    res = ex.claim_exercise(r).evaluate(claim)
+    assert res.outcome == INCORRECT and "None" in res.message

@@ -122,3 +122,23 @@ def test_growth_and_density(r):
     assert [x["bitcount"] for x in rows] == [x["scard"] for x in rows] == [100, 1_000, 100_000]
     assert rows[0]["set"] < rows[0]["bitmap"] and rows[-1]["set"] > 5 * rows[-1]["bitmap"]
     assert sc.crossover(rows) == (1_000, 100_000)
+
+
+def test_defaults(r):
+    assert DailyActive(r).key(1) == "dau:1" and DailyActive(r).max_id == 2**24
+    c = PackedCounters(r, "k")
+    assert (c.type, c.overflow) == ("u8", "SAT")
+
+
+def test_offset_limits_and_bitpos_facts(r, redis_server):
+    limits = sc.offset_limits(redis_server, "limit")
+    assert limits["SETBIT 8388607 (1 MB limit)"] == "OK" and "out of range" in limits["SETBIT 8388608 (1 MB limit)"]
+    assert "out of range" in limits["SETBIT 4294967296"] and not r.exists("limit")
+    assert r.config_get("proto-max-bulk-len")["proto-max-bulk-len"] == limits["proto-max-bulk-len (default)"]
+    facts = dict(sc.bitpos_facts(redis_server, "bits"))
+    assert facts["BITPOS full 0 (no range)"] == 16 and facts["BITPOS full 0 0 -1 (range)"] == -1
+
+
+def test_overflow_and_concurrency(r, redis_server):
+    assert sc.overflow_trial(r, "v") == [("SAT", 255, 255), ("WRAP", 4, 4), ("FAIL", None, 250)]
+    assert sc.concurrent_incr(redis_server, "hits", threads=4, each=50) == 200
