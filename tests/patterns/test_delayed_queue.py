@@ -192,3 +192,83 @@ def test_kill_after_the_claim_loses_with_zrem_and_is_reaped_with_the_script(redi
 def test_a_fast_worker_clock_runs_tasks_early_only_without_time(r):
     rows = sc.skewed_claims(r, "skew", skew_ms=60_000, due_in_ms=30_000)
     assert [claimed for _, _, claimed in rows] == [True, False]
+
+
+# -- defaults and the worker loops' waiting, pinned without timing (fakes record every wait) --------
+
+
+def test_defaults_one_task_per_claim_100_per_reap_5_s_lease_8_hex_ids(r):
+    q = DelayedQueue(r, "d")
+    assert q.lease_ms == 5000 and len(json.loads(q.schedule("x", 0))["id"]) == 8
+    q.schedule("y", 0)
+    assert len(q.claim()) == 1
+    r.zadd(q.processing, {json.dumps({"id": f"{i:08x}", "job": "z"}): 0 for i in range(101)})
+    assert len(reap(q)) == 100
+
+
+def test_now_ms_is_time_in_whole_ms():
+    class FakeTime:
+        def __init__(self, usec):
+            self.usec = usec
+
+        def time(self):
+            return (1, self.usec)
+
+    assert [now_ms(FakeTime(u)) for u in (0, 999, 1000, 999_999)] == [1000, 1000, 1001, 1999]
+
+
+class FakeQueue:
+    """Claims come from ``batches``; the schedule's head is ``head``; raises if a loop spins."""
+
+    def __init__(self, batches, head=()):
+        self.batches, self.head, self.key, self.r = list(batches), list(head), "k", self
+        self.acked, self.zranges, self.claims = [], [], 0
+
+    def claim(self):
+        self.claims += 1
+        if self.claims > 20:
+            raise RuntimeError("the loop claims without waiting")
+        return self.batches.pop(0) if self.batches else []
+
+    def ack(self, task):
+        self.acked.append(task)
+
+    def zrange(self, *args, **kwargs):
+        self.zranges.append((args, kwargs))
+        return self.head
+
+
+class CountingStop(threading.Event):
+    """A stop event that records each wait and stops the loop after ``limit`` waits."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit, self.waits = limit, []
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        if len(self.waits) >= self.limit:
+            self.set()
+        return self.is_set()
+
+
+def test_poll_loop_waits_only_when_nothing_was_due():
+    q, stop, ran = FakeQueue([["a"], [], ["b"], []]), CountingStop(2), []
+    poll_loop(q, ran.append, stop)
+    assert ran == q.acked == ["a", "b"] and stop.waits == [0.01, 0.01] and q.claims == 4
+
+
+def test_sleep_loop_sleeps_the_cap_on_an_empty_schedule():
+    q, stop = FakeQueue([["a"], []]), CountingStop(1)
+    sleep_loop(q, lambda task: None, stop)
+    assert stop.waits == [1.0] and q.zranges == [(("k", 0, 0), {"withscores": True})] and q.acked == ["a"]
+
+
+def test_sleep_loop_does_not_sleep_for_an_overdue_head_and_caps_a_far_one():
+    overdue = CountingStop(1)
+    sleep_loop(FakeQueue([], head=[("t", 0.0)]), lambda task: None, overdue)
+    far = CountingStop(1)
+    sleep_loop(FakeQueue([], head=[("t", time.time() * 1000 + 1e9)]), lambda task: None, far, max_sleep_ms=250)
+    soon = CountingStop(1)
+    sleep_loop(FakeQueue([], head=[("t", time.time() * 1000 + 600)]), lambda task: None, soon)
+    assert overdue.waits == [0] and far.waits == [0.25] and 0 < soon.waits[0] <= 0.6
