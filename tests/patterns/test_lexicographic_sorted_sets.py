@@ -107,3 +107,21 @@ def test_window_view_and_autocomplete(r):
     assert sum(1 for row in t.rows if row[3]) == 7
     ac = sc.Autocomplete(LexIndex(r, "ix"), demo=("re", "redl"))
     assert [row[1] for row in ac.table().rows] == [10, 1] and "redlock" in repr(ac)
+
+
+def test_default_limit_is_ten_and_limit_is_passed_through(r):
+    idx, ci = LexIndex(r, "many"), CaseInsensitiveIndex(r, "many:ci")
+    idx.add(*(f"w{i:02d}" for i in range(12)))
+    ci.add(*(f"W{i:02d}" for i in range(12)))
+    assert idx.prefix("w") == [f"w{i:02d}" for i in range(10)] and idx.count("w") == 12
+    assert ci.prefix("w") == [f"W{i:02d}" for i in range(10)] and ci.prefix("w", 2) == ["W00", "W01"]
+    assert len(ci.prefix("w", 12)) == 12
+
+
+def test_ids_may_contain_the_separator(r):
+    # Only the first ":" separates the padded age from the id: "025:org:7" belongs to "org:7".
+    idx = AgeIndex(r, "c")
+    idx.set_age("org:7", 25)
+    idx.set_age("a:b:c", 26)
+    assert idx.between(20, 30) == ["org:7", "a:b:c"]
+    assert r.zrange("c:by_age", 0, -1) == ["025:org:7", "026:a:b:c"]
