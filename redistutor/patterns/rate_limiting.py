@@ -154,18 +154,23 @@ class FixedWindow(RateLimiter):
     # KEYS[1] = the client's hash {w = window id, n = requests allowed in window w}
     # ARGV[1] = now in ms ("" = server TIME), ARGV[2] = limit, ARGV[3] = window in ms
     # Returns {allowed 0/1, remaining, retry_after_ms}.
+    # One read (HMGET); the TTL is set once per window, by its first request (2 W covers the rest
+    # of the window), and the other allowed requests only HINCRBY.
     LUA = NOW_MS + """
     local limit, W = tonumber(ARGV[2]), tonumber(ARGV[3])
     local win = math.floor(now / W)
+    local s = redis.call('HMGET', KEYS[1], 'w', 'n')
     local n = 0
-    if tonumber(redis.call('HGET', KEYS[1], 'w')) == win then
-      n = tonumber(redis.call('HGET', KEYS[1], 'n'))
-    end
+    if tonumber(s[1]) == win then n = tonumber(s[2]) end
     if n >= limit then
       return {0, 0, (win + 1) * W - now}
     end
-    redis.call('HSET', KEYS[1], 'w', win, 'n', n + 1)
-    redis.call('PEXPIRE', KEYS[1], 2 * W)
+    if n == 0 then
+      redis.call('HSET', KEYS[1], 'w', win, 'n', 1)
+      redis.call('PEXPIRE', KEYS[1], 2 * W)
+    else
+      redis.call('HINCRBY', KEYS[1], 'n', 1)
+    end
     return {1, limit - n - 1, 0}
     """
 

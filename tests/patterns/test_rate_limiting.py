@@ -366,3 +366,16 @@ def test_limiter_contract_boundaries_and_the_canonical_transaction(r):
     with trace(r) as t:
         fixed_window_hit(r, "rl:t:tx", 3, 60)
     assert t.names() == ["MULTI", "INCRBY", "EXPIRE", "EXEC"]  # both or neither
+
+
+def test_fixed_window_reads_once_and_sets_the_ttl_once_per_window(r):
+    """Server-side work per decision (INFO commandstats, not time): one HMGET each, the TTL only
+    by a window's first request, no TIME when the caller passes the time."""
+    fw = FixedWindow(r, limit=3, window_ms=W)
+    r.config_resetstat()
+    assert [bool(fw.hit("a", now_ms=20_000 + i)) for i in range(4)] == [True, True, True, False]
+    assert fw.hit("a", now_ms=21_000)  # next window: reset, TTL again
+    stats = {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
+    assert (stats["hmget"], stats["pexpire"], stats["hset"], stats["hincrby"]) == (5, 2, 2, 2)
+    assert "time" not in stats and "hget" not in stats
+    assert r.hgetall(fw.key("a")) == {"w": "21", "n": "1"} and 0 < r.pttl(fw.key("a")) <= 2 * W
