@@ -337,3 +337,14 @@ def paging_table(rows: list[list[Any]]) -> Table:
     return Table(["offset", "by rank (µs in server)", "by score + LIMIT offset (µs in server)"], rows,
                  title="One page of 10, first vs last", note=note, fmt={"by rank (µs in server)": ".1f",
                                                               "by score + LIMIT offset (µs in server)": ".1f"})
+
+
+def plot_scores(scores: dict[str, float], me: str) -> None:
+    """Histogram of the board's scores, with "me" marked, and its percentile in the summary."""
+    values = list(scores.values())
+    fig, ax = charts.figure("Score distribution", xlabel="score (points)", ylabel="players")
+    ax.hist(values, bins=25, label=f"{len(values):,} players")
+    ax.axvline(scores[me], color=charts.BAD, linestyle="--", label=f"{me}")
+    above = sum(v > scores[me] for v in values)
+    charts.finish(ax, summary=(f"in this run {me} scored {scores[me]:.0f}; {above} players scored more, "
+                               f"so {me} is in the top {100 * (above + 1) / len(values):.1f} %"))
