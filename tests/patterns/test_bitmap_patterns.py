@@ -142,3 +142,16 @@ def test_offset_limits_and_bitpos_facts(r, redis_server):
 def test_overflow_and_concurrency(r, redis_server):
     assert sc.overflow_trial(r, "v") == [("SAT", 255, 255), ("WRAP", 4, 4), ("FAIL", None, 250)]
     assert sc.concurrent_incr(redis_server, "hits", threads=4, each=50) == 200
+
+
+def test_default_op_is_or_and_names_the_temporary_key(r, days):
+    da, truth = days
+    with trace(r) as t:
+        n = da.count(0, 1)
+    assert n == len(truth[0] | truth[1])
+    assert [c.args for c in t.commands if c.name == "BITOP"] == [("OR", "dau:tmp:OR:0+1", "dau:0", "dau:1")]
+
+
+def test_refusal_names_the_allowed_range(r):
+    with pytest.raises(ValueError, match=r"user id 1000 is outside 0\.\.999$"):
+        DailyActive(r, "dau", max_id=1000).mark(0, 1000)
