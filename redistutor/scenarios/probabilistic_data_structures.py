@@ -279,12 +279,12 @@ def plot_cms(c: dict[str, Any]) -> None:
 def topk_trial(r: redis.Redis, key: str, stream: list[str], k: int = 10) -> dict[str, Any]:
     """TOPK.RESERVE k, add the stream in order; its list beside Python's exact top k."""
     r.delete(key)
-    r.topk().reserve(key, k, 2000, 7, 0.925)
+    r.topk().reserve(key, k, 100, 7, 0.925)          # width 100, depth 7 counters, decay 0.925
     _batched(r, "TOPK.ADD", key, stream, size=5000)
     listed = r.topk().list(key, withcount=True)
     got = list(zip(listed[::2], listed[1::2]))
     exact = Counter(stream).most_common(k)
-    return {"topk": got, "exact": exact}
+    return {"topk": got, "exact": exact, "bytes": r.memory_usage(key)}
 
 
 def topk_table(t: dict[str, Any]) -> Table:

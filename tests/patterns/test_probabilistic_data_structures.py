@@ -172,3 +172,10 @@ def test_naive_week_sum_vs_union(r):
     n = sc.naive_week(r, "nv", week)
     assert n["sum of daily counts"] == 1_800 and n["exact (SUNION)"] == len(set().union(*week.values()))
     assert n["bytes"] > 0
+
+
+def test_defaults_prefix_and_one_percent(r):
+    assert DailyUniques(r).key("mon") == "uniq:mon"
+    SeenFilter(r, "default", capacity=1000)
+    r.bf().reserve("explicit", 0.01, 1000)
+    assert r.bf().info("default")["Size"] == r.bf().info("explicit")["Size"]
