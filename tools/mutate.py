@@ -192,6 +192,9 @@ def natural(key: str):
 
 def run(slug: str, base: Path, jobs: int, keep: bool) -> dict | None:
     work = base / slug
+    if not (ROOT / f"tests/patterns/test_{slug}.py").exists():
+        print(f"{slug}: no tests/patterns/test_{slug}.py: every mutant would survive; write the tests first")
+        return None
     tests = prepare(slug, work)
     mutmut = Path(sys.executable).with_name("mutmut")
     log = work / "mutmut.log"
