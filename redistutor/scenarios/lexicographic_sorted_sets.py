@@ -8,6 +8,7 @@ race and the latency sweep, and the tables, chart and autocomplete box that show
 
 from __future__ import annotations
 
+import bisect
 import random
 import statistics
 import threading
@@ -48,8 +49,17 @@ def byte_sorted(words: Sequence[str]) -> list[str]:
 
 
 def starts_with(ordered: Sequence[str], prefix: str) -> list[str]:
-    """Python's exact answer to a prefix query: the words that start with ``prefix``, byte order kept."""
-    return [w for w in ordered if w.startswith(prefix)]
+    """Python's exact answer to a prefix query on the byte-sorted words.
+
+    Words that share a prefix sit next to each other in sorted order, so this finds the first one
+    with a binary search and walks while they match: the same words as filtering the whole list
+    (for UTF-8, str order is byte order), in milliseconds instead of a second per 50 prefixes.
+    """
+    out, i = [], bisect.bisect_left(ordered, prefix)
+    while i < len(ordered) and ordered[i].startswith(prefix):
+        out.append(ordered[i])
+        i += 1
+    return out
 
 
 def load(r: redis.Redis, key: str, words: Sequence[str], chunk: int = 20_000) -> int:
@@ -200,7 +210,7 @@ def naive_update_race(r: redis.Redis, prefix: str) -> dict[str, Any]:
 
 
 def update_storm(server: Any, prefix: str, make: Callable[[redis.Redis, str], AgeIndex],
-                 threads: int = 8, each: int = 60, users: int = 5, seed: int = 1) -> dict[str, Any]:
+                 threads: int = 8, each: int = 40, users: int = 5, seed: int = 1) -> dict[str, Any]:
     """``threads`` clients on their own connections, released together, each setting random ages of
     ``users`` users ``each`` times. Returns index entries per user and whether each matches the hash."""
     r = server.client()
@@ -232,7 +242,7 @@ def update_storm(server: Any, prefix: str, make: Callable[[redis.Redis, str], Ag
 def storm_table(results: dict[str, dict]) -> Table:
     return Table(["index update", "users", "index entries", "users whose one entry matches the hash"],
                  [[name, d["users"], d["entries"], d["consistent"]] for name, d in results.items()],
-                 title="8 clients × 60 age changes at once")
+                 title="8 clients × 40 age changes at once")
 
 
 # -- measurement: prefix query latency vs N -----------------------------------------------------
@@ -259,7 +269,7 @@ def zscan_prefix(r: redis.Redis, key: str, prefix: str, count: int = 1000) -> tu
 
 
 def latency_sweep(r: redis.Redis, key: str, words: Sequence[str], sizes: Sequence[int],
-                  prefixes: Sequence[str], reps: int = 50) -> list[dict]:
+                  prefixes: Sequence[str], reps: int = 30) -> list[dict]:
     """At each size N (the largest is ``key`` itself, already loaded with ``words``; smaller ones are
     built from the first N words) time a 10-result prefix query (p50 of ``reps`` per prefix) and one
     full ZSCAN MATCH, and check both against Python's answer."""
@@ -363,7 +373,7 @@ class Autocomplete(H.Renderable):
 
 # -- going deeper: offset vs keyset pagination ------------------------------------------------------
 
-def pagination_trial(r: redis.Redis, key: str, page: int = 100) -> dict[str, dict]:
+def pagination_trial(r: redis.Redis, key: str, page: int = 250) -> dict[str, dict]:
     """Page through the whole index twice: ``LIMIT offset page`` and "continue after the last member"
     (keyset). Returns, per method, the members, the number of ZRANGE calls, and the time spent on
     the first and on the last tenth of the pages (ms)."""

@@ -125,3 +125,10 @@ def test_ids_may_contain_the_separator(r):
     idx.set_age("a:b:c", 26)
     assert idx.between(20, 30) == ["org:7", "a:b:c"]
     assert r.zrange("c:by_age", 0, -1) == ["025:org:7", "026:a:b:c"]
+
+
+def test_python_answer_equals_a_plain_filter():
+    words = sc.vocabulary(5000, seed=11)
+    ordered = sc.byte_sorted(words)
+    for p in sc.sample_prefixes(words, 30) + ["", "🚀", "中", "zzzzzzzzzz"]:
+        assert sc.starts_with(ordered, p) == [w for w in ordered if w.startswith(p)]
