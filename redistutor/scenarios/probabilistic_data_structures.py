@@ -80,7 +80,11 @@ def plot_hll_errors(errors: list[float]) -> dict[str, float]:
     within = sum(abs(e) <= 100 * HLL_STD_ERROR for e in pct)
     fig, ax = charts.figure("HyperLogLog relative error over independent runs",
                             xlabel="(estimate − exact) / exact (%)", ylabel="runs")
-    ax.hist(pct, bins=12, color=charts.PALETTE[0], label=f"{len(pct)} runs")
+    counts, edges, _ = ax.hist(pct, bins=12, color=charts.PALETTE[0], label=f"{len(pct)} runs")
+    sigma, width = 100 * HLL_STD_ERROR, edges[1] - edges[0]
+    xs = [-3 * sigma + i * 6 * sigma / 80 for i in range(81)]
+    ax.plot(xs, [len(pct) * width * math.exp(-x * x / (2 * sigma * sigma)) / (sigma * math.sqrt(2 * math.pi))
+                 for x in xs], color=charts.PALETTE[7], label="normal, σ = 0.81 % (theory)")
     for x in (-100 * HLL_STD_ERROR, 100 * HLL_STD_ERROR):
         ax.axvline(x, color=charts.PALETTE[3], linestyle="--",
                    label="±1.04/√16384 = ±0.81 %" if x > 0 else None)
@@ -180,10 +184,11 @@ def plot_bloom_fill(trials: dict[str, dict], error: float, overfill: float = 4.0
     fig, ax = charts.figure("Bloom filter false-positive rate as it fills", xlabel="items added / capacity",
                             ylabel="false positives (%, log scale)")
     for name, t in trials.items():
-        ax.plot([x[1] for x in t["rows"]], [100 * x[2] for x in t["rows"]], marker="o", label=f"{name} (measured)")
+        seen = [x for x in t["rows"] if x[2] > 0]          # a log axis has no 0: steps with no false positive
+        ax.plot([x[1] for x in seen], [100 * x[2] for x in seen], marker="o", label=f"{name} (measured)")
     xs = [0.25 + i * (overfill - 0.25) / 60 for i in range(61)]
     ax.plot(xs, [100 * bloom_theory(x, error) for x in xs], linestyle=":", color=charts.PALETTE[7],
-            label="one filter overfilled (formula: Redis refuses these adds)")
+            label="one filter past capacity\n(formula; Redis refuses)")
     ax.axhline(100 * error, color=charts.PALETTE[3], linestyle="--", label=f"configured {100 * error:g} %")
     ax.set_yscale("log")
     at_full = {n: next(x[2] for x in t["rows"] if x[1] >= 1.0) for n, t in trials.items()}
