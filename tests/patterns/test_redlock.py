@@ -340,3 +340,14 @@ def test_release_sends_the_script_once_per_node_then_only_its_sha(nodes):
     nodes["n1"].r.script_flush()  # as after a restart: redis-py loads the script again
     lease = dlm.acquire()
     assert dlm.release(lease) == 5 and not any(n.r.exists(dlm.key) for n in nodes)
+
+
+def test_defaults_ten_second_ttl_and_three_rounds(nodes):
+    cs = clients(nodes)
+    lease = Redlock(cs, "job").acquire()
+    assert all(9_000 < n.r.pttl("redlock:job") <= 10_000 for n in nodes)
+    assert lease.validity_ms <= 10_000 - 102
+    for n in nodes:
+        n.r.config_resetstat()
+    assert Redlock(cs, "job", retry_delay=(0, 0.001)).acquire() is None
+    assert all(n.r.info("commandstats")["cmdstat_set"]["calls"] == 3 for n in nodes)  # 3 rounds
