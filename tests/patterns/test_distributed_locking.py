@@ -335,7 +335,7 @@ def test_lock_contract_defaults_timeouts_and_holder(r):
     lock = Lock(r, "held")
     assert lock.holder() is None
     lease = lock.acquire(timeout=1)
-    assert lock.holder() == lease.token and 9_000 < r.pttl(lock.key) <= 10_000
+    assert lease.ttl_ms == 10_000 and lock.holder() == lease.token and 9_000 < r.pttl(lock.key) <= 10_000
     rival = Lock(r, "held")
     assert rival.acquire(blocking=False) is None
     assert rival.acquire(timeout=0.05) is None  # gives up once the timeout has passed
@@ -348,10 +348,12 @@ def test_watchdog_contract_interval_thread_and_exact_renewals(r):
     assert Watchdog(lock, lease).interval == 0.1  # ttl / 3
     assert Watchdog(lock, lease, interval=0.25).interval == 0.25
     r.config_resetstat()
+    Watchdog(lock, lease).stop()  # stopping a watchdog that never started is fine
     dog = Watchdog(lock, lease, interval=0.01)
     assert dog.renewals == 0
     dog.start()
-    assert dog._thread.name == "watchdog-dog"
+    # a daemon thread: a program that ends without releasing must not keep extending the lock
+    assert dog._thread.name == "watchdog-dog" and dog._thread.daemon
     wait_until(lambda: dog.renewals >= 3)
     dog.stop()
     assert not dog._thread.is_alive()  # stop() waits for the thread
