@@ -268,11 +268,18 @@ def zscan_prefix(r: redis.Redis, key: str, prefix: str, count: int = 1000) -> tu
             return byte_sorted(found), trips
 
 
+def server_time(r: redis.Redis, command: str) -> tuple[int, int]:
+    """(calls, µs) the server has spent on ``command`` so far (INFO commandstats)."""
+    stat = r.info("commandstats").get(f"cmdstat_{command.lower()}", {})
+    return stat.get("calls", 0), stat.get("usec", 0)
+
+
 def latency_sweep(r: redis.Redis, key: str, words: Sequence[str], sizes: Sequence[int],
                   prefixes: Sequence[str], reps: int = 30) -> list[dict]:
     """At each size N (the largest is ``key`` itself, already loaded with ``words``; smaller ones are
     built from the first N words) time a 10-result prefix query (p50 of ``reps`` per prefix) and one
-    full ZSCAN MATCH, and check both against Python's answer."""
+    full ZSCAN MATCH, at the client and inside the server (INFO commandstats), and check both
+    answers against Python's."""
     rows = []
     for n in sizes:
         k = key if n == len(words) else f"{key}:first{n}"
@@ -281,11 +288,16 @@ def latency_sweep(r: redis.Redis, key: str, words: Sequence[str], sizes: Sequenc
         idx, ordered = LexIndex(r, k), byte_sorted(words[:n])
         matches = {p: starts_with(ordered, p) for p in prefixes}
         lex_ok = all(idx.prefix(p, 10) == matches[p][:10] for p in prefixes)
+        calls0, usec0 = server_time(r, "zrange")
         lex_us = statistics.median(_p50_us(lambda p=p: idx.prefix(p, 10), reps) for p in prefixes)
+        calls1, usec1 = server_time(r, "zrange")
+        scan0 = server_time(r, "zscan")[1]
         t0 = time.perf_counter()
         found, trips = zscan_prefix(r, k, prefixes[0])
         scan_us = (time.perf_counter() - t0) * 1e6
         rows.append({"n": n, "lex_us": lex_us, "scan_us": scan_us, "scan_trips": trips,
+                     "lex_server_us": (usec1 - usec0) / max(1, calls1 - calls0),
+                     "scan_server_us": server_time(r, "zscan")[1] - scan0,
                      "lex_ok": lex_ok, "scan_ok": found == matches[prefixes[0]]})
         if k != key:
             r.delete(k)
@@ -293,25 +305,37 @@ def latency_sweep(r: redis.Redis, key: str, words: Sequence[str], sizes: Sequenc
 
 
 def sweep_table(rows: list[dict]) -> Table:
-    return Table(["members", "prefix query p50 (µs)", "one full ZSCAN MATCH (µs)", "ZSCAN round trips"],
-                 [[d["n"], d["lex_us"], d["scan_us"], d["scan_trips"]] for d in rows],
-                 fmt={"prefix query p50 (µs)": ".0f", "one full ZSCAN MATCH (µs)": ".0f"},
-                 title="One prefix query vs a full ZSCAN, as the index grows")
+    cols = ["members", "prefix query: client p50 (µs)", "prefix query: server (µs)",
+            "full ZSCAN: client (µs)", "full ZSCAN: server (µs)", "ZSCAN round trips"]
+    return Table(cols, [[d["n"], d["lex_us"], d["lex_server_us"], d["scan_us"], d["scan_server_us"],
+                         d["scan_trips"]] for d in rows],
+                 fmt={c: ".1f" if "prefix query: server" in c else ".0f" for c in cols[1:5]},
+                 title="One prefix query vs a full ZSCAN, as the index grows",
+                 note="client: measured around the call (network and Python included); "
+                      "server: INFO commandstats (time inside Redis)")
 
 
 def plot_sweep(rows: list[dict]) -> None:
     from .. import charts
 
     n = [d["n"] for d in rows]
-    fig, ax = charts.figure("Prefix query latency vs index size", xlabel="members in the index (log)",
-                            ylabel="latency per query (µs, log)")
-    ax.plot(n, [d["lex_us"] for d in rows], marker="o", label="ZRANGE … BYLEX LIMIT 10")
-    ax.plot(n, [d["scan_us"] for d in rows], marker="s", label="ZSCAN MATCH prefix* (all pages)")
+    fig, ax = charts.figure("Prefix query vs full ZSCAN as the index grows",
+                            xlabel="members in the index (log)", ylabel="time per query (µs, log)")
+    ax.plot(n, [d["lex_server_us"] for d in rows], marker="o", color=charts.PALETTE[0],
+            label="ZRANGE … BYLEX LIMIT 10, inside Redis")
+    ax.plot(n, [d["lex_us"] for d in rows], marker="o", ls="--", color=charts.PALETTE[0],
+            label="the same, at the client (p50)")
+    ax.plot(n, [d["scan_server_us"] for d in rows], marker="s", color=charts.PALETTE[1],
+            label="ZSCAN MATCH prefix*, all pages, inside Redis")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    lex, scan = rows[-1]["lex_us"] / rows[0]["lex_us"], rows[-1]["scan_us"] / rows[0]["scan_us"]
-    charts.finish(ax, summary=f"in this run, from {n[0]:,} to {n[-1]:,} members ({n[-1] // n[0]}×), "
-                  f"the prefix query's p50 went ×{lex:.1f} and the full ZSCAN's ×{scan:.0f}")
+
+    def grow(f: str) -> float:
+        return rows[-1][f] / rows[0][f] if rows[0][f] else float("nan")
+
+    charts.finish(ax, summary=f"in this run, from {n[0]:,} to {n[-1]:,} members ({n[-1] // n[0]}×), the "
+                  f"server's time per prefix query went ×{grow('lex_server_us'):.1f} and per full ZSCAN "
+                  f"×{grow('scan_server_us'):.0f}; the prefix query at the client ×{grow('lex_us'):.1f}")
 
 
 # -- the autocomplete box -----------------------------------------------------------------------
@@ -374,34 +398,50 @@ class Autocomplete(H.Renderable):
 # -- going deeper: offset vs keyset pagination ------------------------------------------------------
 
 def pagination_trial(r: redis.Redis, key: str, page: int = 250) -> dict[str, dict]:
-    """Page through the whole index twice: ``LIMIT offset page`` and "continue after the last member"
-    (keyset). Returns, per method, the members, the number of ZRANGE calls, and the time spent on
-    the first and on the last tenth of the pages (ms)."""
+    """Page through a copy of the index twice, ``LIMIT offset page`` and "continue after the last
+    member" (keyset), while another client adds a word that sorts first ("!new0001", ...) after
+    every page. Per method: the members returned, the ZRANGE calls, and the server's µs per call
+    over the first and the last tenth of the pages (INFO commandstats)."""
     out = {}
     for method in ("offset", "keyset"):
+        copy = f"{key}:paging"
+        r.delete(copy)
+        r.copy(key, copy)
+        pages = r.zcard(copy) // page
+        tenth = max(1, pages // 10)
         members: list[str] = []
-        times: list[float] = []
         start: bytes | str = "-"
+        calls, marks = 0, {"first": [server_time(r, "zrange")]}
         while True:
-            t0 = time.perf_counter()
             if method == "offset":
-                got = r.zrange(key, "-", "+", bylex=True, offset=len(members), num=page)
+                got = r.zrange(copy, "-", "+", bylex=True, offset=len(members), num=page)
             else:
-                got = r.zrange(key, start, "+", bylex=True, offset=0, num=page)
-            times.append((time.perf_counter() - t0) * 1000)
+                got = r.zrange(copy, start, "+", bylex=True, offset=0, num=page)
+            calls += 1
+            if calls == tenth:
+                marks["first"].append(server_time(r, "zrange"))
+            if calls == pages - tenth:
+                marks["last"] = [server_time(r, "zrange")]
+            if calls == pages:
+                marks["last"].append(server_time(r, "zrange"))
             if not got:
                 break
             members += got
             start = b"(" + got[-1].encode()
-        tenth = max(1, len(times) // 10)
-        out[method] = {"members": members, "calls": len(times), "first_ms": sum(times[:tenth]),
-                       "last_ms": sum(times[-tenth:])}
+            if len(got) == page:                           # meanwhile another client inserts a word
+                r.zadd(copy, {f"!new{calls:04d}": 0})      # that sorts first ("!" is byte 21)
+        per_call = {k: (b[1] - a[1]) / max(1, b[0] - a[0]) for k, (a, b) in marks.items()}
+        out[method] = {"members": members, "calls": calls, "first_us": per_call["first"],
+                       "last_us": per_call["last"]}
+        r.delete(copy)
     return out
 
 
 def pagination_table(trial: dict[str, dict]) -> Table:
-    return Table(["pagination", "ZRANGE calls", "first tenth of pages (ms)", "last tenth of pages (ms)"],
-                 [[m, d["calls"], d["first_ms"], d["last_ms"]] for m, d in trial.items()],
-                 fmt={"first tenth of pages (ms)": ".1f", "last tenth of pages (ms)": ".1f"},
-                 title=f"Paging through {len(trial['keyset']['members']):,} members",
-                 note="in this run: time per page near the end vs near the start, printed, never asserted")
+    rows = [[m, d["calls"], len(d["members"]), len(d["members"]) - len(set(d["members"])),
+             d["first_us"], d["last_us"]] for m, d in trial.items()]
+    return Table(["pagination", "ZRANGE calls", "members returned", "returned twice",
+                  "server µs/call, first pages", "server µs/call, last pages"], rows,
+                 fmt={"server µs/call, first pages": ".1f", "server µs/call, last pages": ".1f"},
+                 title="Paging through the index while another client inserts",
+                 note="server time from INFO commandstats: printed, never asserted")

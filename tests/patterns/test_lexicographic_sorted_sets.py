@@ -132,3 +132,21 @@ def test_python_answer_equals_a_plain_filter():
     ordered = sc.byte_sorted(words)
     for p in sc.sample_prefixes(words, 30) + ["", "🚀", "中", "zzzzzzzzzz"]:
         assert sc.starts_with(ordered, p) == [w for w in ordered if w.startswith(p)]
+
+
+def test_pagination_offset_repeats_keyset_does_not(r):
+    words = sc.vocabulary(2000, seed=12)
+    sc.load(r, "pg", words)
+    out = sc.pagination_trial(r, "pg", page=100)
+    assert out["keyset"]["members"] == sc.byte_sorted(words) and out["keyset"]["calls"] == 21
+    offset = out["offset"]["members"]
+    assert set(offset) == set(words) and len(offset) - len(set(offset)) == 20
+    assert r.exists("pg:paging") == 0 and r.zcard("pg") == 2000
+
+
+def test_sweep_reads_server_time(r):
+    words = sc.vocabulary(1500, seed=13)
+    sc.load(r, "sw", words)
+    rows = sc.latency_sweep(r, "sw", words, [300, 1500], sc.sample_prefixes(words, 2), reps=2)
+    assert all(d["lex_server_us"] > 0 and d["scan_server_us"] > 0 for d in rows)
+    assert r.exists("sw:first300") == 0
