@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import inspect
 import random
-import threading
 
 import redis
 
 from ..check import Exercise, expect
 from ..scenarios.bitmap_patterns import random_ids, set_vs_bitmap, store_bitmap
+from ..timeline import run_threads
 from ..trace import trace
 
 
@@ -69,22 +69,8 @@ def _intruding_client(r: redis.Redis, key: str, times: int = 1) -> redis.Redis:
 
 
 def _together(n: int, fn) -> list:
-    barrier = threading.Barrier(n, timeout=10)
-    out, lock = [], threading.Lock()
-
-    def worker():
-        barrier.wait()
-        v = fn()
-        with lock:
-            out.extend(v)
-
-    threads = [threading.Thread(target=worker) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return out
-
+    """Run fn() in n threads released together (the toolkit's run_threads); all their items."""
+    return [item for items in run_threads(lambda _actor, _log: fn(), n, timeout=30) for item in items]
 
 # -- exercises ---------------------------------------------------------------------------------
 

@@ -10,11 +10,11 @@ Try it. ``sliding_counter_prediction``: predict how many requests the sliding co
 from __future__ import annotations
 
 import inspect
-import threading
 
 import redis
 
 from ..check import Exercise, expect
+from ..timeline import run_threads
 from ..trace import trace
 
 
@@ -55,23 +55,8 @@ def allow(r: redis.Redis, key: str, capacity: int, per_second: float, now_ms: in
 
 
 def _together(n: int, fn) -> list:
-    """Run fn() in n threads released together; return their results."""
-    barrier = threading.Barrier(n, timeout=10)
-    out, lock = [], threading.Lock()
-
-    def worker():
-        barrier.wait()
-        v = fn()
-        with lock:
-            out.append(v)
-
-    threads = [threading.Thread(target=worker) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return out
-
+    """Run fn() in n threads released together (the toolkit's run_threads); return their results."""
+    return run_threads(lambda _actor, _log: fn(), n, timeout=30)
 
 def _one_round_trip(r: redis.Redis, call, what: str):
     with trace(r) as t:

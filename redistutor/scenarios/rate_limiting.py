@@ -16,6 +16,7 @@ from typing import Any, Callable
 from ..patterns.rate_limiting import (ALGORITHMS, FixedWindow, NaiveLimiter, RateLimiter, SlidingLog,
                                       TokenBucket, fixed_window_hit)
 from ..tables import Table
+from ..timeline import run_threads
 
 W = 1000  # the notebook's window: 1 s
 
@@ -73,24 +74,8 @@ def max_in_any_window(times_ms: list[int], window_ms: int) -> int:
 # -- concurrency --------------------------------------------------------------------------------
 
 def together(n: int, fn: Callable[[], Any]) -> list:
-    """Run fn() in n real threads released at the same moment by a barrier; return the results."""
-    barrier, out, lock = threading.Barrier(n, timeout=20), [], threading.Lock()
-
-    def worker() -> None:
-        barrier.wait()
-        v = fn()
-        with lock:
-            out.append(v)
-
-    threads = [threading.Thread(target=worker) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    if len(out) != n:
-        raise RuntimeError("a client thread failed or hung")
-    return out
-
+    """Run fn() in n real threads released at the same moment (the toolkit's run_threads)."""
+    return run_threads(lambda _actor, _log: fn(), n, timeout=60)
 
 def limiters(r: Any, prefix: str, *, limit: int, window_ms: int = W,
              clock: Callable[[], int] | None = None) -> dict[str, RateLimiter]:
