@@ -16,6 +16,7 @@ into a hook stops the thread that reaches it until the lesson says go::
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Callable
 
@@ -83,3 +84,17 @@ def call_hook(hooks: dict[str, Callable[..., Any]] | None, name: str, *args: Any
         hook = hooks.get(name)
         if hook is not None:
             hook(*args)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "the condition", *,
+               step: float = 0.005) -> None:
+    """Poll ``condition()`` until it is true; never sleep for a guessed time.
+
+    The timeout only bounds a failure (a loaded machine may need long); raises TimeoutError
+    naming ``what``.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(step)

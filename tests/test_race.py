@@ -35,3 +35,17 @@ def test_unreleased_pause_point_times_out_loudly():
     fut = run_in_thread(pause)
     with pytest.raises(RaceTimeout):
         fut.result(timeout=5)
+
+
+def test_wait_until_returns_once_true_and_names_what_it_waited_for():
+    import itertools
+
+    import pytest
+
+    from redistutor.race import wait_until
+
+    calls = itertools.count()
+    wait_until(lambda: next(calls) >= 3, timeout=5)
+    assert next(calls) == 4
+    with pytest.raises(TimeoutError, match="waiting for the replica"):
+        wait_until(lambda: False, 0.05, "the replica")

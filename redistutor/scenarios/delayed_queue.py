@@ -23,7 +23,7 @@ from .. import lab
 from ..db import Database
 from ..events import EventLog
 from ..patterns.delayed_queue import DelayedQueue, RetryQueue, job_of, now_ms, poll_loop, reap, sleep_loop
-from ..race import call_hook
+from ..race import call_hook, wait_until
 from ..tables import Table
 from ..timeline import run_threads
 from ..trace import trace
@@ -33,15 +33,6 @@ __all__ = [
     "lateness_chart", "lateness_trial", "make_queue", "queue_worker", "race_one_task", "racing_run",
     "retry_demo", "samples_table", "skewed_claims", "task_id", "wait_until",
 ]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 20.0, step: float = 0.005) -> None:
-    """Poll until ``condition()`` is true (never sleep for a guessed time); raise if it is not."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached in time")
-        time.sleep(step)
 
 
 def task_id(task: str) -> str:

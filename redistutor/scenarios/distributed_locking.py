@@ -19,7 +19,7 @@ from .. import lab
 from ..db import Database
 from ..events import EventLog
 from ..patterns.distributed_locking import FencedResource, Lock, TokenLock, Watchdog
-from ..race import PausePoint, run_in_thread
+from ..race import PausePoint, run_in_thread, wait_until
 from ..tables import Table
 from ..timeline import run_threads
 
@@ -28,15 +28,6 @@ __all__ = [
     "fenced_writer_worker", "holding_worker", "killed_holder", "long_job", "paused_holder",
     "state_table", "uncontended_ms", "wait_until", "waits_chart",
 ]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Poll until ``condition()`` is true (never sleep for a guessed time); raise if it is not."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached in time")
-        time.sleep(0.005)
 
 
 class DelLock(TokenLock):

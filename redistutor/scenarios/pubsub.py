@@ -23,6 +23,7 @@ import redis
 from .. import lab
 from ..db import Database
 from ..patterns.pubsub import GapDetector, SequencedChannel, parse, read_messages
+from ..race import wait_until
 from ..tables import Table
 
 __all__ = [
@@ -30,15 +31,6 @@ __all__ = [
     "outage_table", "shard_table", "sharded_tour", "slow_subscriber", "subscriber_worker",
     "wait_subscribed", "wait_until",
 ]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "a condition") -> None:
-    """Poll until ``condition()`` is true; raise if it is not within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.005)
 
 
 def numsub(r: redis.Redis, channel: str) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from ..events import EventLog
 from ..patterns.distributed_locking import Lock
 from ..patterns.redlock import Redlock, SkewedClock, drift_ms
+from ..race import wait_until
 from ..tables import Table
 from ..timeline import Timeline, run_threads
 
@@ -25,14 +26,6 @@ TTL_MS = 10_000
 def clients(nodes: Sequence[Any], timeout: float = 0.5) -> list:
     """One client per node with a per-node timeout (generous: this machine is shared)."""
     return [n.client(socket_timeout=timeout) for n in nodes]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def flush(nodes: Sequence[Any]) -> None:

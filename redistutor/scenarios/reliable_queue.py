@@ -22,7 +22,7 @@ from .. import lab
 from ..db import Database
 from ..events import EventLog
 from ..patterns.reliable_queue import ReliableQueue, reap
-from ..race import PausePoint, run_in_thread
+from ..race import PausePoint, run_in_thread, wait_until
 from ..tables import Table
 from ..viz import show
 
@@ -31,15 +31,6 @@ __all__ = [
     "plot_flow", "poison_trial", "processing_key", "queue_worker", "slow_worker",
     "wait_until", "wait_until_expired",
 ]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Poll until ``condition()`` is true (never sleep for a guessed time); raise if it is not."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached in time")
-        time.sleep(0.005)
 
 
 def ids(n: int, prefix: str = "m") -> list[str]:

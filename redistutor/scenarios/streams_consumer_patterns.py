@@ -23,6 +23,7 @@ from .. import lab
 from ..db import Database
 from ..events import EventLog
 from ..patterns.streams_consumer_patterns import consume, recover
+from ..race import wait_until
 from ..tables import Table
 
 __all__ = [
@@ -31,15 +32,6 @@ __all__ = [
     "poison_rounds", "sample", "samples_table", "service_worker", "storm", "trim_pending",
     "trim_sweep", "wait_idle", "wait_until",
 ]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 30.0, step: float = 0.005) -> None:
-    """Poll until ``condition()`` is true (never sleep for a guessed time); raise if it is not."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached in time")
-        time.sleep(step)
 
 
 def _id(entry_id: str) -> tuple[int, int]:
