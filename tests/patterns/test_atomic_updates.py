@@ -24,28 +24,12 @@ from redistutor.patterns.atomic_updates import (
     watch_update,
 )
 from redistutor.race import PausePoint, run_in_thread
-from redistutor.scenarios.atomic_updates import LongScript
+from redistutor.scenarios.atomic_updates import LongScript, everyone_reads_first
 
 
 def threads(n, fn):
     """Run fn(i) in n real threads released together (the toolkit's run_threads); re-raise errors."""
     return run_threads(lambda actor, log: fn(int(actor.rsplit("-", 1)[1]) - 1), n)
-
-
-def once_per_thread_barrier(n):
-    """A hook that makes each of n threads wait for the others at its first call only."""
-    barrier = threading.Barrier(n, timeout=10)
-    seen, lock = set(), threading.Lock()
-
-    def hook(*_):
-        me = threading.get_ident()
-        with lock:
-            first = me not in seen
-            seen.add(me)
-        if first:
-            barrier.wait()
-
-    return hook
 
 
 def test_naive_incr_loses_updates_deterministically(r):
@@ -57,7 +41,7 @@ def test_naive_incr_loses_updates_deterministically(r):
 
 
 def test_watch_incr_is_exact_and_aborts_when_raced(r):
-    c = Counter(r, hooks={"after_get": once_per_thread_barrier(8)})
+    c = Counter(r, hooks={"after_get": everyone_reads_first(8)})
     threads(8, lambda i: [c.watch_incr("n") for _ in range(10)])
     assert c.value("n") == 80
     assert c.stats.commits == 80
@@ -136,7 +120,7 @@ def test_watch_incr_without_contention_never_aborts(r):
 
 
 def test_lua_and_cas_incr_are_exact_under_threads(r):
-    c = Counter(r, hooks={"after_get": once_per_thread_barrier(6)})
+    c = Counter(r, hooks={"after_get": everyone_reads_first(6)})
     threads(6, lambda i: [c.lua_incr("lua") for _ in range(50)])
     threads(6, lambda i: [c.cas_incr("cas") for _ in range(50)])
     assert c.value("lua") == 300 and c.value("cas") == 300
