@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 
 
@@ -31,6 +32,18 @@ def endpoints(*servers) -> list[dict]:
     return [{"port": s.port, "password": s.password, "pid": s.pid} for s in servers]
 
 
+def announce_when_joining(fields: dict) -> None:
+    main = threading.main_thread().ident
+    while True:
+        frame = sys._current_frames().get(main)
+        while frame is not None:
+            if frame.f_code.co_name == "join" and frame.f_code.co_filename.endswith("workers.py"):
+                say(**fields)
+                return
+            frame = frame.f_back
+        time.sleep(0.01)
+
+
 def wait_for_stdin_eof() -> None:
     sys.stdin.read()
 
@@ -47,9 +60,12 @@ def interrupt() -> None:
     workers = lab.Workers(spin_worker, 2, nodes=[fleet["n1"]]).start()
     workers.wait_for("started")
     background.wait_for("started")
+    ready = dict(ready=True, servers=endpoints(server, *fleet.nodes), workers=list(workers.pids.values()),
+                 background=list(background.pids.values()))
+    # Say "ready" only once the main thread is inside Workers.join, so the Interrupt lands in the
+    # cell's wait (where a learner's Interrupt lands), never in the line before it.
+    threading.Thread(target=announce_when_joining, args=(ready,), daemon=True).start()
     try:
-        say(ready=True, servers=endpoints(server, *fleet.nodes), workers=list(workers.pids.values()),
-            background=list(background.pids.values()))
         workers.join(timeout=600)  # the "cell": Jupyter's Interrupt lands here
         say(interrupted=False)
     except KeyboardInterrupt:
