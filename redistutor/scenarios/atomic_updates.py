@@ -170,7 +170,7 @@ def overlapping_transfers(r: redis.Redis, prefix: str, method: str) -> dict[str,
         t1_got = f"refused: {exc}"
     balances = bank.balances("a", "b", "c")
     return {"method": method, "T1": t1_got, **balances, "total": sum(balances.values()),
-            "aborts": bank.stats.aborts}
+            "aborts": bank.stats.aborts, "commits": bank.stats.commits}
 
 
 def racing_transfers(r: redis.Redis, prefix: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from redistutor.patterns.atomic_updates import (
     watch_update,
 )
 from redistutor.race import PausePoint, run_in_thread
-from redistutor.scenarios.atomic_updates import LongScript, everyone_reads_first
+from redistutor.scenarios.atomic_updates import LongScript, everyone_reads_first, overlapping_transfers
 
 
 def threads(n, fn):
@@ -136,33 +136,18 @@ def test_cas_refuses_wrong_expected_value(r):
     assert c.cas("k", "a", "b") and r.get("counter:k") == "b"
 
 
-def _overlapping(accounts, method):
-    """T1 (a->b 80) is paused after its read; T2 (a->c 80) runs fully; T1 resumes."""
-    pause = PausePoint("after_read")
-    accounts.hooks = {"after_read": pause}
-    accounts.open(a=100, b=0, c=0)
-    t1 = run_in_thread(getattr(accounts, method), "a", "b", 80)
-    pause.wait_reached()
-    accounts.hooks = None
-    getattr(accounts, method)("a", "c", 80)
-    pause.release()
-    return t1
-
-
 def test_naive_transfer_pays_out_twice(r):
-    acc = Accounts(r)
-    _overlapping(acc, "naive_transfer").result(timeout=10)
-    assert acc.balances("a", "b", "c") == {"a": 20, "b": 80, "c": 80}
-    assert acc.total("a", "b", "c") == 180  # 80 created out of nothing
+    got = overlapping_transfers(r, "bank", "naive_transfer")
+    assert got["T1"].startswith("sent")
+    assert (got["a"], got["b"], got["c"]) == (20, 80, 80)
+    assert got["total"] == 180  # 80 created out of nothing
 
 
 def test_watch_transfer_aborts_then_refuses(r):
-    acc = Accounts(r)
-    t1 = _overlapping(acc, "watch_transfer")
-    with pytest.raises(InsufficientFunds):
-        t1.result(timeout=10)
-    assert acc.balances("a", "b", "c") == {"a": 20, "b": 0, "c": 80}
-    assert acc.stats.aborts == 1 and acc.stats.commits == 1
+    got = overlapping_transfers(r, "bank", "watch_transfer")
+    assert got["T1"].startswith("refused")  # InsufficientFunds after the abort and re-read
+    assert (got["a"], got["b"], got["c"]) == (20, 0, 80)
+    assert got["aborts"] == 1 and got["commits"] == 1
 
 
 def test_lua_transfer_keeps_total_under_concurrency(r):
