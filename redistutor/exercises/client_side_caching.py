@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import time
@@ -129,6 +130,31 @@ class _PausingClient:
         return getattr(self._r, name)
 
 
+@contextlib.contextmanager
+def _tracked_local(r: redis.Redis, tracked_client, key: str, *options: str):
+    """A local dict kept fresh by a listener thread (tracking REDIRECTed to it), torn down after."""
+    listener = InvalidationListener(r)
+    local: dict = {}
+    lock = threading.Lock()
+
+    def on_invalidate(keys):  # what the listener thread does with each message
+        with lock:
+            apply_invalidation(local, keys)
+
+    listener.subscribe(on_invalidate)
+    listener.start()
+    tracked_client.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener.client_id, *options)
+    try:
+        yield local, lock, listener
+    finally:
+        try:
+            tracked_client.execute_command("CLIENT", "TRACKING", "OFF")
+        except redis.exceptions.RedisError:
+            pass
+        listener.close()
+        r.delete(key)
+
+
 def in_flight_read(r: redis.Redis, tracked_client, prefix: str = "ex2") -> Exercise:
     """Exercise 2: ``cached_get(local, lock, r, key)`` that never stores a value invalidated in flight.
 
@@ -140,22 +166,7 @@ def in_flight_read(r: redis.Redis, tracked_client, prefix: str = "ex2") -> Exerc
     def checker(answer) -> None:
         key = f"{prefix}:user:{uuid.uuid4().hex[:6]}"
         r.set(key, "v1")
-        listener = InvalidationListener(r)
-        local: dict = {}
-        lock = threading.Lock()
-
-        def on_invalidate(keys):  # what the listener thread does with each message
-            with lock:
-                if keys is None:
-                    local.clear()
-                else:
-                    for k in keys:
-                        local.pop(k, None)
-
-        listener.subscribe(on_invalidate)
-        listener.start()
-        tracked_client.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener.client_id)
-        try:
+        with _tracked_local(r, tracked_client, key) as (local, lock, listener):
             pause = PausePoint("after_reply", timeout=10)
             reader = run_in_thread(answer, local, lock, _PausingClient(tracked_client, pause), key)
             deadline = time.monotonic() + 10
@@ -188,13 +199,6 @@ def in_flight_read(r: redis.Redis, tracked_client, prefix: str = "ex2") -> Exerc
             expect(third == ["v2"] * 20 and calls == 0,
                    "once cached, reads are served from the local dict: no GET reaches the server",
                    expected="20 x 'v2', 0 GETs", actual=f"{third[:2]}..., {calls} GETs")
-        finally:
-            try:
-                tracked_client.execute_command("CLIENT", "TRACKING", "OFF")
-            except redis.exceptions.RedisError:
-                pass
-            listener.close()
-            r.delete(key)
 
     return Exercise(
         "no stale fill from a read in flight", checker,
@@ -225,22 +229,7 @@ def own_writes(r: redis.Redis, tracked_client, prefix: str = "ex3") -> Exercise:
     def checker(answer) -> None:
         key = f"{prefix}:user:{uuid.uuid4().hex[:6]}"
         r.set(key, "v1")
-        listener = InvalidationListener(r)
-        local: dict = {}
-        lock = threading.Lock()
-
-        def on_invalidate(keys):
-            with lock:
-                if keys is None:
-                    local.clear()
-                else:
-                    for k in keys:
-                        local.pop(k, None)
-
-        listener.subscribe(on_invalidate)
-        listener.start()
-        tracked_client.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener.client_id, "NOLOOP")
-        try:
+        with _tracked_local(r, tracked_client, key, "NOLOOP") as (local, lock, listener):
             first = cached_get(local, lock, tracked_client, key)  # cached and tracked
             expect(first == "v1", "the key is read and cached", expected="v1", actual=first)
             answer(local, lock, tracked_client, key, "mine")
@@ -256,13 +245,6 @@ def own_writes(r: redis.Redis, tracked_client, prefix: str = "ex3") -> Exercise:
                    "after another instance writes the key, this instance sees the new value: with NOLOOP "
                    "your own write removed the key from the server's tracking table, so a value you kept "
                    "locally is never invalidated again", expected="theirs", actual=theirs)
-        finally:
-            try:
-                tracked_client.execute_command("CLIENT", "TRACKING", "OFF")
-            except redis.exceptions.RedisError:
-                pass
-            listener.close()
-            r.delete(key)
 
     return Exercise(
         "writes under NOLOOP", checker,
