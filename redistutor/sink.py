@@ -202,6 +202,7 @@ class Sampler:
         self.samples: list[tuple[float, Any]] = []
         self.error: BaseException | None = None
         self._stop = threading.Event()
+        self._stopped = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def _take(self) -> None:
@@ -222,17 +223,25 @@ class Sampler:
         return self
 
     def stop(self, timeout: float = 10.0) -> list[tuple[float, Any]]:
-        """End the thread, take the final sample, raise what ``read`` raised; returns the samples."""
-        self._stop.set()
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise TimeoutError(f"{self._thread.name} still running after {timeout:g} s")
+        """End the thread, take the final sample, raise what ``read`` raised; returns the samples.
+        Only the first call does this; later ones return the samples."""
+        if self._stopped:
+            return self.samples
+        self.cancel(timeout)
+        self._stopped = True
         if self.error is not None:
             raise self.error
         if self.final:
             self._take()
         return self.samples
+
+    def cancel(self, timeout: float = 10.0) -> None:
+        """End the thread and wait for it, nothing more (for clean-up after a failure)."""
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"{self._thread.name} still running after {timeout:g} s")
 
     def values(self) -> list[Any]:
         return [v for _, v in self.samples]
@@ -248,8 +257,7 @@ class Sampler:
         if exc_type is None:
             self.stop()
         else:                          # the block failed: end the thread, keep the block's error
-            self._stop.set()
-            self._thread.join(10)
+            self.cancel()
 
 
 # -- the server's own command counts ------------------------------------------------------------------

@@ -178,6 +178,17 @@ def test_sampler_violations_and_its_clock():
     assert s.violations(lambda v: v == 5) == [] and len(s.violations(lambda v: v < 5)) == 2
 
 
+def test_sampler_stop_twice_and_cancel():
+    s = Sampler(lambda: 1, every_ms=1000).start()
+    first = list(s.stop())
+    assert s.stop() == first and len(first) == 2          # no second final sample
+    c = Sampler(lambda: 1, every_ms=1000).start()
+    c.cancel()
+    assert not c._thread.is_alive() and len(c.samples) == 1   # no final sample
+    c.stop()
+    assert len(c.samples) == 2
+
+
 def test_sampler_stopped_before_start_takes_only_the_final_sample():
     s = Sampler(lambda: 1)
     assert s.stop() == [(s.samples[0][0], 1)]
