@@ -7,22 +7,22 @@ that counts what was processed.
 Each helper is one line in the notebook and returns plain data (dicts, event logs) or a view; the
 pattern itself lives in ``redistutor/patterns/reliable_queue.py``.
 
-Loss and duplication are counted by :class:`Sink`, a SQLite database the queue knows nothing
-about: every side effect appends a row to ``effects`` (so a message processed twice shows twice)
-and upserts the id into ``results`` (the idempotent side effect, keyed by the message id).
+Loss and duplication are counted by the toolkit's :class:`~redistutor.sink.Sink`, a SQLite
+database the queue knows nothing about: every side effect appends a row to ``effects`` (so a
+message processed twice shows twice) and upserts the id into ``results`` (the idempotent side
+effect, keyed by the message id).
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 from .. import lab
-from ..db import Database
 from ..events import EventLog
 from ..patterns.reliable_queue import ReliableQueue, reap
 from ..race import PausePoint, run_in_thread, wait_until
+from ..sink import Sampler, Sink, close_sinks, standby
 from ..tables import Table
 from ..viz import show
 
@@ -59,71 +59,6 @@ def events_table(log: EventLog, title: str = "") -> Table:
                  [(round((e.t - t0) * 1000), e.actor, e.kind, e.detail) for e in evs], title=title)
 
 
-# -- the sink: SQLite, independent of the queue ---------------------------------------------------
-
-
-_SINKS: list["Sink"] = []
-
-
-class Sink:
-    """Where processed messages land: an append-only ``effects`` log and an idempotent ``results``
-    table (one row per id). Several processes may share one file (``Sink(path)``)."""
-
-    def __init__(self, path: str | None = None) -> None:
-        self.db = Database(path=path)
-        if path is None:
-            _SINKS.append(self)
-        self.path = str(self.db.path)
-        self.db.execute("PRAGMA busy_timeout = 10000")
-        self.db.execute("PRAGMA synchronous = NORMAL")   # WAL: no fsync per commit (a process kill loses nothing)
-        self.db.execute("CREATE TABLE IF NOT EXISTS effects (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-                        " id TEXT NOT NULL, worker TEXT NOT NULL)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS results (id TEXT PRIMARY KEY, worker TEXT NOT NULL)")
-
-    def apply(self, msg: str, worker: str) -> None:
-        """The side effect, in one transaction: log it, and store the result once per id."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.db.execute("INSERT INTO effects (id, worker) VALUES (?, ?)", (msg, worker))
-            self.db.execute("INSERT OR IGNORE INTO results (id, worker) VALUES (?, ?)", (msg, worker))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-
-    def counts(self, prefix: str = "") -> dict[str, int]:
-        """How many times each id's side effect ran."""
-        return dict(self.db.execute("SELECT id, COUNT(*) FROM effects WHERE id LIKE ? GROUP BY id",
-                                    (prefix + "%",)))
-
-    def results(self, prefix: str = "") -> set[str]:
-        return {row[0] for row in self.db.execute("SELECT id FROM results WHERE id LIKE ?", (prefix + "%",))}
-
-    def report(self, produced: list[str]) -> dict:
-        """Lost and duplicated ids, counted here, from what the sink received."""
-        counts = {m: n for m, n in self.counts().items() if m in set(produced)}
-        return dict(produced=len(produced), effects=sum(counts.values()), distinct=len(counts),
-                    lost=sorted(set(produced) - set(counts)),
-                    duplicated={m: n for m, n in sorted(counts.items()) if n > 1},
-                    results_match=self.results() == set(produced))
-
-    def table(self, produced: list[str], title: str = "the sink (SQLite) counts") -> Table:
-        rep = self.report(produced)
-        dup = ", ".join(f"{m} x{n}" for m, n in rep["duplicated"].items()) or "none"
-        return Table(["produced", "side effects run", "distinct ids", "lost", "duplicated"],
-                     [(rep["produced"], rep["effects"], rep["distinct"], ", ".join(rep["lost"]) or "none", dup)],
-                     title=title)
-
-    def close(self) -> None:
-        self.db.close()
-
-
-def close_sinks() -> None:
-    """Close (and delete) every sink this kernel created."""
-    while _SINKS:
-        _SINKS.pop().close()
-
-
 # -- the worker process (lab.Workers): importable, module-level -----------------------------------
 
 
@@ -149,9 +84,7 @@ def queue_worker(ctx: Any, name: str, mode: str, sink_path: str, *, lease_ms: in
     sink = Sink(sink_path)
     n, (halt_n, halt_point) = 0, (halt or {}).get(ctx.name, (None, None))
     ctx.record("ready")
-    wait = time.monotonic() + 60
-    while not r.exists(f"{name}:go") and time.monotonic() < wait:
-        time.sleep(0.005)
+    standby(r, f"{name}:go")                               # every worker starts together
     while not r.exists(f"{name}:stop"):
         if mode == "rpop":
             msg = r.rpop(q.queue)
@@ -167,7 +100,7 @@ def queue_worker(ctx: Any, name: str, mode: str, sink_path: str, *, lease_ms: in
             _halt(ctx, halt_point, msg)
         if work_ms:
             time.sleep(work_ms / 1000)
-        sink.apply(msg, ctx.name)
+        sink.record(msg, ctx.name)
         if n == halt_n and halt_point == "after_effect":
             _halt(ctx, halt_point, msg)
         if mode != "rpop":
@@ -182,7 +115,7 @@ def drain(q: ReliableQueue, sink: Sink, worker: str, *, mode: str = "reliable") 
         msg = q.r.rpop(q.queue) if mode == "rpop" else q.take(worker, timeout=0.05)
         if msg is None:
             return n
-        sink.apply(msg, worker)
+        sink.record(msg, worker)
         if mode != "rpop":
             q.ack(worker, msg)
         n += 1
@@ -251,31 +184,27 @@ def at_scale(server, name: str, *, n: int = 600, workers: int = 5, lease_ms: int
              *[processing_key(q, w) for w in names])
     produced = ids(n)
     q.push(*produced)
-    log, samples, moved, stop = EventLog(), [], [], threading.Event()
+    log = EventLog()
+    moved: list[str] = []
 
-    def sampler():
-        c = server.client()
-        while not stop.is_set():
-            samples.append((log.now(), *_sample(c, q, names)))
-            time.sleep(sample_every_ms / 1000)
-        samples.append((log.now(), *_sample(c, q, names)))   # the final state
+    def reap_pass() -> None:
+        back = reap(rq, names)
+        if back:
+            moved.extend(back)
+            log.record("reaper", "reap", " ".join(back))
 
-    def reaper():
-        rq = ReliableQueue(server.client(), name, lease_ms=lease_ms)
-        while not stop.is_set():
-            back = reap(rq, names)
-            if back:
-                moved.extend(back)
-                log.record("reaper", "reap", " ".join(back))
-            time.sleep(reap_every_ms / 1000)
-
+    sc = server.client()
+    rq = ReliableQueue(server.client(), name, lease_ms=lease_ms)
+    sampler = Sampler(lambda: _sample(sc, q, names), sample_every_ms, clock=log.now, name="sampler")
+    reaper = Sampler(reap_pass, reap_every_ms, final=False, keep=False, name="reaper")
     pool = lab.Workers(queue_worker, workers, nodes=[server], log=log, args=(name, "reliable", sink.path),
                        kwargs={"lease_ms": lease_ms, "halt": kills, "work_ms": work_ms}).start()
-    killed, threads = [], []
+    killed: list[str] = []
     try:
         for w in names:
             pool.wait_for("ready", actor=w, timeout=60)
-        threads = [run_in_thread(sampler, thread_name="sampler"), run_in_thread(reaper, thread_name="reaper")]
+        sampler.start()
+        reaper.start()
         log.record("notebook", "go")
         r.set(f"{name}:go", 1)
         give_up, drained_at = time.monotonic() + 60, None
@@ -296,16 +225,16 @@ def at_scale(server, name: str, *, n: int = 600, workers: int = 5, lease_ms: int
                 raise RuntimeError(f"{', '.join(missing)} never reached its kill point before the queue "
                                    f"ran out: choose a smaller message number in kills=")
             time.sleep(0.01)
-        stop.set()
-        for t in threads:
-            t.result(timeout=10)
+        reaper.stop()
+        samples = [(t, *v) for t, v in sampler.stop()]      # the last one: the final state
         r.set(f"{name}:stop", 1)
         pool.join(30)
     finally:
-        stop.set()
-        for t in threads:
-            t.exception(timeout=10)
+        sampler.cancel()
+        reaper.cancel()
         pool.stop()
+        sc.close()
+        rq.r.close()
     r.delete(f"{name}:go", f"{name}:stop")
     held = {e.actor: tuple(e.detail.split()) for e in log.of_kind("killed")}
     return dict(q=q, sink=sink, produced=produced, samples=samples, log=log, moved=moved, killed=held,
@@ -352,7 +281,8 @@ def plot_flow(run: dict) -> None:
         for e in run["log"].of_kind("reap"):
             ax.axvline((e.t - t0) * 1000, color=charts.PALETTE[5], linewidth=1.2)
     for i, e in enumerate(kills):
-        bottom.annotate(f"kill -9 {e.actor} ({e.detail.split()[0].replace('_', ' ')})", ((e.t - t0) * 1000, len(names) + 1.3 - 0.7 * i),
+        bottom.annotate(f"kill -9 {e.actor} ({e.detail.split()[0].replace('_', ' ')})",
+                        ((e.t - t0) * 1000, len(names) + 1.3 - 0.7 * i),
                         xytext=(3, 0), textcoords="offset points", va="top", fontsize=8)
     bottom.plot([], [], color="black", linestyle="--", label="kill -9")
     bottom.plot([], [], color=charts.PALETTE[5], label="reaper returned ids")
@@ -363,7 +293,8 @@ def plot_flow(run: dict) -> None:
     charts.finish([top, bottom], summary=(
         f"in this run {len(run['produced'])} messages, {len(names)} workers, {len(kills)} killed; "
         f"the reaper returned {len(run['moved'])} ids, "
-        + (f"{min(stuck):.0f}-{max(stuck):.0f} ms after their worker's kill (lease {run['lease_ms']} ms); " if stuck else "")
+        + (f"{min(stuck):.0f}-{max(stuck):.0f} ms after their worker's kill (lease {run['lease_ms']} ms); "
+           if stuck else "")
         + f"all done by {t[-1]:.0f} ms; queued + processing + done + dead was {totals} at all {len(s)} samples"))
 
 
@@ -394,7 +325,7 @@ def poison_trial(server, name: str, *, max_retries: int = 2, lease_ms: int = 100
         def work(worker=worker):
             while (msg := q.take(worker, timeout=0.05)) is not None:
                 _job(msg)                                   # raises on the poison: no ack
-                sink.apply(msg, worker)
+                sink.record(msg, worker)
                 q.ack(worker, msg)
 
         crash = run_in_thread(work, thread_name=worker).exception(timeout=10)
@@ -431,7 +362,7 @@ def slow_worker(server, name: str, *, lease_ms: int = 200, job_ms: int = 500) ->
         m = q.take("A")
         log.record("A", "take", f"lease {lease_ms} ms")
         job()                                               # A is working (slow, alive)
-        sink.apply(m, "A")
+        sink.record(m, "A")
         log.record("A", "side effect")
         acks["A"] = q.ack("A", m)
         log.record("A", "ack", "ok" if acks["A"] else "refused: not in A's list")
@@ -449,7 +380,7 @@ def slow_worker(server, name: str, *, lease_ms: int = 200, job_ms: int = 500) ->
         log.record("reaper", "reap", "lease ran out: back to the queue")
         m = q.take("B")
         log.record("B", "take")
-        sink.apply(m, "B")
+        sink.record(m, "B")
         log.record("B", "side effect")
         acks["B"] = q.ack("B", m)
         log.record("B", "ack", "ok" if acks["B"] else "refused")
@@ -463,5 +394,5 @@ def slow_worker(server, name: str, *, lease_ms: int = 200, job_ms: int = 500) ->
         b_takes(reap(q, ["A", "B"], now_ms=int(taken_at + job_ms)))   # one pass at the job's end
     job.release()
     running.result(timeout=10)
-    return dict(log=log, msg=msg, acks=acks, effects=sink.counts(msg).get(msg, 0),
+    return dict(log=log, msg=msg, acks=acks, effects=sink.counts()[msg],
                 done=int(r.get(q.done) or 0), q=q, sink=sink)

@@ -152,19 +152,3 @@ def test_nothing_is_lost_or_doubled_under_concurrent_workers(redis_server, r):
     assert sorted(seen) == ids and r.get(q.done) == "400"
     assert not r.exists(q.queue, q.leases) and r.keys("q:processing:*") == []
 
-
-def test_the_sink_counts_lost_and_duplicated_ids_itself():
-    from redistutor.scenarios.reliable_queue import Sink
-
-    sink = Sink()
-    try:
-        other = Sink(sink.path)                             # a second process would open the same file
-        for msg, worker in (("m1", "w1"), ("m2", "w1"), ("m2", "w2"), ("m4", "w2")):
-            (sink if worker == "w1" else other).apply(msg, worker)
-        rep = sink.report(["m1", "m2", "m3"])
-        assert rep["lost"] == ["m3"] and rep["duplicated"] == {"m2": 2} and rep["effects"] == 3
-        assert rep["distinct"] == 2 and rep["results_match"] is False
-        assert sink.results() == {"m1", "m2", "m4"} and sink.counts("m2") == {"m2": 2}
-        other.close()
-    finally:
-        sink.close()
