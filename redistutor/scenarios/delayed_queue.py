@@ -3,8 +3,9 @@
 after their claim, lateness against the poll interval, an idle queue's command rate, and retries
 with back-off; plus the worker process they run and the charts.
 
-Every count of what ran is taken from an independent SQLite sink (:class:`Sink`): which tasks
-were produced, and one row per execution. The queue never counts itself.
+Every count of what ran is taken from an independent SQLite sink (the toolkit's
+:class:`~redistutor.sink.Sink`): which tasks were produced, and one row per execution. The queue
+never counts itself.
 
 Each helper is one line in the notebook and returns plain data (dicts, lists) or a view; the
 pattern itself lives in ``redistutor/patterns/delayed_queue.py``.
@@ -17,19 +18,20 @@ import statistics
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import lab
-from ..db import Database
 from ..events import EventLog
 from ..patterns.delayed_queue import DelayedQueue, RetryQueue, job_of, now_ms, poll_loop, reap, sleep_loop
 from ..race import call_hook, wait_until
+from ..sink import CommandStats, Sampler, Sink
 from ..tables import Table
 from ..timeline import run_threads
 from ..trace import trace
 
 __all__ = [
-    "KINDS", "Sink", "ZremQueue", "due_boundary", "idle_trial", "kill_chart", "kill_run", "kill_runs",
+    "KINDS", "Sink", "ZremQueue", "produce", "due_boundary", "idle_trial", "kill_chart", "kill_run", "kill_runs",
     "lateness_chart", "lateness_trial", "make_queue", "queue_worker", "race_one_task", "racing_run",
     "retry_demo", "samples_table", "skewed_claims", "task_id", "wait_until",
 ]
@@ -81,62 +83,31 @@ def make_queue(r, name: str, kind: str, lease_ms: int = 5000, **kw: Any) -> Dela
 # -- the independent sink -------------------------------------------------------------------------
 
 
-class Sink:
-    """SQLite tables that count what was produced and what ran, apart from the queue.
-
-    ``<name>_produced(id, job, due_ms)`` gets a row per scheduled task; ``<name>_runs(id, job,
-    worker, ran_ms)`` a row per execution (no unique constraint: a task run twice is two rows).
-    Worker processes open their own :class:`Database` on the same file (``Sink.attach``).
-    """
-
-    def __init__(self, db: Database, name: str) -> None:
-        self.db, self.name = db, name
-        db.execute(f"DROP TABLE IF EXISTS {name}_produced")
-        db.execute(f"DROP TABLE IF EXISTS {name}_runs")
-        db.execute(f"CREATE TABLE {name}_produced (id TEXT PRIMARY KEY, job TEXT, due_ms INTEGER)")
-        db.execute(f"CREATE TABLE {name}_runs (id TEXT, job TEXT, worker TEXT, ran_ms REAL)")
-
-    @classmethod
-    def attach(cls, db_path: str, name: str) -> "Sink":
-        sink = cls.__new__(cls)
-        sink.db, sink.name = Database(path=db_path), name
-        return sink
-
-    def produce(self, q: DelayedQueue, jobs: list[str], due_ms: list[int]) -> list[str]:
-        """Schedule each job and record it as produced (the record comes first: a crash after it
-        shows as a loss, never as a task nobody knew about)."""
-        tasks = []
-        for job, due in zip(jobs, due_ms):
-            task = json.dumps({"id": uuid.uuid4().hex[:8], "job": job})
-            self.db.execute(f"INSERT INTO {self.name}_produced VALUES (?, ?, ?)", (task_id(task), job, due))
-            q.r.zadd(q.key, {task: due})
-            tasks.append(task)
-        return tasks
-
-    def ran(self, task: str, worker: str) -> None:
-        self.db.execute(f"INSERT INTO {self.name}_runs VALUES (?, ?, ?, ?)",
-                        (task_id(task), job_of(task), worker, time.time() * 1000))
-
-    def produced(self) -> set[str]:
-        return {i for (i,) in self.db.execute(f"SELECT id FROM {self.name}_produced")}
-
-    def done(self) -> set[str]:
-        return {i for (i,) in self.db.execute(f"SELECT DISTINCT id FROM {self.name}_runs")}
-
-    def runs(self) -> int:
-        return self.db.execute(f"SELECT COUNT(*) FROM {self.name}_runs")[0][0]
-
-    def stats(self) -> dict:
-        """produced, runs, distinct tasks run, duplicate runs, never run."""
-        produced, done, runs = self.produced(), self.done(), self.runs()
-        return dict(produced=len(produced), runs=runs, done=len(done), duplicates=runs - len(done),
-                    never_ran=len(produced - done))
-
-    def close(self) -> None:
-        self.db.close()
+def produce(sink: Sink, run: str, q: DelayedQueue, jobs: list[str], due_ms: list[int]) -> list[str]:
+    """Schedule each job and record it in the sink as produced (the record comes first: a crash
+    after it shows as a loss, never as a task nobody knew about)."""
+    tasks = []
+    for job, due in zip(jobs, due_ms):
+        task = json.dumps({"id": uuid.uuid4().hex[:8], "job": job})
+        sink.produce(task_id(task), run=run, info=job)
+        q.r.zadd(q.key, {task: due})
+        tasks.append(task)
+    return tasks
 
 
-def sample(q: DelayedQueue, sink: Sink) -> dict:
+def ran(sink: Sink, run: str, task: str, worker: str) -> None:
+    """One execution of ``task`` by ``worker``, in the sink (a task run twice is two rows)."""
+    sink.record(task_id(task), worker, run=run, info=job_of(task))
+
+
+def _stats(sink: Sink, run: str) -> dict:
+    """produced, runs, distinct tasks run, duplicate runs, never run."""
+    rep = sink.report(run=run)
+    return dict(produced=rep["produced"], runs=rep["effects"], done=rep["distinct"],
+                duplicates=rep["effects"] - rep["distinct"], never_ran=len(rep["lost"]))
+
+
+def sample(q: DelayedQueue, sink: Sink, run: str) -> dict:
     """One sample of where every produced task is: queued, in flight (processing, not yet in the
     sink), done (in the sink), and missing (in none of these: lost). Redis is read first in one
     MULTI (both sets at one instant), then the sink: a task that finishes in between is seen in
@@ -145,14 +116,14 @@ def sample(q: DelayedQueue, sink: Sink) -> dict:
         tx.zrange(q.key, 0, -1)
         tx.zrange(q.processing, 0, -1)
         queued, processing = tx.execute()
-    done = sink.done()
+    done = set(sink.counts(run))
     queued_ids, processing_ids = {task_id(t) for t in queued}, {task_id(t) for t in processing}
-    produced = sink.produced()
+    produced = set(sink.produced(run))
     # A task that ran and is queued or in processing again (its lease ran out while a slow worker
     # was still on it) counts as done here; the second run shows in the sink's duplicate count.
     missing = produced - queued_ids - processing_ids - done
     return dict(queued=len(queued_ids - done), in_flight=len(processing_ids - done), done=len(done),
-                produced=len(produced), missing=len(missing), runs=sink.runs())
+                produced=len(produced), missing=len(missing), runs=sink.count(run))
 
 
 # -- the due-time boundary ------------------------------------------------------------------------
@@ -219,15 +190,15 @@ def race_one_task(r, name: str, kind: str, workers: int = 4) -> dict:
                 queued=r.zcard(q.key), processing=r.zrange(q.processing, 0, -1))
 
 
-def racing_run(server, db: Database, name: str, kind: str, *, workers: int = 4, tasks: int = 200) -> dict:
+def racing_run(server, sink: Sink, name: str, kind: str, *, workers: int = 4, tasks: int = 200) -> dict:
     """``tasks`` due tasks, ``workers`` threads claiming until the queue is empty; every execution
     goes to the SQLite sink. Returns the sink's counts, the traced round trips, and the server's
     own command counts (INFO commandstats) for the run."""
     r = server.client()
     q = make_queue(r, server.key(name), kind)
     r.delete(q.key, q.processing)
-    sink = Sink(db, name.replace(":", "_").replace("-", "_"))
-    sink.produce(q, [f"job-{i}" for i in range(tasks)], [0] * tasks)
+    sink.clear(name)
+    produce(sink, name, q, [f"job-{i}" for i in range(tasks)], [0] * tasks)
     claims = {"got": 0, "empty": 0}
     lock = threading.Lock()
 
@@ -242,29 +213,23 @@ def racing_run(server, db: Database, name: str, kind: str, *, workers: int = 4, 
                     return
                 continue
             for task in got:
-                sink.ran(task, actor)
+                ran(sink, name, task, actor)
                 wq.ack(task)
 
-    before = _commandstats(r)
-    with trace(server) as t:
+    with CommandStats(r) as server_counts, trace(server) as t:
         run_threads(worker, workers, name="worker")
-    calls = {k: v - before.get(k, 0) for k, v in _commandstats(r).items() if v - before.get(k, 0)}
     r.close()
     claiming = [c for c in t.commands if c.name in ("EVAL", "ZRANGEBYSCORE")
                 or (c.name == "ZREM" and not c.args[0].endswith(":processing"))]   # not the ack
-    return dict(kind=kind, **sink.stats(), claims=claims["got"], empty=claims["empty"],
+    return dict(kind=kind, **_stats(sink, name), claims=claims["got"], empty=claims["empty"],
                 round_trips=t.round_trips, claim_round_trips=len({c.round_trip for c in claiming}),
-                calls=calls, workers=workers)
-
-
-def _commandstats(r) -> dict[str, int]:
-    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
+                calls=server_counts.calls, workers=workers)
 
 
 # -- worker processes (lab.Workers): importable, module-level ------------------------------------
 
 
-def queue_worker(ctx: Any, name: str, db_path: str, sink_name: str, kind: str, hang_job: str,
+def queue_worker(ctx: Any, name: str, sink_path: str, run: str, kind: str, hang_job: str,
                  lease_ms: int) -> None:
     """Claim tasks until ``<name>:stop`` exists; run each into the sink, then ack it.
 
@@ -274,7 +239,7 @@ def queue_worker(ctx: Any, name: str, db_path: str, sink_name: str, kind: str, h
     """
     r = ctx.client(0)
     q = make_queue(r, name, kind, lease_ms)
-    sink = Sink.attach(db_path, sink_name)
+    sink = Sink(sink_path)
     ctx.record("ready")
     try:
         while True:
@@ -288,14 +253,14 @@ def queue_worker(ctx: Any, name: str, db_path: str, sink_name: str, kind: str, h
                 if job_of(task) == hang_job and r.set(f"{name}:hung", ctx.name, nx=True):
                     ctx.record("hang", task)
                     time.sleep(600)
-                sink.ran(task, ctx.name)
+                ran(sink, run, task, ctx.name)
                 if not q.ack(task):
                     ctx.record("late ack", task)
     finally:
         sink.close()
 
 
-def kill_run(server, db: Database, name: str, kind: str, *, tasks: int = 40, workers: int = 2,
+def kill_run(server, sink: Sink, name: str, kind: str, *, tasks: int = 40, workers: int = 2,
              hang_job: str = "job-10", lease_ms: int = 1000, reap_every_ms: int = 100) -> dict:
     """``workers`` worker processes drain ``tasks`` tasks (due 10 ms apart); the one that claims
     ``hang_job`` is killed with SIGKILL right after its claim. A reaper thread runs every
@@ -305,47 +270,36 @@ def kill_run(server, db: Database, name: str, kind: str, *, tasks: int = 40, wor
     full = server.key(name)
     q = make_queue(r, full, kind, lease_ms)
     r.delete(q.key, q.processing, f"{full}:stop", f"{full}:hung")
-    sink_name = name.replace(":", "_").replace("-", "_")
-    sink = Sink(db, sink_name)
+    sink.clear(name)
     log = EventLog()
     pool = lab.Workers(queue_worker, workers, nodes=[server], log=log,
-                       args=(full, str(db.path), sink_name, kind, hang_job, lease_ms)).start()
-    samples: list[tuple] = []
-    stop = threading.Event()
+                       args=(full, sink.path, name, kind, hang_job, lease_ms)).start()
     t0 = time.monotonic()                 # reset when the tasks are produced: the charts' zero
-
-    def sampler() -> None:
-        while not stop.is_set():
-            s = sample(q, sink)
-            samples.append(((time.monotonic() - t0) * 1000, s))
-            stop.wait(0.02)
-
     reaped: list[str] = []
     reaped_at: list[float] = []
+    rq = make_queue(server.client(), full, kind, lease_ms)
 
-    def reaper() -> None:
-        rq = make_queue(server.client(), full, kind, lease_ms)
-        while not stop.is_set():
-            back = reap(rq)
-            if back:
-                reaped.extend(back)
-                reaped_at.append((time.monotonic() - t0) * 1000)
-                log.record("reaper", "reap", job_of(back[0]))
-            stop.wait(reap_every_ms / 1000)
+    def reap_pass() -> None:
+        back = reap(rq)
+        if back:
+            reaped.extend(back)
+            reaped_at.append((time.monotonic() - t0) * 1000)
+            log.record("reaper", "reap", job_of(back[0]))
 
+    sampler = Sampler(lambda: sample(q, sink, name), 20)
+    reaper = Sampler(reap_pass, reap_every_ms, final=False, keep=False, name="reaper")
     try:
         for w in pool.names:
             pool.wait_for("ready", actor=w, timeout=60)
         base = now_ms(r) + 50
         t0 = time.monotonic()
-        sink.produce(q, [f"job-{i}" for i in range(tasks)], [base + 10 * i for i in range(tasks)])
-        threads = [threading.Thread(target=f, daemon=True) for f in (sampler, reaper)]
-        for th in threads:
-            th.start()
+        produce(sink, name, q, [f"job-{i}" for i in range(tasks)], [base + 10 * i for i in range(tasks)])
+        sampler.start()
+        reaper.start()
         hung = pool.wait_for("hang", timeout=30)
         pool.kill(hung.actor)
         killed_at = (time.monotonic() - t0) * 1000
-        at_kill = sample(q, sink)
+        at_kill = sample(q, sink, name)
         clock = now_ms(r)
         where = ("processing" if r.zscore(q.processing, hung.detail) is not None else
                  "schedule" if r.zscore(q.key, hung.detail) is not None else "nowhere")
@@ -356,19 +310,20 @@ def kill_run(server, db: Database, name: str, kind: str, *, tasks: int = 40, wor
         for w in pool.names:
             if w != hung.actor:
                 pool.procs[w].join(30)
-        stop.set()
-        for th in threads:
-            th.join(10)
         pool.collect()
-        final = sample(q, sink)
-        samples.append(((time.monotonic() - t0) * 1000, final))
-        stats = sink.stats()
+        reaper.stop()
+        samples = [((t - t0) * 1000, x) for t, x in sampler.stop()]   # the last: after the workers
+        final = samples[-1][1]
+        stats = _stats(sink, name)
     finally:
-        stop.set()
+        sampler.cancel()
+        reaper.cancel()
         pool.stop()
+        rq.r.close()
         r.delete(f"{full}:stop", f"{full}:hung")
-    lost_job = [job for (job,) in db.execute(
-        f"SELECT job FROM {sink_name}_produced WHERE id NOT IN (SELECT id FROM {sink_name}_runs)")]
+    jobs = sink.produced_info(name)
+    lost = set(sink.report(run=name)["lost"])
+    lost_job = [job for i, job in jobs.items() if i in lost]
     r.close()
     return dict(kind=kind, samples=samples, killed_at=killed_at, killed=hung.actor, hung_task=hung.detail,
                 exitcode=pool.exitcodes[hung.actor], at_kill=at_kill, hung_where=where, lease_left=lease_left,
@@ -376,12 +331,12 @@ def kill_run(server, db: Database, name: str, kind: str, *, tasks: int = 40, wor
                 late_acks=len(log.of_kind("late ack")), **stats)
 
 
-def kill_runs(server, db: Database, name: str, kinds: tuple = ("ZRANGEBYSCORE + checked ZREM", "Lua pop-due"),
+def kill_runs(server, sink: Sink, name: str, kinds: tuple = ("ZRANGEBYSCORE + checked ZREM", "Lua pop-due"),
               **kw: Any) -> list[dict]:
     """:func:`kill_run` for each kind, side by side (own keys, sink tables and processes)."""
     from ..race import run_in_thread
 
-    running = [run_in_thread(kill_run, server, db, f"{name}:{kind.split()[0].lower()}", kind, **kw)
+    running = [run_in_thread(kill_run, server, sink, f"{name}:{kind.split()[0].lower()}", kind, **kw)
                for kind in kinds]
     return [f.result(timeout=120) for f in running]
 
@@ -497,25 +452,24 @@ def idle_trial(server, name: str, loop: str, *, seconds: float = 1.2, due_in_ms:
     r = server.client()
     q = DelayedQueue(server.client(), server.key(name))
     r.delete(q.key, q.processing)
-    ran: list[str] = []
+    done: list[str] = []
     stop = threading.Event()
-    before = _commandstats(r)
+    server_counts = CommandStats(r).start()
     q.schedule("digest:weekly", int(time.time() * 1000) + due_in_ms)
     fn, kw = (poll_loop, {"poll_ms": poll_ms}) if loop == "poll" else (sleep_loop, {"max_sleep_ms": 5000})
-    th = threading.Thread(target=fn, args=(q, ran.append, stop), kwargs=kw, daemon=True)
+    th = threading.Thread(target=fn, args=(q, done.append, stop), kwargs=kw, daemon=True)
     th.start()
     time.sleep(seconds)
     stop.set()
     th.join(10)
-    after = _commandstats(r)
-    calls = {k: v - before.get(k, 0) for k, v in after.items() if k != "info" and v - before.get(k, 0)}
+    calls = dict(server_counts.stop().calls)
     for k in ("zadd", "hello", "client|setinfo"):   # the producer's ZADD; connection handshakes
         calls.pop(k, None)
     r.close()
     q.r.close()
     return dict(loop=loop, calls=calls, total=sum(calls.values()), per_s=sum(calls.values()) / seconds,
                 claims=calls.get("eval", 0),
-                ran=len(ran), seconds=seconds)
+                ran=len(done), seconds=seconds)
 
 
 # -- retries with back-off ------------------------------------------------------------------------

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from redistutor import trace
-from redistutor.db import Database
 from redistutor.patterns.delayed_queue import DelayedQueue, RetryQueue, job_of, now_ms, poll_loop, reap, sleep_loop
 from redistutor.scenarios import delayed_queue as sc
+from redistutor.sink import Sink
 from redistutor.timeline import run_threads
 
 
@@ -122,9 +122,9 @@ def test_race_one_task(r, kind, runs, rts):
 
 
 def test_racing_run_counts_from_the_sink(redis_server):
-    with Database() as db:
-        lua = sc.racing_run(redis_server, db, "rr:lua", "Lua pop-due", tasks=100)
-        zrem = sc.racing_run(redis_server, db, "rr:zrem", "ZRANGEBYSCORE + checked ZREM", tasks=100)
+    with Sink() as sink:
+        lua = sc.racing_run(redis_server, sink, "rr:lua", "Lua pop-due", tasks=100)
+        zrem = sc.racing_run(redis_server, sink, "rr:zrem", "ZRANGEBYSCORE + checked ZREM", tasks=100)
     assert (lua["runs"], lua["duplicates"], lua["never_ran"]) == (100, 0, 0)
     assert lua["claim_round_trips"] == lua["claims"] + lua["empty"] == lua["calls"]["eval"]
     assert zrem["never_ran"] == 0 and zrem["claim_round_trips"] >= 2 * zrem["claims"]
@@ -178,8 +178,8 @@ def test_lateness_is_never_negative(r):
 
 
 def test_kill_after_the_claim_loses_with_zrem_and_is_reaped_with_the_script(redis_server):
-    with Database() as db:
-        zrem, lua = sc.kill_runs(redis_server, db, "kill", tasks=15, hang_job="job-5", lease_ms=800)
+    with Sink() as sink:
+        zrem, lua = sc.kill_runs(redis_server, sink, "kill", tasks=15, hang_job="job-5", lease_ms=800)
     assert zrem["exitcode"] == lua["exitcode"] == -9
     assert zrem["hung_where"] == "nowhere" and zrem["lost_jobs"] == ["job-5"]
     assert zrem["never_ran"] == 1 and zrem["final"]["missing"] == 1
