@@ -4,8 +4,10 @@ Notebooks import only these top-level names; patterns come from their own module
 (``from redistutor.patterns.cache_aside import CacheAside``).
 """
 
-from . import charts  # one chart style: charts.figure(...), charts.finish(ax, summary=...)
-from . import check  # learner-facing checks: check.key_equals(server, "k", "v"), check.ttl_between(...)
+from . import (
+    charts,  # one chart style: charts.figure(...), charts.finish(ax, summary=...)
+    check,  # learner-facing checks: check.key_equals(server, "k", "v"), check.ttl_between(...)
+)
 from .check import Exercise  # exercise definitions in redistutor/exercises/*
 from .diff import changes, diff  # "what changed?": with changes(server, "user:*") as d: ...
 from .events import EventLog  # one clock for race timelines and lab faults
@@ -15,6 +17,7 @@ from .exceptions import (  # what learners may see raised, each with a one-sente
     RedistutorError,
 )
 from .keys import snapshot  # a Snapshot of a pattern, for diffs and tables
+from .listing import show_code  # highlighted source: show_code(Lock.LUA_RELEASE)
 from .options import get_options, set_options  # display="text" switch (call or with-block)
 from .server import (  # every notebook's setup cell
     AttachedServer,
@@ -22,7 +25,6 @@ from .server import (  # every notebook's setup cell
     connect,
     start_server,
 )
-from .listing import show_code  # highlighted source: show_code(Lock.LUA_RELEASE)
 from .tables import Table  # results that are not keys: trials, per-node state, measurements
 from .timeline import Timeline, max_concurrent, run_threads  # race labs: N threads, one timeline
 from .trace import trace  # record commands and round trips: with trace(r) as t: ...

@@ -53,10 +53,11 @@ def fmt_bytes(n: int | None) -> str:
         return "?"
     if n < 1024:
         return f"{n} B"
+    size = float(n)
     for unit in ("KiB", "MiB", "GiB"):
-        n /= 1024
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}"
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}"
     return f"{n} B"  # pragma: no cover
 
 

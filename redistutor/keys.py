@@ -17,7 +17,8 @@ import hashlib
 import json
 import re
 import weakref
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 
@@ -37,7 +38,7 @@ TYPE_NAMES = {
 GLOB = re.compile(r"(?<!\\)[*?\[]")
 SCAN_LIMIT = 10_000  # keys read per snapshot; tutorials are small, and a runaway SCAN is not
 
-_server_clients: "weakref.WeakKeyDictionary[Any, redis.Redis]" = weakref.WeakKeyDictionary()
+_server_clients: weakref.WeakKeyDictionary[Any, redis.Redis] = weakref.WeakKeyDictionary()
 
 
 def is_server(target: Any) -> bool:
@@ -210,7 +211,7 @@ def preview_of(r: redis.Redis, key: str, kind: str) -> str:
         return fmt_value(get_text(r, key))
     if kind == "hash":
         total = r.hlen(key)
-        fields = sorted(r.hgetall(key).items())[:n] if total <= 200 else []
+        fields: list[tuple[Any, Any]] = sorted(r.hgetall(key).items())[:n] if total <= 200 else []
         if not fields:
             return f"({total} fields)"
         return "{" + _join((f"{f}: {fmt_value(v)}" for f, v in fields), total, len(fields)) + "}"
@@ -226,16 +227,17 @@ def preview_of(r: redis.Redis, key: str, kind: str) -> str:
         return "{" + _join(map(fmt_value, items), total, len(items)) + "}"
     if kind == "zset":
         total = r.zcard(key)
-        items = r.zrange(key, 0, n - 1, withscores=True)
-        return _join((f"{m}={_num(s)}" for m, s in items), total, len(items))
+        scored: list[tuple[str, float]] = r.zrange(key, 0, n - 1, withscores=True)  # type: ignore[assignment]
+        return _join((f"{m}={_num(s)}" for m, s in scored), total, len(scored))
     if kind == "stream":
         length = r.xlen(key)
         groups = len(r.xinfo_groups(key))
         return f"{length} entries, {groups} group{'s' * (groups != 1)}"
     if kind == "json":
-        return json.dumps(r.json().get(key, "$")[0], separators=(",", ":"), ensure_ascii=False)
+        doc: list[Any] = r.json().get(key, "$")  # type: ignore[assignment]
+        return json.dumps(doc[0], separators=(",", ":"), ensure_ascii=False)
     if kind == "vectorset":
-        vi = r.vset().vinfo(key)
+        vi: dict[str, Any] = r.vset().vinfo(key) or {}
         return f"{vi['size']} × dim {vi['vector-dim']} ({vi['quant-type']})"
     if kind == "hyperloglog":
         return f"≈ {r.pfcount(key)} distinct"

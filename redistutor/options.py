@@ -41,7 +41,7 @@ def _validate(name: str, value: Any) -> None:
         raise ConfigError(f"{name}={value!r} must be a positive integer.")
 
 
-class set_options:  # noqa: N801 (lower case: used like a function, as in xarray)
+class set_options:
     """Set display options now; used as a context manager, restore them on exit.
 
     Args:
@@ -57,7 +57,7 @@ class set_options:  # noqa: N801 (lower case: used like a function, as in xarray
             self._old = {k: _options[k] for k in kwargs}
             _options.update(kwargs)
 
-    def __enter__(self) -> "set_options":
+    def __enter__(self) -> set_options:
         return self
 
     def __exit__(self, *exc: object) -> None:

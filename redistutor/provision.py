@@ -36,8 +36,8 @@ import tarfile
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from .exceptions import BuildError, NoServerError
 

@@ -38,7 +38,9 @@ def notebook_requirements(path: str | os.PathLike) -> dict | None:
         # Drop IPython magics and shell escapes, which are not Python.
         lines = [ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!"))]
         for node in ast.walk(ast.parse("\n".join(lines))):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "start_server":
+            if not isinstance(node, ast.Call):
+                continue
+            if getattr(node.func, "id", getattr(node.func, "attr", None)) == "start_server":
                 for kw in node.keywords:
                     if kw.arg == "requires":
                         return ast.literal_eval(kw.value)
@@ -150,7 +152,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     import psutil
 
-    started = config._redistutor_started  # type: ignore[attr-defined]
+    started = config._redistutor_started
     before = config._redistutor_before  # type: ignore[attr-defined]
     deadline = time.time() + 5  # guardians of killed kernels need a moment
     orphans: dict[int, float] = {}

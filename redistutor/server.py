@@ -28,8 +28,9 @@ import threading
 import time
 import urllib.parse
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -50,8 +51,8 @@ DOCKER_IMAGE = "redis:8.0.2"  # pinned: ships JSON, Bloom, Search and TimeSeries
 PERSISTENCE = ("none", "rdb", "aof-everysec", "aof-always")
 BACKENDS = ("auto", "attach", "local", "docker")
 
-_live: "weakref.WeakSet[BaseServer]" = weakref.WeakSet()
-_by_name: dict[str, "BaseServer"] = {}
+_live: weakref.WeakSet[BaseServer] = weakref.WeakSet()
+_by_name: dict[str, BaseServer] = {}
 _by_name_lock = threading.Lock()
 _capability_cache: dict[tuple, Capabilities] = {}
 
@@ -174,7 +175,7 @@ class BaseServer:
         self._clients.clear()
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "BaseServer":
+    def start(self) -> BaseServer:
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -184,7 +185,7 @@ class BaseServer:
     def running(self) -> bool:
         raise NotImplementedError
 
-    def __enter__(self) -> "BaseServer":
+    def __enter__(self) -> BaseServer:
         if not self.running:
             self.start()
         return self
@@ -352,14 +353,14 @@ class RedisServer(BaseServer):
         self.binary: Path | None = None
         self.modules: dict[str, Path] = {}
 
-    host = "127.0.0.1"  # type: ignore[assignment]
+    host = "127.0.0.1"
 
     @property
-    def port(self) -> int:  # type: ignore[override]
+    def port(self) -> int:
         return self._port
 
     @property
-    def password(self) -> str:  # type: ignore[override]
+    def password(self) -> str:
         return self._password
 
     @property
@@ -372,8 +373,10 @@ class RedisServer(BaseServer):
 
     @property
     def data_dir(self) -> Path:
-        assert self._tmp is not None or self._data_dir_arg is not None
-        return self._data_dir_arg or (self._tmp / "data")  # type: ignore[operator]
+        if self._data_dir_arg is not None:
+            return self._data_dir_arg
+        assert self._tmp is not None, "data_dir is known once start() made the temporary directory"
+        return self._tmp / "data"
 
     @property
     def log_path(self) -> Path:
@@ -437,7 +440,7 @@ class RedisServer(BaseServer):
             argv += [f"--{k}", str(v)]
         return argv
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         if self.running:
             return self
         self._stopped = False
@@ -519,7 +522,7 @@ class RedisServer(BaseServer):
 
     def _spawn_and_wait(self, timeout: float = 15.0) -> None:
         self.log_path.write_text("")
-        self.proc = spawn_redis(self._argv(), cwd=self._tmp)
+        self.proc = spawn_redis(self._argv(), cwd=self._tmp or self.data_dir)
         probe = redis.Redis(
             host=self.host, port=self._port, password=self._password,
             socket_connect_timeout=0.5, socket_timeout=2, retry=fail_fast_retry(),
@@ -607,7 +610,7 @@ class RedisServer(BaseServer):
             self.proc.wait()
         self._forget_proc()
 
-    def restart(self) -> "RedisServer":
+    def restart(self) -> RedisServer:
         """Start again on the same port, password and data dir (after kill() or a stop)."""
         if self.running:
             self._terminate()
@@ -704,15 +707,15 @@ class AttachedServer(BaseServer):
         self._connected = False
 
     @property
-    def host(self) -> str:  # type: ignore[override]
+    def host(self) -> str:
         return self._host
 
     @property
-    def port(self) -> int:  # type: ignore[override]
+    def port(self) -> int:
         return self._port
 
     @property
-    def password(self) -> str | None:  # type: ignore[override]
+    def password(self) -> str | None:
         return self._password
 
     @property
@@ -727,7 +730,7 @@ class AttachedServer(BaseServer):
             extra["ssl"] = True
         return extra
 
-    def start(self) -> "AttachedServer":
+    def start(self) -> AttachedServer:
         where = f"{self.host}:{self.port}"
         c = self._admin()
         try:
@@ -864,15 +867,15 @@ class DockerServer(BaseServer):
         self._host_port = 0
 
     @property
-    def host(self) -> str:  # type: ignore[override]
+    def host(self) -> str:
         return "127.0.0.1"
 
     @property
-    def port(self) -> int:  # type: ignore[override]
+    def port(self) -> int:
         return self._host_port
 
     @property
-    def password(self) -> str:  # type: ignore[override]
+    def password(self) -> str:
         return self._password
 
     @property
@@ -896,9 +899,9 @@ class DockerServer(BaseServer):
         """
         try:
             try:
-                from testcontainers.community.redis import RedisContainer  # noqa: PLC0415
+                from testcontainers.community.redis import RedisContainer
             except ImportError:  # testcontainers < 4.10
-                from testcontainers.redis import RedisContainer  # noqa: PLC0415
+                from testcontainers.redis import RedisContainer
         except ImportError as exc:
             raise NoServerError(f"testcontainers is not installed ({exc}): pip install testcontainers.") from None
         # password=None: RedisContainer would put "--requirepass <password>" in the command.
@@ -910,10 +913,10 @@ class DockerServer(BaseServer):
         self._host_port = free_port()
         # docker-py takes (host_ip, host_port); testcontainers' with_bind_ports() takes only a
         # port (a tuple raised AttributeError), so the binding is set on its port map directly.
-        container.ports["6379"] = ("127.0.0.1", self._host_port)
+        container.ports["6379"] = ("127.0.0.1", self._host_port)  # type: ignore[assignment]
         return container
 
-    def start(self) -> "DockerServer":
+    def start(self) -> DockerServer:
         try:
             container = self.build_container()
             self._container = container  # stop() removes it even if start() fails half-way
@@ -996,7 +999,8 @@ def start_server(
     if chosen == "attach":
         url = os.environ.get("REDIS_URL")
         if not url:
-            raise ConfigError("backend='attach' needs REDIS_URL: set it to redis://[:password@]host:port, or use backend='local'.")
+            raise ConfigError("backend='attach' needs REDIS_URL: "
+                              "set it to redis://[:password@]host:port, or use backend='local'.")
         if local_options:
             raise ConfigError(
                 f"Options {sorted(local_options)} apply to a local server only: unset REDIS_URL "

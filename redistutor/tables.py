@@ -7,8 +7,9 @@ found from the data, so a notebook never has to say which columns hold numbers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Number
-from typing import Any, Sequence
+from typing import Any
 
 from . import _html as H
 

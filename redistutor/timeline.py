@@ -20,7 +20,8 @@ import math
 import re
 import threading
 import time
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from . import _html as H
 from .events import Event, EventLog
@@ -222,15 +223,15 @@ def _shape_svg(shape: str, colour: str, x: float, y: float, r: float = GLYPH_PX 
             pts.append(f"{x + rad * math.cos(a):.1f},{y - rad * math.sin(a):.1f}")
         return f'<polygon points="{" ".join(pts)}" fill="{colour}" stroke="#fff" stroke-width="1"/>'
     if shape == "diamond":
-        pts = f"{x:.1f},{y - r:.1f} {x + r * 0.8:.1f},{y:.1f} {x:.1f},{y + r:.1f} {x - r * 0.8:.1f},{y:.1f}"
+        points = f"{x:.1f},{y - r:.1f} {x + r * 0.8:.1f},{y:.1f} {x:.1f},{y + r:.1f} {x - r * 0.8:.1f},{y:.1f}"
     elif shape == "triangle-down":
-        pts = f"{x - r * 0.85:.1f},{y - r * 0.7:.1f} {x + r * 0.85:.1f},{y - r * 0.7:.1f} {x:.1f},{y + r * 0.8:.1f}"
+        points = f"{x - r * 0.85:.1f},{y - r * 0.7:.1f} {x + r * 0.85:.1f},{y - r * 0.7:.1f} {x:.1f},{y + r * 0.8:.1f}"
     elif shape == "triangle-up":
-        pts = f"{x - r * 0.85:.1f},{y + r * 0.7:.1f} {x + r * 0.85:.1f},{y + r * 0.7:.1f} {x:.1f},{y - r * 0.8:.1f}"
+        points = f"{x - r * 0.85:.1f},{y + r * 0.7:.1f} {x + r * 0.85:.1f},{y + r * 0.7:.1f} {x:.1f},{y - r * 0.8:.1f}"
     else:  # square
         k = r * 0.7
-        pts = f"{x - k:.1f},{y - k:.1f} {x + k:.1f},{y - k:.1f} {x + k:.1f},{y + k:.1f} {x - k:.1f},{y + k:.1f}"
-    return f'<polygon points="{pts}" fill="{colour}" stroke="#fff" stroke-width="1"/>'
+        points = f"{x - k:.1f},{y - k:.1f} {x + k:.1f},{y - k:.1f} {x + k:.1f},{y + k:.1f} {x - k:.1f},{y + k:.1f}"
+    return f'<polygon points="{points}" fill="{colour}" stroke="#fff" stroke-width="1"/>'
 
 
 def glyph_html(mark: str, order: Sequence[str] = ()) -> str:
@@ -563,7 +564,6 @@ class Timeline(H.Renderable):
             return left + scale.frac(t) * plot_w
 
         span_list = self.spans
-        lane_of = {a: i for i, a in enumerate(self.actors)}
         order = list(dict.fromkeys(m for _, _, m in self._marked()))
 
         # glyphs per lane, nudged apart so none hides another; then labels staggered above them
@@ -654,7 +654,8 @@ class Timeline(H.Renderable):
             cy = by + bar_h / 2
             for (gx, n, e, m), lab in zip(placed[a], labels[a]):
                 shape, colour = _style(m, order)
-                tip = f"#{n} {e.actor} {e.kind}{': ' + e.detail if e.detail else ''} at {(e.t - first) * mult:.1f} {unit}"
+                detail = f": {e.detail}" if e.detail else ""
+                tip = f"#{n} {e.actor} {e.kind}{detail} at {(e.t - first) * mult:.1f} {unit}"
                 parts.append(f'<g class="rt-event rt-mark-{H.esc(m if m in _MARKS else "other")}">'
                              f'<title>{H.esc(tip)}</title>{_shape_svg(shape, colour, gx, cy)}</g>')
                 if lab is None:
@@ -706,11 +707,12 @@ class Timeline(H.Renderable):
         if self.overlap_windows():
             items.append(("two or more holders at once (outlined bars)", "overlap"))
         seen: list[str] = []
-        for _, e, m in self._marked():
+        for _, _e, m in self._marked():
             if m not in seen:
                 seen.append(m)
         for m in seen:
-            text = {"accepted": "write accepted", "rejected": "rejected / refused", "fault": "fault (labelled)"}.get(m, m)
+            text = {"accepted": "write accepted", "rejected": "rejected / refused",
+                    "fault": "fault (labelled)"}.get(m, m)
             items.append((text, m))
         return items
 
@@ -724,8 +726,9 @@ class Timeline(H.Renderable):
                       f'<rect x="1" y="2" width="20" height="8" rx="2" fill="{HOLD}" fill-opacity="{op}"/></svg>')
             elif m == "overlap":
                 sw = (f'<svg class="rt-glyph" width="22" height="12" xmlns="http://www.w3.org/2000/svg">'
-                      f'<rect x="1" y="0" width="20" height="12" fill="{OVERLAP}" fill-opacity="0.3" stroke="{OVERLAP}"/>'
-                      f'<rect x="4" y="3" width="14" height="6" fill="{HOLD}" stroke="{OUTLINE}" stroke-width="1.5"/></svg>')
+                      f'<rect x="1" y="0" width="20" height="12" fill="{OVERLAP}" fill-opacity="0.3" '
+                      f'stroke="{OVERLAP}"/><rect x="4" y="3" width="14" height="6" fill="{HOLD}" '
+                      f'stroke="{OUTLINE}" stroke-width="1.5"/></svg>')
             else:
                 sw = glyph_html(m, order)
             out.append(f'<span class="rt-item">{sw}{H.esc(text)}</span>')
@@ -819,7 +822,7 @@ class Timeline(H.Renderable):
         span_list = self.spans
         outlined = self._overlapping(span_list)
         first_band = True
-        for a0, b0, k in self.overlap_windows():
+        for a0, b0, _k in self.overlap_windows():
             p0, p1 = px(t(a0)), px(t(b0))
             if p1 - p0 < MIN_BAR_PX:
                 p0, p1 = (p0 + p1 - MIN_BAR_PX) / 2, (p0 + p1 + MIN_BAR_PX) / 2
@@ -853,7 +856,7 @@ class Timeline(H.Renderable):
                            key=lambda it: (it[0], it[1]))
             ends = [-math.inf] * 2
             prev = -math.inf
-            for gp, nn, e, m in items:
+            for gp, _nn, e, m in items:
                 gp = max(gp, prev + GLYPH_PX)  # glyphs a glyph apart, in pixels
                 prev = gp
                 gx = data(gp)

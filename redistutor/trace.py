@@ -120,7 +120,7 @@ class Trace(H.Renderable):
                 self.commands.append(Command(name, rest, label, thread, self._round_trips, pipelined, error))
 
     # -- context manager -----------------------------------------------------------------------
-    def __enter__(self) -> "Trace":
+    def __enter__(self) -> Trace:
         _install(self)
         self.active = True
         return self
@@ -154,7 +154,8 @@ class Trace(H.Renderable):
     def _columns(self) -> tuple[list[str], list[tuple[Any, ...]]]:
         many_clients = len({c.client for c in self.commands}) > 1
         many_threads = len({c.thread for c in self.commands}) > 1
-        cols = ["#", "round trip"] + (["client"] if many_clients else []) + (["thread"] if many_threads else []) + ["command"]
+        cols = (["#", "round trip"] + (["client"] if many_clients else []) + (["thread"] if many_threads else [])
+                + ["command"])
         rows = []
         for i, c in enumerate(self.commands, 1):
             row: list[Any] = [i, c.round_trip]
@@ -254,9 +255,9 @@ def _install(t: Trace) -> None:
             _orig["redis"] = redis.Redis.execute_command
             _orig["immediate"] = Pipeline.immediate_execute_command
             _orig["execute"] = Pipeline.execute
-            redis.Redis.execute_command = _wrap_execute_command(_orig["redis"])
-            Pipeline.immediate_execute_command = _wrap_execute_command(_orig["immediate"])
-            Pipeline.execute = _wrap_pipeline_execute(_orig["execute"])
+            redis.Redis.execute_command = _wrap_execute_command(_orig["redis"])  # type: ignore[method-assign]
+            Pipeline.immediate_execute_command = _wrap_execute_command(_orig["immediate"])  # type: ignore[method-assign]
+            Pipeline.execute = _wrap_pipeline_execute(_orig["execute"])  # type: ignore[method-assign]
         _active.append(t)
 
 
@@ -265,6 +266,6 @@ def _uninstall(t: Trace) -> None:
         if t in _active:
             _active.remove(t)
         if not _active and _orig:
-            redis.Redis.execute_command = _orig.pop("redis")
-            Pipeline.immediate_execute_command = _orig.pop("immediate")
-            Pipeline.execute = _orig.pop("execute")
+            redis.Redis.execute_command = _orig.pop("redis")  # type: ignore[method-assign]
+            Pipeline.immediate_execute_command = _orig.pop("immediate")  # type: ignore[method-assign]
+            Pipeline.execute = _orig.pop("execute")  # type: ignore[method-assign]

@@ -14,13 +14,15 @@ length, so notebooks mask it when comparing outputs (tests/nbval_sanitize.cfg).
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 
 from . import _html as H
 from ._format import _num, fmt_bytes, fmt_idle, fmt_ttl, fmt_value
-from .keys import KeyInfo, Snapshot, get_text, has_glob, info as key_info, resolve, snapshot
+from .keys import KeyInfo, Snapshot, get_text, has_glob, resolve, snapshot
+from .keys import info as key_info
 
 __all__ = [
     "BitmapView", "GeoView", "HashView", "HyperLogLogView", "JSONView", "KeyTable", "ListView",
@@ -55,7 +57,7 @@ class KeyTable(H.Renderable):
         self.pattern = pattern
 
     @classmethod
-    def from_snapshot(cls, snap: Snapshot) -> "KeyTable":
+    def from_snapshot(cls, snap: Snapshot) -> KeyTable:
         return cls(snap.rows, pattern=snap.pattern)
 
     @property
@@ -331,7 +333,7 @@ class StreamView(_KeyView):
         return [f"{self.length} entries", f"{g} group{'s' * (g != 1)}"]
 
     def _tables(self) -> list[tuple[str, tuple[str, ...], list[tuple], tuple[int, ...]]]:
-        out = [("entries", ("id", "fields"),
+        out: list[tuple[str, tuple[str, ...], list[tuple], tuple[int, ...]]] = [("entries", ("id", "fields"),
                 [(self.show_id(i), " ".join(f"{k}={fmt_value(v)}" for k, v in f.items())) for i, f in self.entries],
                 ())]
         if self.groups:
@@ -549,7 +551,8 @@ class VectorSetView(_KeyView):
     def _text(self) -> str:
         if not self.points:
             return self.head()
-        return f"{self.head()}\n2-D projection (PCA of VEMB):\n" + H.text_table(self.columns, self.rows(), right=self.right)
+        table = H.text_table(self.columns, self.rows(), right=self.right)
+        return f"{self.head()}\n2-D projection (PCA of VEMB):\n" + table
 
     def _html(self) -> str:
         return (H.title(self.head()) + H.note("2-D projection (PCA of VEMB)") +
@@ -562,12 +565,13 @@ class VectorSetView(_KeyView):
 class ModuleInfoView(_KeyView):
     """Bloom, Cuckoo, Count-Min Sketch, Top-K, T-Digest: the module's own INFO (and Top-K's list)."""
 
-    LABELS = {"bloom": "BF.INFO", "cuckoo": "CF.INFO", "cms": "CMS.INFO", "topk": "TOPK.INFO", "tdigest": "TDIGEST.INFO"}
+    LABELS = {"bloom": "BF.INFO", "cuckoo": "CF.INFO", "cms": "CMS.INFO", "topk": "TOPK.INFO",
+              "tdigest": "TDIGEST.INFO"}
 
     def __init__(self, key: str, kind: str, info: dict[str, Any], *,
                  top: Sequence[tuple[str, int]] | None = None, **kw: Any) -> None:
         super().__init__(key, **kw)
-        self.kind = kind  # type: ignore[misc]
+        self.kind = kind
         self.info = dict(info)
         self.top = list(top or [])
 
@@ -578,13 +582,15 @@ class ModuleInfoView(_KeyView):
         return [(k, _num(v) if isinstance(v, (int, float)) else v) for k, v in self.info.items()]
 
     def _text(self) -> str:
-        out = f"{self.head()}\n{self.LABELS.get(self.kind, 'INFO')}:\n" + H.text_table(self.columns, self.rows(), right=self.right)
+        table = H.text_table(self.columns, self.rows(), right=self.right)
+        out = f"{self.head()}\n{self.LABELS.get(self.kind, 'INFO')}:\n" + table
         if self.top:
             out += "\nTOPK.LIST WITHCOUNT:\n" + H.text_table(("item", "count"), self.top, right=(1,))
         return out
 
     def _html(self) -> str:
-        out = H.title(self.head()) + H.note(self.LABELS.get(self.kind, "INFO")) + H.html_table(self.columns, self.rows(), right=self.right)
+        out = (H.title(self.head()) + H.note(self.LABELS.get(self.kind, "INFO"))
+               + H.html_table(self.columns, self.rows(), right=self.right))
         if self.top:
             out += H.note("TOPK.LIST WITHCOUNT") + H.html_table(("item", "count"), self.top, right=(1,))
         return out
@@ -663,7 +669,10 @@ def view(target: Any, key: str, *, kind: str | None = None, namespace: str | Non
         **options: passed to the view: ``desc``/``bars`` (zset), ``exact`` (HyperLogLog),
             ``count`` (stream entries, default 10).
     """
-    r, ns = resolve(target, namespace)
+    client, ns = resolve(target, namespace)
+    # Replies arrive decoded (the runtime's clients use decode_responses=True); redis-py's
+    # annotations cannot know that and type them as bytes | str, so they are read as Any here.
+    r: Any = client
     full = ns + key
     meta = key_info(r, full, ns)
     if meta is None:
@@ -722,7 +731,7 @@ def view(target: Any, key: str, *, kind: str | None = None, namespace: str | Non
     return KeyTable([meta], pattern=key)
 
 
-def _stream(r: redis.Redis, full: str, key: str, count: int, kw: dict) -> StreamView:
+def _stream(r: Any, full: str, key: str, count: int, kw: dict) -> StreamView:
     entries = [(i, f) for i, f in r.xrange(full, count=count)]
     groups = []
     pending = []

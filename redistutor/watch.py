@@ -31,7 +31,7 @@ from .options import text_mode
 
 THREAD_NAME = "redistutor-watch"
 CLIENT_NAME = "redistutor-watch"
-_live: "weakref.WeakSet[Watcher]" = weakref.WeakSet()
+_live: weakref.WeakSet[Watcher] = weakref.WeakSet()
 _config_lock = threading.Lock()
 _config_users: dict[tuple, list] = {}  # (host, port) -> [count, old setting or None]
 
@@ -59,7 +59,7 @@ class Watcher(H.Renderable):
         self._r = redis.Redis(connection_pool=self._pool)
         self._addr = (kwargs.get("host"), kwargs.get("port"))
         self._db = kwargs.get("db", 0)
-        self._pubsub = None
+        self._pubsub: redis.client.PubSub | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._changed = threading.Condition()
@@ -69,13 +69,13 @@ class Watcher(H.Renderable):
         self._thread_ended = False
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> "Watcher":
+    def start(self) -> Watcher:
         if self._thread is not None:
             return self
         try:
             self.notifications = self._enable_notifications()
-            self._pubsub = self._r.pubsub(ignore_subscribe_messages=True)
-            self._pubsub.psubscribe(f"__keyspace@{self._db}__:{self.namespace}{self.pattern}")
+            self._pubsub = pubsub = self._r.pubsub(ignore_subscribe_messages=True)
+            pubsub.psubscribe(f"__keyspace@{self._db}__:{self.namespace}{self.pattern}")
             self.refresh()
             self._stop.clear()
             self._thread_ended = False
@@ -116,7 +116,7 @@ class Watcher(H.Renderable):
         return (self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
                 and not self._thread_ended)
 
-    def __enter__(self) -> "Watcher":
+    def __enter__(self) -> Watcher:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -130,7 +130,7 @@ class Watcher(H.Renderable):
             except redis.exceptions.RedisError:
                 self.note = "CONFIG GET is not allowed here: cannot tell whether notifications are on"
                 return False
-            current = current.decode() if isinstance(current, bytes) else current
+            current = (current.decode() if isinstance(current, bytes) else current) or ""
             if "K" in current and ("A" in current or set("g$lshzxet") <= set(current)):
                 entry = _config_users.get(self._addr)
                 if entry is not None:  # another watcher turned them on: share its restore duty

@@ -9,7 +9,6 @@ then interrupts it, kills it, or kills its guardian, and looks at what survives 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time

@@ -205,7 +205,8 @@ def _tarball(files: dict[str, str]) -> bytes:
 
 def test_failed_build_shows_log_tail_and_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("REDISTUTOR_CACHE", str(tmp_path / "cache"))
-    data = _tarball({"redis-9.9.9/Makefile": "all:\n\t@echo compiling server.c\n\t@echo 'server.c:1: error: boom'\n\t@false\n"})
+    makefile = "all:\n\t@echo compiling server.c\n\t@echo 'server.c:1: error: boom'\n\t@false\n"
+    data = _tarball({"redis-9.9.9/Makefile": makefile})
     tarball = tmp_path / "redis-9.9.9.tar.gz"
     tarball.write_bytes(data)
     source = provision.Source("upstream", "9.9.9", tarball.name, hashlib.sha256(data).hexdigest(), "unused")

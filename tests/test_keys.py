@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from redistutor.keys import fmt_ttl, fmt_idle, fmt_bytes, fmt_value, has_glob, scan_sorted, snapshot, strip
+from redistutor.keys import fmt_bytes, fmt_idle, fmt_ttl, fmt_value, has_glob, scan_sorted, snapshot, strip
 
 
 def test_scan_sorted_and_snapshot_rows(r):

@@ -299,7 +299,7 @@ def test_aof_always_loses_no_acknowledged_write_across_20_kill9():
             writer = node.client()
             stop = threading.Event()
 
-            def write() -> None:
+            def write(writer=writer, stop=stop, cycle=cycle) -> None:
                 nonlocal seq
                 while not stop.is_set():
                     seq += 1

@@ -126,10 +126,12 @@ def test_assertion_cells_are_collapsed_and_say_what_they_prove(path):
             continue
         src = _src(c)
         tagged = "assertions" in c.get("metadata", {}).get("tags", [])
-        assert tagged or not nbtool.is_assertion_cell(src), f"{path.name}: cell {i} is assertions only but not tagged 'assertions'"
+        assert tagged or not nbtool.is_assertion_cell(src), \
+            f"{path.name}: cell {i} is assertions only but not tagged 'assertions'"
         if not tagged:
             continue
-        assert c["metadata"].get("jupyter", {}).get("source_hidden"), f"{path.name}: assertion cell {i} is not collapsed"
+        hidden = c["metadata"].get("jupyter", {}).get("source_hidden")
+        assert hidden, f"{path.name}: assertion cell {i} is not collapsed"
         first = src.lstrip().split("\n", 1)[0]
         assert first.startswith("# ") and len(first.split()) >= 5, (
             f"{path.name}: assertion cell {i} must open with a sentence saying what it proves, got {first!r}")
@@ -145,7 +147,7 @@ def test_cells_are_short_outside_exercises(path):
 
     long_ = [(i, n) for i, (s, c) in enumerate(_sections(path))
              if c["cell_type"] == "code" and not _in_exercises(s)
-             and (n := len([l for l in _src(c).splitlines() if l.strip()])) > limit(c)]
+             and (n := len([line for line in _src(c).splitlines() if line.strip()])) > limit(c)]
     assert not long_, f"{path.name}: cells (index, lines) over {MAX_CELL_LINES} lines: {long_}"
 
 
@@ -219,7 +221,7 @@ def test_pattern_code_in_cells_matches_the_module(path):
         assert shown == expected, (
             f"{path.name}: the pattern cell for {refs} differs from redistutor/patterns/{slug}.py; "
             f"copy the module's source into the cell (or fix whichever is wrong)")
-        lines += len([l for l in shown.splitlines() if l.strip()])
+        lines += len([line for line in shown.splitlines() if line.strip()])
     assert 10 <= lines <= 60, f"{path.name}: {lines} lines of pattern code shown (want the pattern's 10-25 core lines)"
 
 

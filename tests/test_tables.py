@@ -14,7 +14,8 @@ def _page(view):
 
 
 def test_text_right_aligns_numeric_columns_and_formats():
-    t = Table(["node", "role", "offset", "lag ms"], [["node-a", "master", 1234, None], ["node-b", "replica", 12, 3.456]],
+    rows = [["node-a", "master", 1234, None], ["node-b", "replica", 12, 3.456]]
+    t = Table(["node", "role", "offset", "lag ms"], rows,
               title="replication", note="lag measured by the replica", fmt={"lag ms": ".1f"})
     assert t.numeric == (2, 3)
     assert repr(t) == """replication

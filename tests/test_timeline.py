@@ -10,7 +10,14 @@ import pytest
 from redistutor.events import EventLog
 from redistutor.race import PausePoint, run_in_thread
 from redistutor.timeline import (
-    MIN_BAR_PX, Timeline, mark_of, max_concurrent, overlap_windows, overlaps, run_threads, spans,
+    MIN_BAR_PX,
+    Timeline,
+    mark_of,
+    max_concurrent,
+    overlap_windows,
+    overlaps,
+    run_threads,
+    spans,
 )
 
 
@@ -116,7 +123,8 @@ def _attrs(svg, tag, cls=None):
 def _labels(svg):
     """(x, y, anchor, text) of every event label."""
     return [(float(a), float(b), c, html.unescape(t)) for a, b, c, t in re.findall(
-        r'<text class="rt-label" x="([\d.-]+)" y="([\d.-]+)" font-size="10" text-anchor="(\w+)"[^>]*>([^<]*)</text>', svg)]
+        r'<text class="rt-label" x="([\d.-]+)" y="([\d.-]+)" font-size="10" '
+        r'text-anchor="(\w+)"[^>]*>([^<]*)</text>', svg)]
 
 
 TWO_HOLDERS = [  # a GET-then-SET "lock": both threads saw it free, both hold it from 3 to 5 ms
@@ -207,9 +215,10 @@ def test_labels_never_overprint_and_every_event_stays_in_the_table():
         by_row.setdefault(y, []).append((start, start + width))
     for spans_ in by_row.values():
         spans_.sort()
-        for (a0, a1), (b0, b1) in zip(spans_, spans_[1:]):
+        for (_a0, a1), (b0, _b1) in zip(spans_, spans_[1:]):
             assert b0 >= a1 + 6 - 1e-6, "two labels overprint in one row"
-    xs = [float(g) for g in re.findall(r'<g class="rt-event[^"]*"><title>[^<]*</title><polygon points="([\d.]+),', tl.svg())]
+    glyph = r'<g class="rt-event[^"]*"><title>[^<]*</title><polygon points="([\d.]+),'
+    xs = [float(g) for g in re.findall(glyph, tl.svg())]
     assert len(xs) == 11  # every fault has its glyph...
     assert all(b - a >= 10 - 1e-6 for a, b in zip(xs, xs[1:]))  # ...at least a glyph width apart
     assert len(labels) < 11 and "left out to avoid overprinting" in _page(tl)
@@ -233,7 +242,8 @@ def test_accepted_and_rejected_writes_and_named_faults():
     assert {"pause (SIGSTOP)", "resume (SIGCONT)", "write: from-B fence 34 accepted",
             "write: from-A fence 33 rejected", "expire"} <= texts
     page = _page(tl)
-    for item in ("write accepted", "rejected / refused", "fault (labelled)", "expire", "held (acquire → release/expire)"):
+    for item in ("write accepted", "rejected / refused", "fault (labelled)", "expire",
+                 "held (acquire → release/expire)"):
         assert item in page
     assert "two or more holders" not in page  # the legend lists only what is present
     assert repr(tl).splitlines()[-3:] == [

@@ -13,8 +13,20 @@ from redistutor.keys import KeyInfo, Snapshot
 from redistutor.options import get_options
 from redistutor.timeline import Timeline
 from redistutor.viz import (
-    BitmapView, GeoView, HashView, HyperLogLogView, JSONView, KeyTable, ListView, ModuleInfoView,
-    SetView, StreamView, StringView, VectorSetView, ZSetView, show,
+    BitmapView,
+    GeoView,
+    HashView,
+    HyperLogLogView,
+    JSONView,
+    KeyTable,
+    ListView,
+    ModuleInfoView,
+    SetView,
+    StreamView,
+    StringView,
+    VectorSetView,
+    ZSetView,
+    show,
 )
 
 ROWS = [
@@ -125,7 +137,8 @@ def test_exact_text(view, expected):
     assert repr(view) == expected
 
 
-@pytest.mark.parametrize("view, expected", CASES[:1] + CASES[2:12], ids=lambda x: type(x).__name__ if not isinstance(x, str) else "")
+@pytest.mark.parametrize("view, expected", CASES[:1] + CASES[2:12],
+                         ids=lambda x: type(x).__name__ if not isinstance(x, str) else "")
 def test_html_and_text_show_the_same_keys_and_values(view, expected):
     with set_options(display="html"):
         page = view._repr_html_()
@@ -222,7 +235,8 @@ def test_show_reads_module_types(r, redis_server):
     for name, vec in {"a": [1, 0, 0], "b": [0, 1, 0], "c": [0, 0, 1]}.items():
         r.vset().vadd("vs", vec, name)
     with set_options(display="text"):
-        assert repr(show(r, "doc")) == "doc · json · TTL none\n$\n└── a\n    ├── [0]: 1\n    └── [1]\n        └── b: null"
+        tree = "doc · json · TTL none\n$\n└── a\n    ├── [0]: 1\n    └── [1]\n        └── b: null"
+        assert repr(show(r, "doc")) == tree
         assert "Number of items inserted      1" in repr(show(r, "bf"))
         assert repr(show(r, "tk")).endswith("x         2\ny         1")
         vs = repr(show(r, "vs"))

@@ -133,7 +133,7 @@ def is_text(node) -> bool:
 def is_message(diffs) -> bool:
     """True if the mutant only changes message text: a string in a raise or in a print/warning
     call, or the message argument of a raised exception replaced or dropped."""
-    for old, new, path in diffs:
+    for old, _new, path in diffs:
         in_raise = any(isinstance(n, ast.Raise) for n in path)
         in_call = any(isinstance(n, ast.Call) and (getattr(n.func, "id", None) or getattr(n.func, "attr", None))
                       in MESSAGE_CALLS for n in path)
@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nsummary:")
         for slug, res in results.items():
             score = 100.0 * res["killed"] / res["counted"] if res["counted"] else 100.0
-            print(f"  {slug:28} {res['killed']:4}/{res['counted']:<4} {score:5.1f} %  ({len(res['survivors'])} survivors)")
+            survivors = len(res["survivors"])
+            print(f"  {slug:28} {res['killed']:4}/{res['counted']:<4} {score:5.1f} %  ({survivors} survivors)")
     return 1 if failed else 0
 
 

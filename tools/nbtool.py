@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -39,10 +38,10 @@ def set_source(cell: dict, text: str) -> None:
 
 def is_assertion_cell(text: str) -> bool:
     """A cell whose code is only ``assert`` statements (and their continuation lines)."""
-    lines = [l for l in text.splitlines() if l.strip()]
-    code = [l for l in lines if not l.lstrip().startswith("#")]
+    lines = [line for line in text.splitlines() if line.strip()]
+    code = [line for line in lines if not line.lstrip().startswith("#")]
     return bool(code) and code[0].lstrip().startswith("assert") and all(
-        l.lstrip().startswith(("assert", "check.")) or l.startswith((" ", "\t", ")", "]", "}")) for l in code)
+        line.lstrip().startswith(("assert", "check.")) or line.startswith((" ", "\t", ")", "]", "}")) for line in code)
 
 
 def tags(cell: dict) -> list[str]:

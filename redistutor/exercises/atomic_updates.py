@@ -19,7 +19,6 @@ import redis
 
 from ..check import Exercise, expect
 
-
 # -- reference solutions (self-tested in tests/exercises/test_atomic_updates.py) ----------------
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import inspect
 import random
+from typing import Any
 
 import redis
 
 from ..check import Exercise, expect
-from ..scenarios.bitmap_patterns import random_ids, set_vs_bitmap, store_bitmap
+from ..scenarios.bitmap_patterns import set_vs_bitmap, store_bitmap
 from ..timeline import run_threads
 from ..trace import trace
-
 
 # -- reference solutions (self-tested in tests/exercises/test_bitmap_patterns.py) ---------------
 
@@ -47,13 +47,19 @@ def churned(r: redis.Redis, before: str, after: str) -> int:
 
 # -- helpers -----------------------------------------------------------------------------------
 
-def _intruding_client(r: redis.Redis, key: str, times: int = 1) -> redis.Redis:
+class _Intruded(redis.Redis):
+    """A client that records the slots another client took right after its BITPOS replies."""
+
+    stolen: list[int]
+
+
+def _intruding_client(r: redis.Redis, key: str, times: int = 1) -> _Intruded:
     """A client like ``r`` on which, right after the first ``times`` BITPOS replies on ``key``,
     another client takes the slot that BITPOS found (the race a claim must survive)."""
-    other = r.__class__(connection_pool=r.connection_pool)
-    state = {"left": times, "stolen": []}
+    other = redis.Redis(connection_pool=r.connection_pool)
+    state: dict[str, Any] = {"left": times, "stolen": []}
 
-    class Intruded(r.__class__):
+    class Intruded(_Intruded):
         def execute_command(self, *args, **options):
             reply = super().execute_command(*args, **options)
             name = args[0].upper() if isinstance(args[0], str) else args[0]

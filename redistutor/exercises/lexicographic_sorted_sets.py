@@ -17,7 +17,6 @@ import redis
 from ..check import Exercise, expect
 from ..trace import trace
 
-
 # -- reference solutions (self-tested in tests/exercises/test_lexicographic_sorted_sets.py) ---------
 
 def between_days(r: redis.Redis, key: str, first_day: str, last_day: str) -> list[str]:
@@ -119,7 +118,7 @@ def prefix_removal(r: redis.Redis, prefix: str = "ex2") -> Exercise:
         for pre in ("red", "été", "ét", "x"):
             r.delete(key)
             r.zadd(key, {w: 0 for w in WORDS})
-            n = _lex_round_trip(r, lambda: answer(r, key, pre), "the removal", ("ZREMRANGEBYLEX",))
+            n = _lex_round_trip(r, lambda pre=pre: answer(r, key, pre), "the removal", ("ZREMRANGEBYLEX",))
             want = sorted(w for w in WORDS if not w.startswith(pre))
             left = sorted(r.zrange(key, 0, -1))
             gone = sorted(set(WORDS) - set(left))

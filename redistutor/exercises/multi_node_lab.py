@@ -19,7 +19,6 @@ import redis
 from ..check import Exercise, expect
 from ..scenarios.multi_node_lab import PERSISTENCE_MODES, persistence_trial
 
-
 # -- Try it ---------------------------------------------------------------------------------------
 
 def persistence_prediction(mode: str, *, writes: int = 20, log=None) -> Exercise:
@@ -29,7 +28,7 @@ def persistence_prediction(mode: str, *, writes: int = 20, log=None) -> Exercise
         expect(mode in PERSISTENCE_MODES, "mode is one of the lab's persistence modes",
                expected=list(PERSISTENCE_MODES), actual=mode)
         expect(isinstance(answer, int) and not isinstance(answer, bool),
-               "the answer is a number of writes (0 to {writes})".format(writes=writes),
+               f"the answer is a number of writes (0 to {writes})",
                expected="an int", actual=answer)
         trial = persistence_trial(mode, cycles=1, writes=writes, snapshot_after_first=False, log=log)
         expect(answer == trial["lost"],

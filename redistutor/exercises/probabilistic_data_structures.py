@@ -15,7 +15,6 @@ import redis
 from ..check import Exercise, expect
 from ..trace import trace
 
-
 # -- reference solutions (self-tested in tests/exercises/test_probabilistic_data_structures.py) ---
 
 def unseen(r: redis.Redis, key: str, articles: list[str]) -> list[str]:

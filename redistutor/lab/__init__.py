@@ -34,7 +34,7 @@ from .node import Node
 from .proxy import LatencyProxy
 from .replication import Replicated, ReplicationTimeout
 from .timeline import timeline_table
-from .workers import Workers, WorkerContext, run_workers
+from .workers import WorkerContext, Workers, run_workers
 
 # The demo workers (``lab.lock_worker``, ``lab.counter_worker``; README, tests) live with the lab
 # notebook's scenarios; re-exported lazily because that module imports the lab.

@@ -13,9 +13,10 @@ import hashlib
 import shutil
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from .. import _guard
 from ..events import EventLog
@@ -25,7 +26,7 @@ R = TypeVar("R")
 
 # Strong references: a lab object a re-run cell no longer names must still be found by
 # stop_all() and by the re-run itself (a WeakSet lost them, and their servers ran on).
-_running: "set[LabObject]" = set()
+_running: set[LabObject] = set()
 _running_lock = threading.RLock()
 
 # The IPython cell being executed: (cell key, run number). A cell's key is its cell id (sent
@@ -81,7 +82,7 @@ class LabObject:
         # merely restarts an older object does not claim it.
         self._made_in = current_cell()
 
-    def start(self) -> "LabObject":  # pragma: no cover - abstract
+    def start(self) -> LabObject:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def stop(self) -> None:  # pragma: no cover - abstract
@@ -111,7 +112,7 @@ class LabObject:
             _running.add(self)
 
     @staticmethod
-    def _unregister(obj: "LabObject") -> None:
+    def _unregister(obj: LabObject) -> None:
         with _running_lock:
             _running.discard(obj)
 
@@ -166,7 +167,7 @@ def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(max_workers=min(len(items), 8)) as pool:
         futures = [pool.submit(fn, x) for x in items]
-    errors = [f.exception() for f in futures if f.exception() is not None]
+    errors = [e for e in (f.exception() for f in futures) if e is not None]
     if errors:
         raise errors[0]
     return [f.result() for f in futures]

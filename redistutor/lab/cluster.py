@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
@@ -71,11 +73,11 @@ class Cluster(LabObject):
         self.ready_seconds: float | None = None
         self._rc: RedisCluster | None = None
         self._clients: list[RedisCluster] = []
-        self._dir = None
+        self._dir: Path | None = None
         self.password = ""
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         if self.nodes:
             return self
         try:
@@ -86,7 +88,7 @@ class Cluster(LabObject):
             # stopped cluster had just used. Everything was stopped; form again on new ports.
             return self._form()
 
-    def _form(self) -> "Cluster":
+    def _form(self) -> Cluster:
         self.ids, self.bus_ports = {}, {}
         t0 = time.monotonic()
         self._dir = lab_dir("cluster")

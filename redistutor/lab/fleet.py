@@ -7,7 +7,8 @@ is exactly the assumption Redlock makes (and the reason a majority of 5 survives
 from __future__ import annotations
 
 import secrets
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import redis
 
@@ -40,10 +41,10 @@ class Fleet(LabObject):
         self.lab_name = name
         self.names = list(names) if names else [f"n{i}" for i in range(1, n + 1)]
         self.persistence = persistence
-        self._dir = None
+        self._dir: Path | None = None
         self.nodes: list[Node] = []
 
-    def start(self) -> "Fleet":
+    def start(self) -> Fleet:
         if self.nodes and all(node.running for node in self.nodes):
             return self
         if not self.nodes:

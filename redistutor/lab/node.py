@@ -118,7 +118,7 @@ class Node(LabObject):
         return redis.Redis(host=self.host, port=self.port, password=self.password, **kwargs)
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "Node":
+    def start(self) -> Node:
         if not self.running:
             _note_redis_url()
             try:
@@ -178,7 +178,7 @@ class Node(LabObject):
         # restart() finds the data.
         self.server.stop()
 
-    def restart(self, *, wipe: bool = False) -> "Node":
+    def restart(self, *, wipe: bool = False) -> Node:
         """Start again on the same port and password: with its data, or empty if ``wipe``."""
         self.fault("restart (wiped)" if wipe else "restart")
         if self._paused and self.pid:

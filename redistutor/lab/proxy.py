@@ -81,7 +81,7 @@ class LatencyProxy(LabObject):
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> "LatencyProxy":
+    def start(self) -> LatencyProxy:
         if self.running:
             return self
         loop = asyncio.new_event_loop()

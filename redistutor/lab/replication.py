@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Iterator
+from collections.abc import Iterator
+from pathlib import Path
 
 from ..events import EventLog
 from ._base import LabObject, lab_dir, parallel, remove_dir
@@ -54,10 +55,10 @@ class Replicated(LabObject):
         self.nodes: list[Node] = []
         self.links: dict[str, LatencyProxy] = {}
         self._primary: Node | None = None
-        self._dir = None
+        self._dir: Path | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "Replicated":
+    def start(self) -> Replicated:
         if self.nodes:
             return self
         self._dir = lab_dir("replicated")

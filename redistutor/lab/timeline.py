@@ -8,7 +8,7 @@ to 0.1 s, for labs where the gap is the lesson (a lock held until its TTL ran ou
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .. import _html as H
 from ..events import Event, EventLog
@@ -22,7 +22,7 @@ class TimelineTable(str, H.Renderable):
     header: tuple[str, ...]
     rows: list[list[str]]
 
-    def __new__(cls, text: str, header: Sequence[str] = (), rows: Sequence[Sequence[str]] = ()) -> "TimelineTable":
+    def __new__(cls, text: str, header: Sequence[str] = (), rows: Sequence[Sequence[str]] = ()) -> TimelineTable:
         self = super().__new__(cls, text)
         self.header, self.rows = tuple(header), [list(r) for r in rows]
         return self

@@ -27,9 +27,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .. import _guard
 from ..events import Event, EventLog
@@ -170,12 +171,12 @@ class Workers(LabObject):
         self.killed: list[str] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "Workers":
+    def start(self) -> Workers:
         if self.procs:
             return self  # started once; a Workers object is not reusable
         _require_importable(self.fn)
         self._dir = lab_dir("workers")
-        mp = multiprocessing.get_context(self.context)
+        mp: Any = multiprocessing.get_context(self.context)  # BaseContext's stub lacks Process
         self._registered()
         try:
             for i, name in enumerate(self.names, 1):
@@ -214,7 +215,7 @@ class Workers(LabObject):
         self._dir = None
         self._unregistered()
 
-    def join(self, timeout: float = 30.0) -> "Workers":
+    def join(self, timeout: float = 30.0) -> Workers:
         """Wait for every worker to finish, then collect its events."""
         deadline = time.monotonic() + timeout
         try:

@@ -12,8 +12,9 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
@@ -249,7 +250,8 @@ def no_rollback(r: redis.Redis, key: Callable[..., str]) -> dict[str, Any]:
         lua = "no error"
     except redis.ResponseError as exc:
         lua = str(exc).split(" script:")[0]
-    rows = [["MULTI: DECRBY · INCR <text> · SET", ", ".join(type(x).__name__ if isinstance(x, Exception) else str(x) for x in replies),
+    shown = ", ".join(type(x).__name__ if isinstance(x, Exception) else str(x) for x in replies)
+    rows = [["MULTI: DECRBY · INCR <text> · SET", shown,
              f"balance {after_exec['balance']}, log {after_exec['log']!r}"],
             ["MULTI: DECRBY · SET <missing arg>", queuing, f"balance {r.get(bal)}"],
             ["EVAL: SET · INCR <text>", lua, f"tx:lua = {r.get(lua_key)!r}"]]
@@ -428,7 +430,9 @@ def contention_trials(r: redis.Redis, prefix: Callable[..., str], threads: tuple
             c = Counter(r, prefix=prefix("bench", n, method))
             per_thread = total // n
             t0 = time.perf_counter()
-            run_threads(lambda actor, log: [getattr(c, method)("n") for _ in range(per_thread)], n)
+            def increments(actor, log, c=c, method=method, k=per_thread):
+                return [getattr(c, method)("n") for _ in range(k)]
+            run_threads(increments, n)
             elapsed = time.perf_counter() - t0
             rows.append({"threads": n, "method": method, "value": c.value("n"), "commits": c.stats.commits,
                          "aborts": c.stats.aborts, "attempts": c.stats.attempts, "ops_s": total / elapsed})
@@ -455,7 +459,8 @@ def contention_chart(rows: list[dict[str, Any]], total: int = 800) -> str:
     ax2.set(ylabel="aborts per increment", title="retries")
     lo, hi = min(x["threads"] for x in rows), max(x["threads"] for x in rows)
     at = {(x["method"], x["threads"]): x for x in rows}
-    parts = [f"{m} {at[m, lo]['ops_s']:,.0f} → {at[m, hi]['ops_s']:,.0f}/s ({at[m, hi]['aborts'] / total:.2f} aborts per increment)"
+    parts = [f"{m} {at[m, lo]['ops_s']:,.0f} → {at[m, hi]['ops_s']:,.0f}/s "
+             f"({at[m, hi]['aborts'] / total:.2f} aborts per increment)"
              for m in METHODS]
     summary = f"in this run, from {lo} to {hi} threads: " + "; ".join(parts)
     charts.finish([ax2], summary=summary)  # one legend, beside the right-hand plot
@@ -610,7 +615,7 @@ class LongScript:
         return Outage(first, waited, errors + 1, back - sent)
 
 
-def busy_demo(long: "LongScript", probe: redis.Redis) -> dict[str, Any]:
+def busy_demo(long: LongScript, probe: redis.Redis) -> dict[str, Any]:
     """Client A sends the spinning script; the probe PINGs until BUSY, tries to write the key the
     script waits for, sends HELLO (a connection command), then SCRIPT KILL, and PINGs until PONG.
     No sleeps: each step waits for a reply."""
@@ -638,7 +643,7 @@ def busy_demo(long: "LongScript", probe: redis.Redis) -> dict[str, Any]:
             "first_wait_ms": first_wait * 1000, "unavailable_ms": (back - sent) * 1000}
 
 
-def unkillable_demo(busy: Any, long: "LongScript", probe: redis.Redis) -> dict[str, Any]:
+def unkillable_demo(busy: Any, long: LongScript, probe: redis.Redis) -> dict[str, Any]:
     """A key is written, then a script that writes and spins; SCRIPT KILL is refused, SHUTDOWN
     NOSAVE ends the process; the server restarts from its AOF. What survived?"""
     probe.set(long.key("before"), "written before the script")

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..race import PausePoint, run_in_thread
 from ..tables import Table

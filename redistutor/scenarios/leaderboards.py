@@ -14,9 +14,9 @@ from typing import Any
 import redis
 
 from .. import charts
-from ..tables import Table
 from ..events import EventLog
 from ..race import PausePoint, run_in_thread
+from ..tables import Table
 from ..timeline import run_threads
 
 PAGE_MULTIPLIER = 10**10  # the score multiplier of the composite-score recipe being tested
@@ -267,10 +267,10 @@ def latency_trial(r: redis.Redis, key: str, sizes: list[int], calls: int = 300,
         ok = ranks(r, key, sample) == [position[m] for m in sample]
         naive_calls = max(1, min(5, naive_budget // n))
         pick = iter(rnd.choices(members, k=2 * calls + naive_calls))
-        rank_us, rank_srv = _server_us(r, "zrevrank", lambda: r.zrevrank(key, next(pick)), calls)
-        incr_us, incr_srv = _server_us(r, "zincrby", lambda: r.zincrby(key, 0, next(pick)), calls)
+        rank_us, rank_srv = _server_us(r, "zrevrank", lambda pick=pick: r.zrevrank(key, next(pick)), calls)
+        incr_us, incr_srv = _server_us(r, "zincrby", lambda pick=pick: r.zincrby(key, 0, next(pick)), calls)
 
-        def naive_rank():
+        def naive_rank(pick=pick):
             me = next(pick)
             board = python_order({m: float(s) for m, s in r.hgetall(hkey).items()})
             return [m for m, _ in board].index(me)
@@ -323,8 +323,10 @@ def paging_trial(r: redis.Redis, key: str, n: int = 30_000, page: int = 10, call
     rows = []
     for offset in (0, n - page):
         # redis-py sends zrange(..., desc=True) by rank as ZREVRANGE, the older name of ZRANGE ... REV
-        _, by_rank = _server_us(r, "zrevrange", lambda: r.zrange(key, offset, offset + page - 1, desc=True), calls)
-        _, by_score = _server_us(r, "zrange", lambda: r.zrange(key, "+inf", "-inf", desc=True, byscore=True,
+        _, by_rank = _server_us(r, "zrevrange",
+                                lambda offset=offset: r.zrange(key, offset, offset + page - 1, desc=True), calls)
+        _, by_score = _server_us(r, "zrange",
+                                 lambda offset=offset: r.zrange(key, "+inf", "-inf", desc=True, byscore=True,
                                                                    offset=offset, num=page), calls)
         rows.append([offset, by_rank, by_score])
     return rows

@@ -13,7 +13,8 @@ import random
 import statistics
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
 
@@ -119,7 +120,9 @@ def window_view(r: redis.Redis, key: str, lo: bytes | str, hi: bytes | str, cont
     last = min(len(everything), (idx[-1] + 1 if idx else 0) + context)
     rows = [[i, m, m.encode().hex(" "), "◀ in window" if m in hits else ""]
             for i, m in enumerate(everything[first:last], start=first)]
-    show = lambda b: b.decode("utf-8", "backslashreplace") if isinstance(b, bytes) else b
+    def show(b):
+        return b.decode("utf-8", "backslashreplace") if isinstance(b, bytes) else b
+
     return Table(["rank", "member", "UTF-8 bytes", ""], rows,
                  title=title or f"{key}: ZRANGE {show(lo)} {show(hi)} BYLEX",
                  note=f"{len(hits)} of {len(everything)} members in the window")
@@ -289,7 +292,7 @@ def latency_sweep(r: redis.Redis, key: str, words: Sequence[str], sizes: Sequenc
         matches = {p: starts_with(ordered, p) for p in prefixes}
         lex_ok = all(idx.prefix(p, 10) == matches[p][:10] for p in prefixes)
         calls0, usec0 = server_time(r, "zrange")
-        lex_us = statistics.median(_p50_us(lambda p=p: idx.prefix(p, 10), reps) for p in prefixes)
+        lex_us = statistics.median(_p50_us(lambda p=p, idx=idx: idx.prefix(p, 10), reps) for p in prefixes)
         calls1, usec1 = server_time(r, "zrange")
         scan0 = server_time(r, "zscan")[1]
         t0 = time.perf_counter()

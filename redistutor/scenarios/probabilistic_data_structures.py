@@ -120,7 +120,8 @@ def plot_hll_growth(rows: list[tuple], sparse_max: int) -> None:
     ax.step(n, size, where="post", marker="o", label="HLL string")
     ax.axhline(sparse_max, color=charts.PALETTE[3], linestyle="--", label=f"hll-sparse-max-bytes = {sparse_max}")
     ax.set_xscale("log")
-    charts.finish(ax, summary=f"in this run the HLL stayed sparse up to {max(x[0] for x in rows if x[3] == 'sparse'):,} "
+    last_sparse = max(x[0] for x in rows if x[3] == "sparse")
+    charts.finish(ax, summary=f"in this run the HLL stayed sparse up to {last_sparse:,} "
                   f"items, then was {flip[1]:,} bytes (dense) from {flip[0]:,} items on, up to {n[-1]:,}")
 
 
@@ -160,10 +161,10 @@ def bloom_fill_trial(r: redis.Redis, key: str, capacity: int = 10_000, error: fl
         upto = total * s // steps
         _batched(r, "BF.MADD", key, added[done:upto])
         done = upto
-        fp = sum(_batched(r, "BF.MEXISTS", key, probe), [])
+        fp: list[int] = sum(_batched(r, "BF.MEXISTS", key, probe), [])
         info = r.bf().info(key)
         rows.append((done, done / capacity, sum(fp) / probes, info["Size"], info["Number of filters"]))
-    found = sum(_batched(r, "BF.MEXISTS", key, added), [])
+    found: list[int] = sum(_batched(r, "BF.MEXISTS", key, added), [])
     extra = items(1000, seed=33, prefix="more:")
     reply = r.execute_command("BF.MADD", key, *extra)
     errors = [str(x) for x in reply if isinstance(x, Exception)]
@@ -193,7 +194,8 @@ def plot_bloom_fill(trials: dict[str, dict], error: float, overfill: float = 4.0
     ax.set_yscale("log")
     at_full = {n: next(x[2] for x in t["rows"] if x[1] >= 1.0) for n, t in trials.items()}
     last = {n: t["rows"][-1] for n, t in trials.items()}
-    charts.finish(ax, summary="in this run, at capacity: " + ", ".join(f"{n} {100 * v:.2f} %" for n, v in at_full.items())
+    at_capacity = ", ".join(f"{n} {100 * v:.2f} %" for n, v in at_full.items())
+    charts.finish(ax, summary="in this run, at capacity: " + at_capacity
                   + "; at the end: " + ", ".join(f"{n} {100 * x[2]:.2f} % at {x[1]:.1f}× ({x[4]} sub-filters)"
                                                   for n, x in last.items())
                   + f"; one filter at {overfill:.0f}× would pass {100 * bloom_theory(overfill, error):.0f} %")
@@ -349,4 +351,5 @@ def plot_memory(sizes, mem: dict[str, list[int]]) -> None:
     ax.set_yscale("log")
     n = sizes[-1]
     charts.finish(ax, summary=f"in this run, at {n:,} ids: Set {mem['Set'][-1]:,} B, Bloom {mem['Bloom 1 %'][-1]:,} B, "
-                  f"HLL {mem['HyperLogLog'][-1]:,} B; the Set was {mem['Set'][-1] / mem['HyperLogLog'][-1]:.0f}× the HLL")
+                  f"HLL {mem['HyperLogLog'][-1]:,} B; "
+                  f"the Set was {mem['Set'][-1] / mem['HyperLogLog'][-1]:.0f}× the HLL")

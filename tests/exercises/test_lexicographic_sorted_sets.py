@@ -32,7 +32,9 @@ def test_between_days_fetch_all_and_filter_fails(r):
 
 
 def test_between_days_exclusive_first_day_fails(r):
-    res = ex.events_on_days(r).evaluate(lambda r, k, a, b: r.zrange(k, f"({a}T00:00:00Z:e02", b"(" + b.encode() + b"\xff", bylex=True))
+    def off_by_one(r, k, a, b):
+        return r.zrange(k, f"({a}T00:00:00Z:e02", b"(" + b.encode() + b"\xff", bylex=True)
+    res = ex.events_on_days(r).evaluate(off_by_one)
     assert res.outcome == INCORRECT
 
 

@@ -7,7 +7,6 @@ from redistutor.check import CORRECT, INCORRECT, NOT_ATTEMPTED
 from redistutor.exercises import probabilistic_data_structures as ex
 from redistutor.scenarios.probabilistic_data_structures import hll_encoding, items
 
-
 # -- Try it ---------------------------------------------------------------------------------------
 
 def _truth(r, n):

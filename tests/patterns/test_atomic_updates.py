@@ -7,8 +7,8 @@ import threading
 import pytest
 import redis
 
-from redistutor.db import Database
 from redistutor import run_threads
+from redistutor.db import Database
 from redistutor.patterns.atomic_updates import (
     Accounts,
     CompareAndSet,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from redistutor.patterns.lexicographic_sorted_sets import (AgeIndex, CaseInsensitiveIndex, LexIndex,
-                                                           prefix_range)
+from redistutor.patterns.lexicographic_sorted_sets import AgeIndex, CaseInsensitiveIndex, LexIndex, prefix_range
 from redistutor.scenarios import lexicographic_sorted_sets as sc
 
 WORDS = ["re", "rea", "red", "redis", "redlock", "reduce", "redo", "redé", "red🚀", "ree", "Red", "zebra"]
@@ -56,7 +55,8 @@ def test_age_index_moves_the_entry_and_pads(r):
     idx.set_age("ada", 31)
     assert r.zrange("a:by_age", 0, -1) == ["007:bob", "031:ada", "120:cy"]
     assert r.hget("a:user:ada", "age") == "31"
-    assert idx.between(7, 31) == ["bob", "ada"] and idx.between(8, 30) == [] and idx.between(0, 200) == ["bob", "ada", "cy"]
+    assert idx.between(7, 31) == ["bob", "ada"] and idx.between(8, 30) == []
+    assert idx.between(0, 200) == ["bob", "ada", "cy"]
     assert idx.between(120, 120) == ["cy"]
 
 
@@ -71,7 +71,8 @@ def test_naive_index_update_leaves_a_stale_entry(r):
 
 
 def test_mixed_scores_and_unpadded_numbers_go_wrong(r):
-    got, exact = sc.mixed_scores(r, "m", {"apple": 0, "apricot": 5, "banana": 0, "avocado": 2, "aardvark": 0}, "[a", "(b")
+    scores = {"apple": 0, "apricot": 5, "banana": 0, "avocado": 2, "aardvark": 0}
+    got, exact = sc.mixed_scores(r, "m", scores, "[a", "(b")
     assert got == ["aardvark", "apple"] and exact == ["aardvark", "apple", "apricot", "avocado"]
     ages = sc.random_ages()
     got, exact = sc.age_query(r, "q", ages, 3, 25, 30)

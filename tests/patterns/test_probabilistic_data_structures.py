@@ -89,7 +89,8 @@ def test_seen_filter_add_and_seen(r):
 
 def test_items_are_distinct_and_reproducible():
     a = sc.items(10_000, seed=3, prefix="p:")
-    assert len(set(a)) == 10_000 and a == sc.items(10_000, seed=3, prefix="p:") and a != sc.items(10_000, seed=4, prefix="p:")
+    assert len(set(a)) == 10_000 and a == sc.items(10_000, seed=3, prefix="p:")
+    assert a != sc.items(10_000, seed=4, prefix="p:")
     assert all(x.startswith("p:") for x in a)
 
 
