@@ -4,8 +4,9 @@ with the two-phase start; a takeover with ``XAUTOCLAIM``; poison entries; trimmi
 (``MAXLEN ~``, ``MINID ~``) and trimming entries that are still pending; the PEL's memory and the
 group's lag; plus the worker process they run and the charts.
 
-What was processed is counted by an independent SQLite sink (:class:`Sink`, one row per
-handling), never by the stream itself. :func:`sample` checks the invariant at every sample:
+What was processed is counted by an independent SQLite sink (the toolkit's
+:class:`~redistutor.sink.Sink`, one row per handling, the stream's key as its run), never by the
+stream itself. :func:`sample` checks the invariant at every sample:
 each produced id is not yet delivered, pending, or done; none is lost.
 
 Each helper is one line in the notebook and returns plain data (dicts, lists) or a view; the
@@ -15,19 +16,19 @@ pattern itself lives in ``redistutor/patterns/streams_consumer_patterns.py``.
 from __future__ import annotations
 
 import collections
-import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import lab
-from ..db import Database
 from ..events import EventLog
 from ..patterns.streams_consumer_patterns import consume, recover
 from ..race import wait_until
+from ..sink import Sampler, Sink, standby
 from ..tables import Table
 
 __all__ = [
-    "Sink", "consumer_worker", "crash_and_restart", "fill", "kill_mid_batch", "minid_trial",
+    "Sink", "consumer_worker", "crash_and_restart", "fill", "handler", "kill_mid_batch", "minid_trial",
     "naive_consume", "pel_memory", "pel_table", "plot_pel_memory", "plot_storm", "plot_trim",
     "poison_rounds", "sample", "samples_table", "service_worker", "storm", "trim_pending",
     "trim_sweep", "wait_idle", "wait_until",
@@ -42,41 +43,14 @@ def _id(entry_id: str) -> tuple[int, int]:
 # -- the independent sink ---------------------------------------------------------------------------
 
 
-class Sink:
-    """What consumers processed, in SQLite (shared by the notebook and worker processes): one row
-    per handling, so an entry handled twice shows up twice. A ``poison`` field makes the handler
-    raise (a message that always fails)."""
-
-    def __init__(self, path: str | None = None) -> None:
-        self.db = Database(path=path)
-        self.db.execute("PRAGMA synchronous=NORMAL")   # WAL: commit without an fsync each (speed)
-        self.db.execute("CREATE TABLE IF NOT EXISTS processed (stream TEXT, entry_id TEXT, consumer TEXT)")
-
-    @property
-    def path(self) -> str:
-        return str(self.db.path)
-
-    def handler(self, stream: str, consumer: str) -> Callable[[str, dict], None]:
-        """``handle(entry_id, fields)`` for the pattern: record the entry, or raise on poison."""
-        def handle(entry_id: str, fields: dict) -> None:
-            if fields.get("poison") == "1":
-                raise ValueError(f"cannot process {entry_id}")
-            self.db.execute("INSERT INTO processed VALUES (?, ?, ?)", (stream, entry_id, consumer))
-        return handle
-
-    def counts(self, stream: str) -> collections.Counter:
-        """How many times each entry of ``stream`` was processed."""
-        rows = self.db.execute("SELECT entry_id, COUNT(*) FROM processed WHERE stream = ? GROUP BY entry_id",
-                               (stream,))
-        return collections.Counter(dict(rows))
-
-    def by_consumer(self, stream: str) -> dict[str, int]:
-        rows = self.db.execute("SELECT consumer, COUNT(*) FROM processed WHERE stream = ? GROUP BY consumer",
-                               (stream,))
-        return dict(sorted(rows))
-
-    def close(self) -> None:
-        self.db.close()
+def handler(sink: Sink, stream: str, consumer: str) -> Callable[[str, dict], None]:
+    """``handle(entry_id, fields)`` for the pattern: record the entry in the sink (run: the
+    stream's key), or raise on an entry with ``poison=1`` (a message that always fails)."""
+    def handle(entry_id: str, fields: dict) -> None:
+        if fields.get("poison") == "1":
+            raise ValueError(f"cannot process {entry_id}")
+        sink.record(entry_id, consumer, run=stream)
+    return handle
 
 
 # -- producing, sampling ----------------------------------------------------------------------------
@@ -157,7 +131,7 @@ def consumer_worker(ctx: Any, stream: str, group: str, consumer: str, db_path: s
     "stalled" (detail: the entry id) and waits there: the notebook kills it with SIGKILL."""
     r = ctx.client(0)
     sink = Sink(db_path)
-    handle, calls = sink.handler(stream, consumer), 0
+    handle, calls = handler(sink, stream, consumer), 0
 
     def guarded(entry_id: str, fields: dict) -> None:
         nonlocal calls
@@ -204,7 +178,7 @@ def crash_and_restart(server, r, stream: str, group: str, sink: Sink, *, n: int 
     log = EventLog()
     crash = _run_consumer(server, stream, group, "c1", sink, log, mode="naive", stall_at=stall_at)
     samples = [sample(r, stream, group, sink, produced, "c1 killed (kill -9) before XACK")]
-    naive_consume(r, stream, group, "c1", sink.handler(stream, "c1"))
+    naive_consume(r, stream, group, "c1", handler(sink, stream, "c1"))
     samples.append(sample(r, stream, group, sink, produced, 'c1 restarted, reads only ">"'))
     return dict(produced=produced, samples=samples, exitcode=crash["exitcode"], stalled=crash["stalled"],
                 log=log)
@@ -233,7 +207,7 @@ def service_worker(ctx: Any, stream: str, group: str, db_path: str, *, min_idle_
     ``gate`` exists (the notebook sets it after "first"), so the victim always has its batch."""
     r = ctx.client(0)
     sink = Sink(db_path)
-    handle, calls = sink.handler(stream, ctx.name), 0
+    handle, calls = handler(sink, stream, ctx.name), 0
 
     def guarded(entry_id: str, fields: dict) -> None:
         nonlocal calls
@@ -248,8 +222,8 @@ def service_worker(ctx: Any, stream: str, group: str, db_path: str, *, min_idle_
     kw = dict(handle=guarded, dlq=f"{stream}:dead")
     deadline = time.monotonic() + deadline_s
     try:
-        while ctx.name != victim and gate and not r.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        if ctx.name != victim and gate:
+            standby(r, gate, timeout=deadline_s)
         while time.monotonic() < deadline:
             consume(r, stream, group, ctx.name, **kw)
             recover(r, stream, group, ctx.name, min_idle_ms, **kw)
@@ -271,20 +245,14 @@ def storm(server, r, stream: str, group: str, sink: Sink, *, n: int = 1000, cons
     produced = fill(r, stream, group, n)
     gate = f"{stream}:go"
     r.delete(gate)
-    log, samples, stop = EventLog(), [], threading.Event()
+    log = EventLog()
     sampler_r = server.client()
     t0 = time.monotonic()
-
-    def sampler() -> None:
-        while not stop.is_set():
-            samples.append((time.monotonic() - t0, sample(sampler_r, stream, group, sink, produced, "")))
-            time.sleep(0.01)
-
+    sampler = Sampler(lambda: sample(sampler_r, stream, group, sink, produced, ""), 10, final=False)
     workers = lab.Workers(service_worker, consumers, nodes=[server], log=log, args=(stream, group, sink.path),
                           kwargs=dict(min_idle_ms=min_idle_ms, victim=victim, stall_at=stall_at,
                                       gate=gate)).start()
-    thread = threading.Thread(target=sampler, daemon=True)
-    thread.start()
+    sampler.start()
     try:
         workers.wait_for("first", actor=victim, timeout=60)
         r.set(gate, 1)                           # the others start now
@@ -294,15 +262,15 @@ def storm(server, r, stream: str, group: str, sink: Sink, *, n: int = 1000, cons
         for name in workers.names:
             if name != victim:
                 workers.procs[name].join(60)
+        samples = [(t - t0, x) for t, x in sampler.stop()]
     finally:
-        stop.set()
-        thread.join(10)
+        sampler.cancel()
         workers.stop()
         sampler_r.close()
     r.delete(gate)
     final = sample(r, stream, group, sink, produced, "end")
     return dict(produced=produced, samples=samples, final=final, kill_t=kill_t, stalled=stalled,
-                victim=victim, exitcodes=workers.exitcodes, by_consumer=sink.by_consumer(stream),
+                victim=victim, exitcodes=workers.exitcodes, by_consumer=sink.by_worker(stream),
                 min_idle_ms=min_idle_ms)
 
 
@@ -358,13 +326,13 @@ def poison_rounds(r, stream: str, group: str, dlq: str, sink: Sink, consume_fn: 
         counts = [str(s["deliveries"].get(f"{i}-0", "-")) for i in poison]
         rows.append((step, ", ".join(counts), s["pending"], r.xlen(dlq), s["done"]))
 
-    consume_fn(r, stream, group, "c1", handle=sink.handler(stream, "c1"), **kw)
+    consume_fn(r, stream, group, "c1", handle=handler(sink, stream, "c1"), **kw)
     row('c1: consume (">")')
     for k in range(1, max_deliveries + 2):
         if not r.xpending(stream, group)["pending"]:
             break
         wait_idle(r, stream, group, min_idle_ms)
-        recover_fn(r, stream, group, "c2", min_idle_ms, handle=sink.handler(stream, "c2"), **kw)
+        recover_fn(r, stream, group, "c2", min_idle_ms, handle=handler(sink, stream, "c2"), **kw)
         row(f"c2: recover #{k}")
     table = Table(["step", "poison deliveries", "pending", "dead letters", "done (SQLite)"], rows,
                   title=f"poison entries {', '.join(f'{i}-0' for i in poison)}; max_deliveries={max_deliveries}")

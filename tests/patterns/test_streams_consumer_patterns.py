@@ -130,7 +130,7 @@ def test_killed_consumer_zombie_pel_then_two_phase_restart(redis_server, r, sink
     assert run["exitcode"] == -9 and run["stalled"] == "21-0"
     assert killed["pending_ids"] == [f"{i}-0" for i in range(21, 31)] and killed["done"] == 20
     assert naive["pending_ids"] == killed["pending_ids"] and naive["done"] == 50
-    consume(r, S, G, "c1", handle=sink.handler(S, "c1"), dlq=DLQ)
+    consume(r, S, G, "c1", handle=sc.handler(sink, S, "c1"), dlq=DLQ)
     after = sc.sample(r, S, G, sink, run["produced"], "two-phase restart")
     assert after["pending"] == 0 and after["done"] == 60 and after["duplicates"] == 0
     assert all(s["lost"] == 0 for s in run["samples"] + [after])
