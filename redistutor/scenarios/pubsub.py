@@ -6,30 +6,32 @@ Each helper is one line in the notebook and returns plain data or a view; the pa
 (:class:`~redistutor.patterns.pubsub.SequencedChannel`, :class:`~redistutor.patterns.pubsub.GapDetector`)
 lives in ``redistutor/patterns/pubsub.py``.
 
-What a subscriber received is counted by :class:`Sink`, a SQLite table the subscriber appends to
-(one row per message handled, committed before the next is read); the publisher's own record is
-what ``PUBLISH`` returned. Every fault happens at a known point of the sequence, and every wait
-is for a state (the sink's row count, ``PUBSUB NUMSUB``), never for a guessed time.
+What a subscriber received is counted by the toolkit's :class:`~redistutor.sink.Sink`, a SQLite
+file the subscriber process appends to (one row per message handled, committed before the next
+is read); the publisher's own record is what ``PUBLISH`` returned. Every fault happens at a known
+point of the sequence, and every wait is for a state (the sink's row count, ``PUBSUB NUMSUB``),
+never for a guessed time.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from .. import lab
-from ..db import Database
 from ..patterns.pubsub import GapDetector, SequencedChannel, parse, read_messages
 from ..race import wait_until
+from ..sink import CommandStats, Sink, config, kill_client, standby, takeover, xread_entries
 from ..tables import Table
 
 __all__ = [
-    "Sink", "buffer_chart", "confirmed", "cut_connection", "cut_table", "pattern_cost", "pattern_cost_chart", "sent_table", "subscribed_connection_commands", "delivery_table", "outage_chart", "outage_run",
-    "outage_table", "shard_table", "sharded_tour", "slow_subscriber", "subscriber_worker",
-    "wait_subscribed", "wait_until",
+    "Sink", "buffer_chart", "confirmed", "cut_table", "delivery_table", "kill_client", "outage_chart",
+    "outage_run", "outage_table", "pattern_cost", "pattern_cost_chart", "sent_table", "shard_table",
+    "sharded_tour", "slow_subscriber", "subscribed_connection_commands", "subscriber_worker",
+    "wait_subscribed", "wait_until", "xread_entries",
 ]
 
 
@@ -83,56 +85,6 @@ def _ranges(seqs: list[int]) -> str:
     return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in out)
 
 
-def cut_connection(r: redis.Redis, client_name: str) -> int:
-    """``CLIENT KILL`` every connection named ``client_name``: a network blip, seen from the
-    server. Returns how many were closed."""
-    ids = [c["id"] for c in r.client_list() if c.get("name") == client_name]
-    for cid in ids:
-        r.client_kill_filter(_id=cid)
-    return len(ids)
-
-
-# -- the independent sink ----------------------------------------------------------------------------
-
-
-class Sink:
-    """What subscribers handled, in SQLite: ``received(run, seq, entry_id, worker)``.
-
-    A row is committed (to the OS) before the subscriber reads its next message, so a ``kill -9``
-    loses no handled message from the count. The subscriber processes open their own connection
-    to the same file (:meth:`attach`).
-    """
-
-    def __init__(self, db: Database | None = None) -> None:
-        self.db = db or Database()
-        self.db.execute("CREATE TABLE IF NOT EXISTS received (run TEXT, seq INTEGER, entry_id TEXT, worker TEXT)")
-
-    @classmethod
-    def attach(cls, path: str) -> "Sink":
-        return cls(Database(path=path))
-
-    @property
-    def path(self) -> str:
-        return str(self.db.path)
-
-    def add(self, run: str, seq: int, worker: str, entry_id: str = "") -> None:
-        self.db.execute("INSERT INTO received VALUES (?, ?, ?, ?)", (run, seq, entry_id, worker))
-
-    def seqs(self, run: str) -> list[int]:
-        return [s for (s,) in self.db.execute("SELECT seq FROM received WHERE run = ? ORDER BY rowid", (run,))]
-
-    def count(self, run: str) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM received WHERE run = ?", (run,))[0][0]
-
-    def last_entry(self, run: str) -> str:
-        """The last stream id handled in ``run`` ("0-0" if none): where a restarted consumer resumes."""
-        rows = self.db.execute("SELECT entry_id FROM received WHERE run = ? ORDER BY rowid DESC LIMIT 1", (run,))
-        return rows[0][0] if rows else "0-0"
-
-    def close(self) -> None:
-        self.db.close()
-
-
 # -- the subscriber process --------------------------------------------------------------------------
 
 
@@ -142,16 +94,15 @@ def subscriber_worker(ctx: Any, mode: str, name: str, db_path: str, run: str) ->
     ``mode="pubsub"``: SUBSCRIBE ``name`` and record each message's sequence number.
     ``mode="stream"``: XREAD ``name`` from the last id in the sink (``0-0`` on a first start), and
     record each entry with its id: the position to resume from is stored with the work it marks.
-    Worker w1 starts at once; w2 is a standby that connects only once the key ``<name>:takeover``
-    exists (so the notebook need not wait for a process to start in the middle of a scenario).
-    Runs until killed.
+    Worker w1 starts at once; w2 is a standby (:func:`~redistutor.sink.standby`) that goes only
+    once the notebook calls ``takeover`` (so the notebook need not wait for a process to start in
+    the middle of a scenario). Runs until killed.
     """
     r = ctx.client(0)   # fail-fast: no silent reconnect in the worker
     if ctx.index > 1:
-        while not r.delete(f"{name}:takeover"):
-            time.sleep(0.005)
+        standby(r, f"{name}:takeover", consume=True, timeout=300)
         ctx.record("takeover", name)
-    sink = Sink.attach(db_path)
+    sink = Sink(db_path)
     if mode == "pubsub":
         p = r.pubsub()
         p.subscribe(name)
@@ -159,31 +110,23 @@ def subscriber_worker(ctx: Any, mode: str, name: str, db_path: str, run: str) ->
         while True:
             msg = p.get_message(timeout=0.5)
             if msg and msg["type"] == "message":
-                sink.add(run, parse(msg["data"])[0], ctx.name)
+                sink.record(str(parse(msg["data"])[0]), ctx.name, run=run)
     else:
-        last = sink.last_entry(run)
+        last = (sink.last(run) or ("", "", "0-0"))[2]        # where a restarted consumer resumes
         ctx.record("resumed", f"from {last}")
         while True:
             for entry_id, fields in xread_entries(r.xread({name: last}, count=100, block=500)):
-                sink.add(run, int(fields["seq"]), ctx.name, entry_id)
+                sink.record(fields["seq"], ctx.name, run=run, info=entry_id)
                 last = entry_id
 
 
-def xread_entries(reply: Any) -> list[tuple[str, dict]]:
-    """The ``(id, fields)`` entries of an XREAD reply for one stream, in RESP2 or RESP3 form
-    (redis-py gives ``[[name, entries]]`` over RESP2 and ``{name: [entries]}`` over RESP3)."""
-    if not reply:
-        return []
-    groups = list(reply.values()) if isinstance(reply, dict) else [entries for _, entries in reply]
-    out: list[tuple[str, dict]] = []
-    for entries in groups:
-        while entries and isinstance(entries[0], list):   # RESP3 nests one level deeper
-            entries = entries[0]
-        out += [(entry_id, fields) for entry_id, fields in entries]
-    return out
-
-
 # -- the outage, measured ----------------------------------------------------------------------------
+
+
+def _seqs(sink: Sink, run: str) -> list[int]:
+    """The sequence numbers the subscriber handled in ``run``, in order."""
+    return [int(i) for i in sink.ids(run)]
+
 
 
 def outage_run(server: Any, sink: Sink, name: str, *, mode: str = "pubsub", total: int = 100,
@@ -222,17 +165,16 @@ def outage_run(server: Any, sink: Sink, name: str, *, mode: str = "pubsub", tota
     phases.append(("killed (kill -9)", numsub(r, name)))
     for seq in range(down[0], down[1] + 1):
         send(seq)
-    r.set(f"{name}:takeover", 1)                       # the standby process (w2) connects now
-    wait_until(lambda: not r.exists(f"{name}:takeover"), 30, "the standby subscriber to start")
+    takeover(r, f"{name}:takeover")                    # the standby process (w2) connects now
     if mode == "pubsub":
         wait_subscribed(r, name, 1, timeout=30)
     phases.append(("restarted", numsub(r, name)))
     for seq in range(down[1] + 1, total + 1):
         send(seq)
-    wait_until(lambda: max(sink.seqs(run), default=0) == total, 30, "the last message to be handled")
+    wait_until(lambda: max(_seqs(sink, run), default=0) == total, 30, "the last message to be handled")
     workers.stop()
     r.close()
-    received = sink.seqs(run)
+    received = _seqs(sink, run)
     return {"mode": mode, "sent": sent, "received": received, "phases": phases, "down": down,
             "total": total, "lost": sorted(set(range(1, total + 1)) - set(received)),
             "duplicates": len(received) - len(set(received)),
@@ -313,11 +255,6 @@ def subscribed_connection_commands(server: Any, channel: str) -> dict[str, str]:
     return out
 
 
-def _publish_stats(r: redis.Redis) -> tuple[int, int]:
-    st = r.info("commandstats").get("cmdstat_publish", {"calls": 0, "usec": 0})
-    return int(st["calls"]), int(st["usec"])
-
-
 def pattern_cost(server: Any, channel: str, *, counts: tuple[int, ...] = (0, 250, 500, 1000, 2000),
                  publishes: int = 1000) -> list[dict[str, Any]]:
     """The server's own CPU time per PUBLISH (``INFO commandstats`` usec / calls, deltas) while one
@@ -332,14 +269,13 @@ def pattern_cost(server: Any, channel: str, *, counts: tuple[int, ...] = (0, 250
                 p.psubscribe(*[server.key(f"never.{i}.*") for i in range(held, n)])
                 confirmed(p, n - held, timeout=30)
                 held = n
-            calls0, usec0 = _publish_stats(r)
-            pipe = r.pipeline(transaction=False)
-            for _ in range(publishes):
-                pipe.publish(channel, "x")
-            returned = set(pipe.execute())
-            calls1, usec1 = _publish_stats(r)
+            with CommandStats(r) as cs:
+                pipe = r.pipeline(transaction=False)
+                for _ in range(publishes):
+                    pipe.publish(channel, "x")
+                returned = set(pipe.execute())
             out.append({"patterns": n, "numpat": r.pubsub_numpat() - base, "returned": returned,
-                        "calls": calls1 - calls0, "usec_per_call": (usec1 - usec0) / max(1, calls1 - calls0)})
+                        "calls": cs.calls.get("publish", 0), "usec_per_call": cs.usec_per_call("publish")})
     finally:
         p.close()
         r.close()
@@ -381,7 +317,6 @@ def slow_subscriber(server: Any, channel: str, *, limit: str = "pubsub 1mb 0 0",
     resubscribes without a word) the ``after`` messages, with its gap detector's verdict.
     """
     r = server.client()
-    old = r.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
     feed = SequencedChannel(r, channel)
     slow = server.client(client_name="slow-sub").pubsub()
     fast = server.client(client_name="fast-sub").pubsub()
@@ -390,46 +325,45 @@ def slow_subscriber(server: Any, channel: str, *, limit: str = "pubsub 1mb 0 0",
     fast_detector, slow_detector = GapDetector(), GapDetector()
     log_line = ""
     try:
-        r.config_set("client-output-buffer-limit", limit)
-        slow.subscribe(channel)
-        fast.subscribe(channel)
-        wait_subscribed(r, channel, 2)
-        payload = "x" * payload_bytes
-        last_row = None
-        for _ in range(max_batches):
-            for _ in range(batch):
-                seq, _receivers = feed.publish(payload)
-            while fast_detector.last < seq:              # the reader catches up before we look
-                caught = read_messages(fast, wait=5.0, limit=seq - fast_detector.last)
-                if not caught:
-                    raise TimeoutError(f"the reading subscriber stopped at {fast_detector.last} of {seq}")
-                for m in caught:
-                    fast_detector.feed(m["data"])
-            row, fast_row = _client_row(r, "slow-sub"), _client_row(r, "fast-sub")
-            samples.append((seq * (payload_bytes + 8) / 1e6, int(row["omem"]) if row else -1,
-                            int(fast_row["omem"]) if fast_row else -1))
-            if row is None:
-                break
-            last_row = row
-        cut_at = seq
-        wait_until(lambda: numsub(r, channel) == 1, 10, "the slow subscriber to be gone")
-        numsub_after_cut = numsub(r, channel)
-        disconnections = int(r.info("stats")["client_output_buffer_limit_disconnections"]) - before
-        tail = getattr(server, "log_tail", None)
-        if tail:
-            log_line = next((ln for ln in tail(20).splitlines() if "output buffer limits" in ln), "")
-        handled_before = [parse(m["data"])[0] for m in read_messages(slow, wait=0.3)]   # reconnects here
-        wait_subscribed(r, channel, 2)
-        for _ in range(after):
-            feed.publish("after the cut")
-        for seq_ in handled_before:
-            slow_detector.feed(f"{seq_}:")
-        for m in read_messages(slow, wait=0.3):
-            slow_detector.feed(m["data"])
-        for m in read_messages(fast, wait=0.3):
-            fast_detector.feed(m["data"])
+        with config(r, {"client-output-buffer-limit": limit}):
+            slow.subscribe(channel)
+            fast.subscribe(channel)
+            wait_subscribed(r, channel, 2)
+            payload = "x" * payload_bytes
+            last_row = None
+            for _ in range(max_batches):
+                for _ in range(batch):
+                    seq, _receivers = feed.publish(payload)
+                while fast_detector.last < seq:              # the reader catches up before we look
+                    caught = read_messages(fast, wait=5.0, limit=seq - fast_detector.last)
+                    if not caught:
+                        raise TimeoutError(f"the reading subscriber stopped at {fast_detector.last} of {seq}")
+                    for m in caught:
+                        fast_detector.feed(m["data"])
+                row, fast_row = _client_row(r, "slow-sub"), _client_row(r, "fast-sub")
+                samples.append((seq * (payload_bytes + 8) / 1e6, int(row["omem"]) if row else -1,
+                                int(fast_row["omem"]) if fast_row else -1))
+                if row is None:
+                    break
+                last_row = row
+            cut_at = seq
+            wait_until(lambda: numsub(r, channel) == 1, 10, "the slow subscriber to be gone")
+            numsub_after_cut = numsub(r, channel)
+            disconnections = int(r.info("stats")["client_output_buffer_limit_disconnections"]) - before
+            tail = getattr(server, "log_tail", None)
+            if tail:
+                log_line = next((ln for ln in tail(20).splitlines() if "output buffer limits" in ln), "")
+            handled_before = [parse(m["data"])[0] for m in read_messages(slow, wait=0.3)]   # reconnects here
+            wait_subscribed(r, channel, 2)
+            for _ in range(after):
+                feed.publish("after the cut")
+            for seq_ in handled_before:
+                slow_detector.feed(f"{seq_}:")
+            for m in read_messages(slow, wait=0.3):
+                slow_detector.feed(m["data"])
+            for m in read_messages(fast, wait=0.3):
+                fast_detector.feed(m["data"])
     finally:
-        r.config_set("client-output-buffer-limit", old)
         slow.close()
         fast.close()
     r.close()
