@@ -371,13 +371,14 @@ def kill_client(r: Any, name: str) -> int:
 @contextlib.contextmanager
 def config(r: Any, settings: dict[str, Any] | None = None, **kw: Any) -> Iterator[dict[str, str]]:
     """``CONFIG SET`` for the length of a ``with`` block; the old values come back afterwards, also
-    when the block fails. Keywords use ``_`` for ``-`` (``maxmemory_policy="noeviction"``).
-    Yields the old values."""
+    when the block fails. Keywords use ``_`` for ``-`` (``maxmemory_policy="noeviction"``). A value
+    may be a function, called just before its ``CONFIG SET`` (a limit computed from
+    ``used_memory`` at that moment). Settings are applied in order. Yields the old values."""
     wanted = {**(settings or {}), **{k.replace("_", "-"): v for k, v in kw.items()}}
     old = {k: r.config_get(k)[k] for k in wanted}
     try:
         for k, v in wanted.items():
-            r.config_set(k, v)
+            r.config_set(k, v() if callable(v) else v)
         yield old
     finally:
         for k, v in old.items():

@@ -350,3 +350,15 @@ def test_config_refused_setting_restores_what_was_set(r):
         with config(r, {"hz": 30, "maxmemory-policy": "no-such-policy"}):
             pass
     assert r.config_get("hz")["hz"] == before
+
+
+def test_config_value_computed_when_it_is_set(r):
+    seen = []
+
+    def limit():
+        seen.append(r.config_get("maxmemory-policy")["maxmemory-policy"])   # the earlier setting is in
+        return 50_000_000
+
+    with config(r, {"maxmemory-policy": "allkeys-lfu", "maxmemory": limit}):
+        assert r.config_get("maxmemory")["maxmemory"] == "50000000"
+    assert seen == ["allkeys-lfu"]
