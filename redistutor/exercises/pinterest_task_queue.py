@@ -19,6 +19,7 @@ import redis
 from ..check import Exercise, expect
 from ..patterns.pinterest_task_queue import Partitioned
 from ..patterns.reliable_queue import ReliableQueue
+from ..sink import config
 from ..tables import Table
 
 
@@ -167,18 +168,14 @@ def enqueue_exercise(queue_node, cache_client, n: int = 400, headroom: int = 60_
     r = queue_node.r
 
     def checker(answer) -> None:
-        saved = r.config_get("maxmemory*")
         r.flushall()
         r.config_resetstat()
-        r.config_set("maxmemory-policy", "noeviction")
-        r.config_set("maxmemory", int(r.info("memory")["used_memory"]) + headroom)
         p = Partitioned({"cache": [cache_client], "sessions": [cache_client], "queue": [r]})
         tasks = [f"transcode:{i:04d}:" + "x" * 500 for i in range(n)]
-        try:
+        full = {"maxmemory-policy": "noeviction",
+                "maxmemory": lambda: int(r.info("memory")["used_memory"]) + headroom}   # measured last
+        with config(r, full):
             left = answer(p, "transcode", tasks)
-        finally:
-            r.config_set("maxmemory", saved["maxmemory"])
-            r.config_set("maxmemory-policy", saved["maxmemory-policy"])
         queued = r.lrange("tasks:transcode:queue", 0, -1)[::-1]     # oldest first
         expect(isinstance(left, list), "return the list of tasks that were not accepted",
                expected="a list", actual=type(left).__name__)

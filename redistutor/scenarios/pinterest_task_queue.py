@@ -4,8 +4,9 @@
   partitioned set ``cache1``, ``cache2``, ``sessions``, ``queue``, each with its function's
   ``maxmemory-policy``; :func:`routers` gives a :class:`Partitioned` router over each layout.
 * :func:`pressure`: a backlog of queued tasks and some sessions, then a burst of cache writes,
-  then the workers drain the queues; a SQLite :class:`TaskSink` counts tasks produced (LPUSH
-  acknowledged) and consumed, and ``INFO stats evicted_keys`` is the server's own count.
+  then the workers drain the queues; the toolkit's SQLite :class:`~redistutor.sink.Sink` counts
+  tasks produced (LPUSH acknowledged) and consumed, and ``INFO stats evicted_keys`` is the
+  server's own count.
 * :func:`queue_full`: what ``noeviction`` does when the queue instance is full (which commands are
   refused with OOM, which still run), and that the producer is told.
 * :func:`noisy_neighbour`: queue round trips timed while a cache-hammer *process* floods the
@@ -13,13 +14,12 @@
 * :func:`sharding`: keys per instance by virtual shard, and how many keys move when a function
   grows from 2 to 3 instances (by moving shards vs by ``crc32 % instances``).
 
-Each helper is one line in the notebook and returns plain data or a view. Things the shared toolkit
-could own later: :class:`TaskSink` (produced/consumed counting, next to notebook 13's Sink), and
-``commandstats`` deltas (a per-command calls/usec diff of ``INFO commandstats``).
+Each helper is one line in the notebook and returns plain data or a view.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 import zlib
@@ -28,15 +28,15 @@ from typing import Any
 import redis
 
 from .. import lab
-from ..db import Database
 from ..events import EventLog
 from ..patterns.pinterest_task_queue import Partitioned
 from ..patterns.reliable_queue import ReliableQueue
+from ..sink import CommandStats, Sink, close_sinks, config
 from ..tables import Table
 
 __all__ = [
-    "JOBS", "NODES", "POLICIES", "TaskSink", "backlog", "cache_burst", "cache_hammer", "close_sinks",
-    "commandstats", "config_table", "configure", "drain", "evicted", "latency_table", "memory_table",
+    "JOBS", "NODES", "POLICIES", "Sink", "backlog", "cache_burst", "cache_hammer", "close_sinks",
+    "config_table", "configure", "drain", "evicted", "latency_table", "memory_table",
     "noisy_neighbour", "one_instance", "plot_latency", "pressure", "pressure_table", "queue_full", "reset",
     "routers", "sharding", "start_fleet", "wait_until_idle", "workers_return",
 ]
@@ -102,14 +102,6 @@ def evicted(client) -> int:
     return int(client.info("stats")["evicted_keys"])
 
 
-def commandstats(client) -> dict[str, dict[str, float]]:
-    """{command: {"calls": n, "usec": total}} from INFO commandstats."""
-    out = {}
-    for name, row in client.info("commandstats").items():
-        out[name.removeprefix("cmdstat_")] = {"calls": int(row["calls"]), "usec": float(row["usec"])}
-    return out
-
-
 def _unique(clients) -> list:
     seen, out = set(), []
     for c in clients:
@@ -129,50 +121,6 @@ def wait_until_idle(client, key: str, seconds: int = 1, timeout: float = 5.0) ->
         time.sleep(0.02)
 
 
-# -- the sink: SQLite, independent of Redis ------------------------------------------------------
-
-
-_SINKS: list["TaskSink"] = []
-
-
-class TaskSink:
-    """Counts tasks outside Redis: ``produced`` when LPUSH acknowledged them, ``consumed`` when a
-    worker processed them. Lost = produced and never consumed."""
-
-    def __init__(self) -> None:
-        self.db = Database()
-        _SINKS.append(self)
-        self.db.execute("PRAGMA synchronous = NORMAL")   # WAL without an fsync per commit
-        self.db.execute("CREATE TABLE produced (id TEXT PRIMARY KEY)")
-        self.db.execute("CREATE TABLE consumed (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL)")
-
-    def produced(self, *ids: str) -> None:
-        """Record tasks Redis acknowledged (one transaction)."""
-        self.db.execute("BEGIN")
-        for i in ids:
-            self.db.execute("INSERT INTO produced (id) VALUES (?)", (i,))
-        self.db.execute("COMMIT")
-
-    def consumed(self, task: str) -> None:
-        self.db.execute("INSERT INTO consumed (id) VALUES (?)", (task,))
-
-    def report(self) -> dict:
-        produced = {row[0] for row in self.db.execute("SELECT id FROM produced")}
-        consumed = [row[0] for row in self.db.execute("SELECT id FROM consumed")]
-        return dict(produced=len(produced), consumed=len(consumed),
-                    lost=sorted(produced - set(consumed)),
-                    duplicated=sorted({c for c in consumed if consumed.count(c) > 1}),
-                    unknown=sorted(set(consumed) - produced))
-
-    def close(self) -> None:
-        self.db.close()
-
-
-def close_sinks() -> None:
-    while _SINKS:
-        _SINKS.pop().close()
-
-
 # -- cache pressure on a backlog -----------------------------------------------------------------
 
 
@@ -180,14 +128,14 @@ def _queues(p: Partitioned) -> dict[str, ReliableQueue]:
     return {job: ReliableQueue(p.client("queue", f"tasks:{job}"), f"tasks:{job}") for job in JOBS}
 
 
-def drain(p: Partitioned, sink: TaskSink, worker: str = "w1") -> int:
+def drain(p: Partitioned, sink: Sink, worker: str = "w1") -> int:
     """A worker takes every task left in every job queue (take / process / ack), into the sink.
     Stops at an OOM refusal (a full ``noeviction`` instance refuses BLMOVE too); returns how many."""
     n = 0
     try:
         for q in _queues(p).values():
             while (task := q.take(worker, timeout=0.01)) is not None:
-                sink.consumed(task)
+                sink.record(task, worker)
                 q.ack(worker, task)
                 n += 1
     except redis.exceptions.OutOfMemoryError:
@@ -204,13 +152,13 @@ def backlog(p: Partitioned, *, tasks: int = 120, sessions: int = 60) -> dict:
     """Step 1, a deploy: the workers are down. ``tasks`` tasks are LPUSHed to the job queues (the
     sink records each one Redis acknowledged) and ``sessions`` sessions are stored with a one-hour
     TTL. Returns the run's state for :func:`cache_burst` and :func:`workers_return`."""
-    sink = TaskSink()
+    sink = Sink()
     clients = _unique([c for rs in p.routes.values() for c in rs])
     queues = _queues(p)
     for job, q in queues.items():
         ids = [f"{job}:{i:04d}" for i in range(tasks // len(JOBS))]
         q.push(*ids)                          # OK from Redis: the producer moves on
-        sink.produced(*ids)
+        sink.produce(*ids)
     users = [f"session:u{i:03d}" for i in range(sessions)]
     for key in users:
         p.client("sessions", key).set(key, "token", ex=3600)
@@ -225,7 +173,8 @@ def cache_burst(run: dict, *, cache_mb: float = 12, value_bytes: int = 10_000) -
     p, queues = run["p"], run["queues"]
     last = queues[JOBS[-1]]
     wait_until_idle(last.r, last.queue)
-    n, refused, pipes = int(cache_mb * MB // value_bytes), 0, {}
+    n, refused = int(cache_mb * MB // value_bytes), 0
+    pipes: dict[int, Any] = {}
     for i in range(n):
         key = f"cache:pin:{i}"
         c = p.client("cache", key)
@@ -277,7 +226,7 @@ def pressure_table(runs: dict[str, dict]) -> Table:
     for label, run in runs.items():
         rep = run["report"]
         ev = run["evicted_by_function"]
-        rows.append((label, rep["produced"], rep["consumed"], run["lost"], run["sessions_lost"],
+        rows.append((label, rep["produced"], rep["effects"], run["lost"], run["sessions_lost"],
                      ev["cache"], ev["queue"]))
     return Table(["layout", "tasks produced", "tasks consumed", "tasks lost", "sessions lost",
                   "evicted by the cache's instance(s)", "evicted by the queue's instance"], rows,
@@ -297,7 +246,7 @@ def queue_full(node, *, headroom: int = 150_000, payload: int = 1000) -> dict:
     r.flushall()
     r.config_resetstat()
     r.config_set("maxmemory", int(r.info("memory")["used_memory"]) + headroom)   # its own policy stays
-    sink = TaskSink()
+    sink = Sink()
     q = ReliableQueue(r, "tasks:transcode")
     probe = ReliableQueue(r, "probe")          # one task taken before the instance fills: acked below
     probe.push("probe-task")
@@ -307,7 +256,7 @@ def queue_full(node, *, headroom: int = 150_000, payload: int = 1000) -> dict:
         task = f"transcode:{i:05d}:" + "x" * payload
         try:
             q.push(task)
-            sink.produced(task)
+            sink.produce(task)
             accepted += 1
         except redis.exceptions.OutOfMemoryError as exc:   # the producer is told
             error = f"OOM {exc}"
@@ -333,7 +282,7 @@ def queue_full(node, *, headroom: int = 150_000, payload: int = 1000) -> dict:
     r.config_set("maxmemory", POLICIES["queue"][0])         # the operator adds memory
     drained = 0
     while (task := q.take("w1", timeout=0.01)) is not None:
-        sink.consumed(task)
+        sink.record(task, "w1")
         q.ack("w1", task)
         drained += 1
     return dict(accepted=accepted, refused_at=i - 1, error=error, rows=dict(rows), evicted=evictions,
@@ -349,10 +298,11 @@ def queue_full(node, *, headroom: int = 150_000, payload: int = 1000) -> dict:
 def cache_hammer(ctx: Any, stop_key: str) -> None:
     """Worker process: rebuild a cached home feed from three boards (ZUNIONSTORE of big sorted
     sets: heavy for the server, an integer for the client) in a loop until ``stop_key`` exists;
-    records "ready" and then "done" with its command count."""
+    records "ready" once its first rebuild has run, and then "done" with its command count."""
     r = ctx.client(0)
+    r.zunionstore(f"cache:feed:u{ctx.index}", ["cache:board:1", "cache:board:2", "cache:board:3"])
     ctx.record("ready")
-    n = 0
+    n = 1
     while not r.exists(stop_key):
         r.zunionstore(f"cache:feed:u{ctx.index}", ["cache:board:1", "cache:board:2", "cache:board:3"])
         n += 1
@@ -393,14 +343,18 @@ def _one_layout(p: Partitioned, *, ops: int, members: int, hammers: int) -> dict
     cache_clients = [p.client("cache", f"cache:feed:u{i + 1}") for i in range(hammers)]
     queue_client = p.client("queue", "tasks:notify")
     involved = _unique([*cache_clients, queue_client])
-    saved = [(c, c.config_get("maxmemory*")) for c in involved]
-    for c in involved:
-        c.flushall()
-        c.config_set("maxmemory", 0)           # no memory limit here: this run is about time
+    with contextlib.ExitStack() as restore:
+        for c in involved:
+            c.flushall()
+            restore.enter_context(config(c, {"maxmemory": 0}))   # no memory limit: this run is about time
+        return _timed_layout(cache_clients, queue_client, ops=ops, members=members)
+
+
+def _timed_layout(cache_clients: list, queue_client, *, ops: int, members: int) -> dict:
     _load_cache(_unique(cache_clients), members)
     q = ReliableQueue(queue_client, "tasks:notify")
     quiet = _timed_queue_ops(q, ops // 2)      # nobody else on the queue's server
-    before = commandstats(queue_client)
+    server_counts = CommandStats(queue_client).start()
     log = EventLog()
     workers = []
     try:
@@ -408,8 +362,7 @@ def _one_layout(p: Partitioned, *, ops: int, members: int, hammers: int) -> dict
             workers.append(lab.Workers(cache_hammer, 1, nodes=[_Endpoint(c)], log=log,
                                        args=("hammer:stop",)).start())
         for w in workers:
-            w.wait_for("ready", timeout=60)
-        time.sleep(0.05)                       # the hammers are past their first command
+            w.wait_for("ready", timeout=60)    # the hammers are past their first command
         loud = _timed_queue_ops(q, ops)
         for c in _unique(cache_clients):
             c.set("hammer:stop", 1)
@@ -418,16 +371,11 @@ def _one_layout(p: Partitioned, *, ops: int, members: int, hammers: int) -> dict
     finally:
         for w in workers:
             w.stop()
-    after = commandstats(queue_client)
-    for c, cfg in saved:
-        c.config_set("maxmemory", cfg["maxmemory"])
-        c.config_set("maxmemory-policy", cfg["maxmemory-policy"])
-    zu, zu_before = (x.get("zunionstore", {"calls": 0, "usec": 0}) for x in (after, before))
-    queue_cmds = {c: after.get(c, {"calls": 0})["calls"] - before.get(c, {"calls": 0})["calls"]
-                  for c in ("lpush", "blmove", "zadd", "eval")}
+    server_counts.stop()
+    queue_cmds = {c: server_counts.calls.get(c, 0) for c in ("lpush", "blmove", "zadd", "eval")}
     done = sum(int(e.detail) for e in log.events if e.kind == "done")
-    return dict(quiet=quiet, loud=loud, cache_calls=zu["calls"] - zu_before["calls"],
-                cache_ms=(zu["usec"] - zu_before["usec"]) / 1000, queue_cmds=queue_cmds,
+    return dict(quiet=quiet, loud=loud, cache_calls=server_counts.calls.get("zunionstore", 0),
+                cache_ms=server_counts.usec.get("zunionstore", 0.0) / 1000, queue_cmds=queue_cmds,
                 hammer_calls=done, queue_port=queue_client.get_connection_kwargs()["port"])
 
 
@@ -464,8 +412,8 @@ def _p(xs: list[float], q: float) -> float:
 def plot_latency(run: dict):
     from .. import charts
 
-    fig, ax = charts.figure("Queue op latency next to a cache workload", xlabel="queue op (push + take + ack) latency (ms)",
-                            ylabel="fraction of ops (cumulative)")
+    fig, ax = charts.figure("Queue op latency next to a cache workload",
+                            xlabel="queue op (push + take + ack) latency (ms)", ylabel="fraction of ops (cumulative)")
     for label, key in (("shared instance", "shared"), ("partitioned (own queue instance)", "split")):
         xs = sorted(run[key]["loud"])
         ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post", label=label)
