@@ -16,9 +16,17 @@ from typing import Any
 
 import redis
 
-from ..patterns.streams_event_sourcing import (EventStore, NaiveEventStore, apply_event,
-                                               apply_event_naive, fold, project, take_snapshot, withdraw)
+from ..patterns.streams_event_sourcing import (
+    EventStore,
+    apply_event,
+    apply_event_naive,
+    fold,
+    project,
+    take_snapshot,
+    withdraw,
+)
 from ..race import PausePoint, run_in_thread
+from ..sink import xread_entries
 from ..tables import Table
 
 __all__ = [
@@ -182,7 +190,7 @@ def groups_trial(server: Any, key: str, *, groups: dict[str, int] | None = None,
         mine = got[group].setdefault(consumer, [])
         barrier.wait()
         while reply := c.xreadgroup(group, consumer, {key: ">"}, count=count):
-            ids = [entry_id for entry_id, _ in _entries(reply, key)]
+            ids = [entry_id for entry_id, _ in xread_entries(reply, key)]
             if not ids:
                 break
             mine += ids
@@ -197,13 +205,6 @@ def groups_trial(server: Any, key: str, *, groups: dict[str, int] | None = None,
         t.join(30)
     admin.close()
     return got
-
-
-def _entries(reply: Any, key: str) -> list:
-    """The entries of one stream in an XREADGROUP reply (RESP3: {key: [entries]}; RESP2: [[key, entries]])."""
-    if isinstance(reply, dict):
-        return reply.get(key, [[]])[0]
-    return next((entries for name, entries in reply if name == key), [])
 
 
 def groups_table(got: dict, total: int) -> Table:
@@ -250,7 +251,7 @@ class _PipelineProxy:
     def hset(self, name: str, key: Any = None, value: Any = None, **kw: Any) -> Any:
         return self._owner._checkpoint(self._pipe, name, key, value, **kw)
 
-    def __enter__(self) -> "_PipelineProxy":
+    def __enter__(self) -> _PipelineProxy:
         self._pipe.__enter__()
         return self
 
@@ -338,7 +339,8 @@ def durability_trial(events: list[dict[str, Any]], modes: tuple[str, ...] = ("no
 
     out = {}
     for mode in modes:
-        with RedisServer(modules=(), persistence=mode, name=f"es-{mode}") as s:
+        s = RedisServer(modules=(), persistence=mode, name=f"es-{mode}")
+        with s:
             c = s.client()
             append_all(c, "account:7:events", events)
             before = EventStore(c, "account:7:events").replay(fold, 0)
