@@ -21,7 +21,6 @@ from ..check import Exercise, expect
 from ..patterns.reliable_queue import ReliableQueue, reap
 from ..trace import trace
 
-
 # -- reference solutions (self-tested in tests/exercises/test_reliable_queue.py) -----------------
 
 EXTEND_LUA = """

@@ -31,7 +31,8 @@ import json
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["DelayedQueue", "RetryQueue", "job_of", "now_ms", "poll_loop", "reap", "sleep_loop"]
 

@@ -27,7 +27,8 @@ XRANGE: https://redis.io/commands/xrange, EVAL: https://redis.io/commands/eval)
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -64,7 +65,7 @@ class EventStore:
         """Fold the events after id `after` into state: (state, last id, entries read)."""
         read = 0
         while entries := self.r.xrange(self.key, f"({after}", "+", count=batch):
-            for entry_id, event in entries:
+            for _, event in entries:
                 state = fold(state, event)
             after, read = entries[-1][0], read + len(entries)
         return state, after, read

@@ -10,7 +10,6 @@ import time
 from redistutor.check import CORRECT, INCORRECT, NOT_ATTEMPTED
 from redistutor.exercises import delayed_queue as ex
 
-
 # -- Try it -----------------------------------------------------------------------------------------
 
 

@@ -7,7 +7,6 @@ import time
 from redistutor.check import CORRECT, INCORRECT, NOT_ATTEMPTED
 from redistutor.exercises import reliable_queue as ex
 
-
 # -- exercise 1: extend a lease ------------------------------------------------------------------
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from redistutor.check import CORRECT, INCORRECT, NOT_ATTEMPTED
 from redistutor.exercises import streams_consumer_patterns as ex
 
-
 # -- Try it ---------------------------------------------------------------------------------------
 
 

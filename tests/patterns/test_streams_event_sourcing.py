@@ -6,9 +6,18 @@ from __future__ import annotations
 import pytest
 import redis
 
-from redistutor.patterns.streams_event_sourcing import (EventStore, NaiveEventStore, VersionConflict,
-                                                        apply_event, apply_event_naive, fold, project,
-                                                        take_snapshot, version_of, withdraw)
+from redistutor.patterns.streams_event_sourcing import (
+    EventStore,
+    NaiveEventStore,
+    VersionConflict,
+    apply_event,
+    apply_event_naive,
+    fold,
+    project,
+    take_snapshot,
+    version_of,
+    withdraw,
+)
 from redistutor.race import PausePoint, run_in_thread
 from redistutor.scenarios import streams_event_sourcing as sc
 
@@ -229,7 +238,8 @@ def test_durability_kill_restart():
 def test_replay_speed_counts_round_trips(r):
     sc.append_all(r, KEY, sc.generate_events(50, seed=12))
     speed = sc.replay_speed(r, KEY, batches=(1, 10, 100))
-    assert {b: v[:2] for b, v in speed.items()} == {1: (50, 51), 10: (50, 6), 100: (50, 2)}   # ceil(n / batch) + the empty read that ends it
+    # XRANGE calls: ceil(n / batch) + the empty read that ends it
+    assert {b: v[:2] for b, v in speed.items()} == {1: (50, 51), 10: (50, 6), 100: (50, 2)}
 
 
 def test_plot_balance_summarises_the_snapshot_and_the_tail(r, capsys):
