@@ -29,8 +29,9 @@ EVALSHA: https://redis.io/commands/evalsha)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
@@ -176,12 +177,13 @@ class WriteThrough:
                 return stored
             self.r.set(key, payload, px=ttl_ms or None)
             return True
-        except _REDIS_DOWN:
-            # The DB has the new row; an old cached copy must not outlive this write.
+        except redis.exceptions.RedisError:
+            # Down, timed out, or refused (OOM under maxmemory): the DB has the new row, and an
+            # old cached copy must not outlive this write (DEL is allowed even when SET is not).
             self.stats.add("cache_errors")
             try:
                 self.r.delete(key)
-            except _REDIS_DOWN:
+            except redis.exceptions.RedisError:
                 pass  # Redis is down: the TTL (or a restart without persistence) clears it
             return False
 

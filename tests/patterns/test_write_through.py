@@ -12,7 +12,6 @@ from redistutor.race import PausePoint, run_in_thread
 from redistutor.server import RedisServer
 
 
-
 def cached(r, key):
     raw = r.get(key)
     return json.loads(raw) if raw else None
@@ -188,3 +187,50 @@ def test_write_through_function_is_the_pattern(r, db):
     with pytest.raises(KeyError):
         write_through(r, db, 999999, "nobody")
     assert r.exists("user:999999") == 0
+
+
+@pytest.mark.parametrize("versioned", [True, False])
+def test_a_refused_cache_write_deletes_the_old_copy(db, versioned):
+    """Redis up but refusing writes (OOM under maxmemory with noeviction; DEL is still allowed):
+    the write succeeds (the DB committed) and Redis must not keep serving the old row."""
+    server = RedisServer().start()
+    try:
+        c = server.client(fail_fast=True)
+        wt = WriteThrough(c, db, versioned=versioned)
+        wt.write(10, name="before")
+        c.config_set("maxmemory-policy", "noeviction")
+        c.config_set("maxmemory", 1)
+        try:
+            row = wt.write(10, name="after")
+        finally:
+            c.config_set("maxmemory", 0)
+        assert row["name"] == "after" == db.get_user(10)["name"]
+        assert wt.stats.cache_errors == 1 and c.exists("user:10") == 0
+        assert wt.get(10) == row and cached(c, "user:10") == row  # the next read refills it
+    finally:
+        server.stop()
+
+
+class WriterBetweenDatabase:
+    """The real database, where another writer commits (and writes through) right after a
+    reader's SELECT returns: the reader then holds an older row than the cache."""
+
+    def __init__(self, db, writer):
+        self.db, self.writer = db, writer
+
+    def get_user(self, user_id):
+        row = self.db.get_user(user_id)
+        self.writer.write(user_id, name="newer")
+        return row
+
+
+@pytest.mark.parametrize("ttl", [None, 30])
+def test_a_miss_fills_through_the_versioned_write(r, db, ttl):
+    """The read path's fill is a cache write like any other: a row read before a writer's commit
+    must not overwrite the newer row that writer cached (a plain SET would)."""
+    reader = WriteThrough(r, db, ttl=ttl)
+    reader.db = WriterBetweenDatabase(db, WriteThrough(r, db, ttl=ttl))
+    old = reader.get(11)
+    assert old["version"] == 1 and reader.stats.rejected_sets == 1
+    assert cached(r, "user:11") == db.get_user(11) and cached(r, "user:11")["name"] == "newer"
+    assert r.ttl("user:11") == -1 if ttl is None else 0 < r.ttl("user:11") <= 30
