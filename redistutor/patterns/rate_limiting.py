@@ -7,7 +7,7 @@ clients can interleave between "read the count" and "write the count":
 ============================  ===========================  =========================================
 algorithm                     state per client             what it guarantees
 ============================  ===========================  =========================================
-:class:`FixedWindow`          hash {window id, count}      <= limit per calendar window; up to
+:class:`FixedWindow`          hash {window id: count}      <= limit per calendar window; up to
                                                            2 x limit across a window boundary
 :class:`SlidingLog`           sorted set of timestamps     <= limit in *every* window of W ms;
                                                            memory grows with traffic
@@ -41,8 +41,9 @@ pattern) · https://redis.io/docs/latest/develop/interact/programmability/eval-i
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
@@ -136,6 +137,11 @@ class RateLimiter:
     def hit(self, client_id: Any, now_ms: int | None = None) -> Decision:
         """Decide one request for ``client_id`` (one round trip)."""
         reply = self._script(keys=[self.key(client_id)], args=self.script_args(self._now_arg(now_ms)))
+        return self.decision(reply)
+
+    @staticmethod
+    def decision(reply: Any) -> Decision:
+        """The script's reply {allowed 0/1, remaining, retry_after_ms[, delay_ms]} as a Decision."""
         allowed, remaining, retry, *rest = (int(x) for x in reply)
         return Decision(bool(allowed), remaining, retry, rest[0] if rest else 0)
 
@@ -151,28 +157,31 @@ class FixedWindow(RateLimiter):
     """
 
     name = "fixed"
-    # KEYS[1] = the client's hash {w = window id, n = requests allowed in window w}
+    # KEYS[1] = the client's hash, one field: {<current window id> = requests counted in it}
     # ARGV[1] = now in ms ("" = server TIME), ARGV[2] = limit, ARGV[3] = window in ms
-    # Returns {allowed 0/1, remaining, retry_after_ms}.
-    # One read (HMGET); the TTL is set once per window, by its first request (2 W covers the rest
-    # of the window), and the other allowed requests only HINCRBY.
+    # Returns one integer: the requests remaining (>= 0) if allowed, -retry_after_ms if refused.
+    # One command per decision (HINCRBY; refused requests are counted too). Only a window's first
+    # request drops the previous window's field and sets the TTL (2 W covers the rest of it).
     LUA = NOW_MS + """
     local limit, W = tonumber(ARGV[2]), tonumber(ARGV[3])
     local win = math.floor(now / W)
-    local s = redis.call('HMGET', KEYS[1], 'w', 'n')
-    local n = 0
-    if tonumber(s[1]) == win then n = tonumber(s[2]) end
-    if n >= limit then
-      return {0, 0, (win + 1) * W - now}
-    end
-    if n == 0 then
-      redis.call('HSET', KEYS[1], 'w', win, 'n', 1)
+    local n = redis.call('HINCRBY', KEYS[1], win, 1)
+    if n == 1 then
+      if redis.call('HLEN', KEYS[1]) > 1 then
+        redis.call('DEL', KEYS[1])
+        redis.call('HSET', KEYS[1], win, 1)
+      end
       redis.call('PEXPIRE', KEYS[1], 2 * W)
-    else
-      redis.call('HINCRBY', KEYS[1], 'n', 1)
     end
-    return {1, limit - n - 1, 0}
+    if n > limit then return now - (win + 1) * W end
+    return limit - n
     """
+
+    @staticmethod
+    def decision(reply: Any) -> Decision:
+        """One integer: remaining if allowed (>= 0), minus the retry-after if refused (< 0)."""
+        value = int(reply)
+        return Decision(True, value, 0) if value >= 0 else Decision(False, 0, -value)
 
 
 class SlidingLog(RateLimiter):

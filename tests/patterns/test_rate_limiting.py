@@ -273,12 +273,12 @@ def test_kill_9_between_incr_and_expire_leaves_no_ttl_and_lua_always_does(redis_
     try:
         w.wait_for("hitting", timeout=20)
         deadline = time.monotonic() + 20
-        while int(r.hget(lua.key("bob"), "n") or 0) < 200 and time.monotonic() < deadline:
+        while sum(map(int, r.hvals(lua.key("bob")))) < 200 and time.monotonic() < deadline:
             pass
         w.kill("w1")
     finally:
         w.stop()
-    assert int(r.hget(lua.key("bob"), "n")) >= 200 and r.pttl(lua.key("bob")) > 0
+    assert sum(map(int, r.hvals(lua.key("bob")))) >= 200 and r.pttl(lua.key("bob")) > 0
 
 
 # -- bug families a reviewer looks for (issue 11): each test fails on the broken variant ----------
@@ -320,10 +320,10 @@ def test_limiter_contract_arguments_keys_clock_and_decision(r):
     first, second = one.hit("a"), one.hit("a")           # both at the injected 50,000 ms
     assert (first.allowed, first.remaining, first.retry_after_ms, first.delay_ms) == (True, 0, 0, 0)
     assert (bool(second), second.retry_after_ms) == (False, 1000)
-    assert r.hgetall("rl:fixed:a") == {"w": "50", "n": "1"}
+    assert r.hgetall("rl:fixed:a") == {"50": "2"}  # the refused request is counted too
     clock.advance(W)
     assert one.hit("a") and one.hit("b", now_ms=50_000)   # now_ms wins over the clock
-    assert r.hgetall("rl:fixed:b") == {"w": "50", "n": "1"}
+    assert r.hgetall("rl:fixed:b") == {"50": "1"}
     assert [c(r, limit=1, window_ms=W).key(7) for c in ALGORITHMS.values()] == [
         "rl:fixed:7", "rl:log:7", "rl:counter:7", "rl:token:7", "rl:leaky:7"]
     assert FixedWindow(r, limit=1, window_ms=W, prefix="api").key("x") == "api:x"
@@ -368,14 +368,30 @@ def test_limiter_contract_boundaries_and_the_canonical_transaction(r):
     assert t.names() == ["MULTI", "INCRBY", "EXPIRE", "EXEC"]  # both or neither
 
 
-def test_fixed_window_reads_once_and_sets_the_ttl_once_per_window(r):
-    """Server-side work per decision (INFO commandstats, not time): one HMGET each, the TTL only
-    by a window's first request, no TIME when the caller passes the time."""
+def test_fixed_window_one_command_per_decision_and_the_ttl_once_per_window(r):
+    """Server-side work per decision (INFO commandstats, not time): one HINCRBY each; only a
+    window's first request looks at the hash (HLEN), drops the old window and sets the TTL; no
+    TIME when the caller passes the time."""
     fw = FixedWindow(r, limit=3, window_ms=W)
     r.config_resetstat()
     assert [bool(fw.hit("a", now_ms=20_000 + i)) for i in range(4)] == [True, True, True, False]
-    assert fw.hit("a", now_ms=21_000)  # next window: reset, TTL again
+    assert fw.hit("a", now_ms=21_000)  # next window: the old one dropped, TTL again
     stats = {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
-    assert (stats["hmget"], stats["pexpire"], stats["hset"], stats["hincrby"]) == (5, 2, 2, 2)
-    assert "time" not in stats and "hget" not in stats
-    assert r.hgetall(fw.key("a")) == {"w": "21", "n": "1"} and 0 < r.pttl(fw.key("a")) <= 2 * W
+    assert (stats["hincrby"], stats["hlen"], stats["pexpire"], stats["del"], stats["hset"]) == (5, 2, 2, 1, 1)
+    assert "time" not in stats and "hget" not in stats and "hmget" not in stats
+    assert r.hgetall(fw.key("a")) == {"21": "1"} and 0 < r.pttl(fw.key("a")) <= 2 * W
+
+
+def test_fixed_window_reads_the_server_clock_only_without_a_time(r):
+    fw = FixedWindow(r, limit=3, window_ms=60_000)
+    r.config_resetstat()
+    assert fw.hit("a").allowed and fw.hit("a", now_ms=5).allowed
+    assert r.info("commandstats")["cmdstat_time"]["calls"] == 1
+
+
+def test_fixed_window_decision_from_one_integer(r):
+    fw = FixedWindow(r, limit=2, window_ms=W)
+    got = [fw.hit("a", now_ms=7_250) for _ in range(3)]
+    assert [(d.allowed, d.remaining, d.retry_after_ms, d.delay_ms) for d in got] == [
+        (True, 1, 0, 0), (True, 0, 0, 0), (False, 0, 750, 0)]
+    assert fw.hit("a", now_ms=7_999).retry_after_ms == 1 and fw.hit("a", now_ms=8_000).remaining == 1
