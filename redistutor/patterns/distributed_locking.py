@@ -31,13 +31,16 @@ import random
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 
 from ..db import Database
+
 
 class TokenLock:
     """One lock on one Redis: SET NX PX with a random token, released by a token-checked script."""
@@ -103,6 +106,17 @@ class Lock:
         ttl_ms: how long the lock lives if its holder never releases it (crash, pause).
         retry_delay: a blocking acquire sleeps a random time in this range (seconds) between
             attempts, so waiters do not retry in lockstep.
+        fair: waiters get the lock in the order they arrived (a hand-off, see below) instead of
+            whoever retries first after a release; every client of one lock must use the same mode.
+        patience_ms: fair mode: a waiter that has not asked again for this long (it gave up, or
+            died) loses its place in line. Waiters ask again every ``patience_ms / 3``.
+
+    Fair hand-off: a random-sleep retry lets the releaser (already awake, one round trip away)
+    win again and again while a waiter sleeps, so the unlucky waiter's wait has a long tail. With
+    ``fair=True`` a refused acquire joins a line (a list, ``<key>:queue``, arrival order); only the
+    client at the head may take the lock; the release script deletes the lock and PUBLISHes the
+    head's token on ``<key>:released``, and the waiters block on that channel instead of
+    sleeping: the head wakes and takes it in one round trip, the others keep waiting.
     """
 
     # KEYS[1] = lock key, KEYS[2] = fencing counter (same hash tag: a cluster needs one slot)
@@ -134,8 +148,53 @@ class Lock:
     return 0
     """
 
+    # Fair mode. KEYS[1] = lock, KEYS[2] = fence counter, KEYS[3] = the line (list of waiters'
+    # tokens, arrival order), KEYS[4] = hash token -> the server time (ms) until which that waiter
+    # keeps its place. ARGV[1] = token, ARGV[2] = TTL ms, ARGV[3] = patience ms.
+    # Returns the new fence if the lock was free and we were first in line (or the line was
+    # empty); otherwise false, and we are in line (at the tail if we were not yet).
+    LUA_ACQUIRE_FAIR = """
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local head = redis.call('LINDEX', KEYS[3], 0)
+    while head and head ~= ARGV[1] and (tonumber(redis.call('HGET', KEYS[4], head)) or 0) < now do
+      redis.call('LPOP', KEYS[3])                     -- that waiter gave up or died: skip it
+      redis.call('HDEL', KEYS[4], head)
+      head = redis.call('LINDEX', KEYS[3], 0)
+    end
+    if (not head or head == ARGV[1]) and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+      if head then
+        redis.call('LPOP', KEYS[3])
+        redis.call('HDEL', KEYS[4], ARGV[1])
+      end
+      return redis.call('INCR', KEYS[2])
+    end
+    if redis.call('HSET', KEYS[4], ARGV[1], now + ARGV[3]) == 1 then
+      redis.call('RPUSH', KEYS[3], ARGV[1])           -- first refusal: join the line
+    end
+    redis.call('PEXPIRE', KEYS[3], ARGV[3] + ARGV[2])
+    redis.call('PEXPIRE', KEYS[4], ARGV[3] + ARGV[2])
+    return false
+    """
+
+    # Fair mode. KEYS[1] = lock, KEYS[2] = the line; ARGV[1] = our token, ARGV[2] = the channel.
+    # Deletes the lock if it holds our token, then publishes the token of the first waiter in
+    # line (who is the only one allowed to take it). Returns 1 if the lock was ours, else 0.
+    LUA_RELEASE_FAIR = """
+    if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+    redis.call('DEL', KEYS[1])
+    local head = redis.call('LINDEX', KEYS[2], 0)
+    if head then redis.call('PUBLISH', ARGV[2], head) end
+    return 1
+    """
+
+    SCRIPTS = ("LUA_ACQUIRE", "LUA_RELEASE", "LUA_EXTEND", "LUA_ACQUIRE_FAIR", "LUA_RELEASE_FAIR")
+    # clients whose server got the scripts from a Lock already (a Lock per request costs nothing)
+    _loaded: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
+
     def __init__(self, r: redis.Redis, name: str, *, prefix: str = "lock", ttl_ms: int = 10_000,
-                 retry_delay: tuple[float, float] = (0.005, 0.02)) -> None:
+                 retry_delay: tuple[float, float] = (0.005, 0.02), fair: bool = False,
+                 patience_ms: int = 1000) -> None:
         if ttl_ms <= 0:
             raise ValueError("ttl_ms must be positive: a lock without expiry outlives a crashed holder")
         self.r = r
@@ -143,15 +202,21 @@ class Lock:
         self.prefix = prefix
         self.ttl_ms = int(ttl_ms)
         self.retry_delay = retry_delay
+        self.fair = fair
+        self.patience_ms = int(patience_ms)
         self._acquire = r.register_script(self.LUA_ACQUIRE)
         self._release = r.register_script(self.LUA_RELEASE)
         self._extend = r.register_script(self.LUA_EXTEND)
-        # Load the three scripts now, in one round trip: the first acquire is then one EVALSHA
-        # (not EVALSHA -> NOSCRIPT -> SCRIPT LOAD -> EVALSHA while another client may be waiting).
-        with r.pipeline(transaction=False) as pipe:
-            for script in (self.LUA_ACQUIRE, self.LUA_RELEASE, self.LUA_EXTEND):
-                pipe.script_load(script)
-            pipe.execute()
+        self._acquire_fair = r.register_script(self.LUA_ACQUIRE_FAIR)
+        self._release_fair = r.register_script(self.LUA_RELEASE_FAIR)
+        # Load the scripts now, in one round trip (once per client): the first acquire is then one
+        # EVALSHA (not EVALSHA -> NOSCRIPT -> SCRIPT LOAD -> EVALSHA while another client waits).
+        if r not in Lock._loaded:
+            with r.pipeline(transaction=False) as pipe:
+                for attr in self.SCRIPTS:
+                    pipe.script_load(getattr(self, attr))
+                pipe.execute()
+            Lock._loaded.add(r)
 
     @property
     def key(self) -> str:
@@ -160,6 +225,20 @@ class Lock:
     @property
     def fence_key(self) -> str:
         return f"{self.prefix}:{{{self.name}}}:fence"
+
+    @property
+    def queue_key(self) -> str:
+        """Fair mode: the waiters' tokens in arrival order."""
+        return f"{self.prefix}:{{{self.name}}}:queue"
+
+    @property
+    def channel(self) -> str:
+        """Fair mode: where a release announces the token of the first waiter in line."""
+        return f"{self.prefix}:{{{self.name}}}:released"
+
+    def waiting(self) -> list[str]:
+        """Fair mode: the tokens in line, first to be served first."""
+        return cast(list[str], self.r.lrange(self.queue_key, 0, -1))
 
     @staticmethod
     def new_token() -> str:
@@ -172,12 +251,18 @@ class Lock:
 
         With ``wait_replicas`` > 0 the acquire script and ``WAIT wait_replicas wait_ms`` go out in
         one pipeline: one connection from the pool carries both (WAIT counts the replicas that
-        have *this connection's* writes; sent on another connection it counts nothing), and ``lease.replicas`` says how many replicas had the lock key. It
+        have *this connection's* writes; sent on another connection it counts nothing), and
+        ``lease.replicas`` says how many replicas had the lock key. It
         only reports: a lease with ``replicas == 0`` is still returned. See
         :meth:`try_acquire_replicated` for a lock that refuses to be trusted on the primary alone.
         """
         token = token or self.new_token()
-        keys, args = [self.key, self.fence_key], [token, self.ttl_ms]
+        keys: list[str] = [self.key, self.fence_key]
+        args: list[str | int] = [token, self.ttl_ms]
+        if self.fair and wait_replicas <= 0:
+            fence = self._acquire_fair(keys=[*keys, self.queue_key, f"{self.queue_key}:until"],
+                                       args=[*args, self.patience_ms])
+            return None if fence is None else Lease(self.key, token, int(fence), self.ttl_ms)
         acked = None
         if wait_replicas > 0:
             pipe = self.r.pipeline(transaction=False)
@@ -206,8 +291,11 @@ class Lock:
         return lease
 
     def acquire(self, *, blocking: bool = True, timeout: float | None = None) -> Lease | None:
-        """Take the lock, retrying with jittered sleeps until ``timeout`` (None: forever)."""
+        """Take the lock, retrying until ``timeout`` (None: forever): after a jittered sleep, or
+        in fair mode when a release names us (see the class docstring)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self.fair and blocking:
+            return self._acquire_in_line(deadline)
         while True:
             lease = self.try_acquire()
             if lease is not None or not blocking:
@@ -216,8 +304,37 @@ class Lock:
                 return None
             time.sleep(random.uniform(*self.retry_delay))
 
+    def _acquire_in_line(self, deadline: float | None) -> Lease | None:
+        token = self.new_token()
+        sub = self.r.pubsub(ignore_subscribe_messages=True)
+        sub.subscribe(self.channel)                  # before the first try: no release is missed
+        try:
+            while True:
+                lease = self.try_acquire(token)
+                if lease is not None:
+                    return lease
+                wait = self.patience_ms / 3000
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:                    # give up our place at once
+                        with self.r.pipeline() as tx:
+                            tx.lrem(self.queue_key, 0, token)
+                            tx.hdel(f"{self.queue_key}:until", token)
+                            tx.execute()
+                        return None
+                end = time.monotonic() + wait
+                while (left := end - time.monotonic()) > 0:
+                    msg = sub.get_message(timeout=left)
+                    if msg is not None and msg["data"] == token:
+                        break                        # our turn: the holder released, we are first
+        finally:
+            sub.close()
+
     def release(self, lease: Lease) -> bool:
-        """Give the lock back; True if it was still ours (False: it had expired or moved on)."""
+        """Give the lock back; True if it was still ours (False: it had expired or moved on).
+        In fair mode the first waiter in line is told at once."""
+        if self.fair:
+            return bool(self._release_fair(keys=[lease.key, self.queue_key], args=[lease.token, self.channel]))
         return bool(self._release(keys=[lease.key], args=[lease.token]))
 
     def extend(self, lease: Lease, ttl_ms: int | None = None) -> bool:
@@ -261,7 +378,7 @@ class Watchdog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "Watchdog":
+    def start(self) -> Watchdog:
         self._thread = threading.Thread(target=self._run, name=f"watchdog-{self.lock.name}", daemon=True)
         self._thread.start()
         return self

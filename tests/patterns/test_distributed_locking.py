@@ -8,13 +8,12 @@ import signal
 import time
 
 import pytest
+from redis.crc import key_slot
 
 from redistutor import lab
 from redistutor.db import Database
 from redistutor.events import EventLog
-from redis.crc import key_slot
-
-from redistutor.patterns.distributed_locking import FencedResource, Lock, TokenLock, Watchdog
+from redistutor.patterns.distributed_locking import FencedResource, Lease, Lock, TokenLock, Watchdog
 from redistutor.scenarios.distributed_locking import (
     DelLock,
     del_race,
@@ -366,3 +365,115 @@ def test_fenced_resource_contract():
         res = FencedResource(db)
         assert res.read("missing") is None
         assert res.write_unfenced("row", "naive") and res.read("row") == ("naive", 0)
+
+
+# -- fair hand-off (issue 11, section 2) -----------------------------------------------------------
+
+def _line_up(r, name, n, **kw):
+    """A holder, then ``n`` waiter threads started one after another (each in line before the
+    next starts). Returns (holder lock, holder lease, grant order list, threads)."""
+    import threading
+
+    holder = Lock(r, name, fair=True, **kw)
+    lease = holder.acquire(timeout=1)
+    granted: list[int] = []
+
+    def waiter(i: int) -> None:
+        lock = Lock(r, name, fair=True, **kw)
+        mine = lock.acquire(timeout=10)
+        granted.append(i)
+        lock.release(mine)
+
+    threads = []
+    for i in range(n):
+        t = threading.Thread(target=waiter, args=(i,))
+        t.start()
+        threads.append(t)
+        wait_until(lambda k=i + 1: len(holder.waiting()) == k)
+    return holder, lease, granted, threads
+
+
+def test_fair_lock_grants_in_arrival_order_and_the_releaser_cannot_cut_in(r):
+    holder, lease, granted, threads = _line_up(r, "fair", 5)
+    first = holder.waiting()[0]
+    assert holder.release(lease)
+    cutter = Lock(r, "fair", fair=True)
+    assert cutter.try_acquire() is None          # the releaser asks again at once: refused, in line
+    for t in threads:
+        t.join(10)
+    assert granted == [0, 1, 2, 3, 4]
+    assert first not in holder.waiting() and len(holder.waiting()) == 1  # only the cutter is left
+    assert r.exists(holder.key) == 0
+
+
+def test_fair_release_names_the_first_waiter_on_the_channel(r):
+    lock = Lock(r, "announce", fair=True)
+    sub = r.pubsub(ignore_subscribe_messages=True)
+    sub.subscribe(lock.channel)
+    lease = lock.acquire(timeout=1)
+    assert lock.release(lease) and sub.get_message(timeout=0.2) is None  # nobody in line: silence
+    lease = lock.acquire(timeout=1)
+    assert lock.try_acquire("w1") is None and lock.try_acquire("w2") is None
+    assert lock.waiting() == ["w1", "w2"] and lock.channel == "lock:{announce}:released"
+    assert not lock.release(Lease(lock.key, "not-ours", 0, 1000))  # a stranger's release: nothing
+    assert r.exists(lock.key) and sub.get_message(timeout=0.2) is None
+    assert lock.release(lease)
+    msg = sub.get_message(timeout=2)
+    assert msg is not None and msg["data"] == "w1"
+    assert lock.try_acquire("w2") is None          # not first: refused although the lock is free
+    won = lock.try_acquire("w1")
+    assert won is not None and won.fence == lease.fence + 1 and lock.waiting() == ["w2"]
+    sub.close()
+
+
+def test_fair_waiter_that_gives_up_or_dies_loses_its_place(r):
+    lock = Lock(r, "patience", fair=True, patience_ms=300)
+    lease = lock.acquire(timeout=1)
+    assert Lock(r, "patience", fair=True).acquire(timeout=0.05) is None   # gave up: left the line
+    assert lock.waiting() == [] and not r.exists(f"{lock.queue_key}:until")
+    assert lock.try_acquire("dead") is None          # queued once, then never asks again
+    assert lock.waiting() == ["dead"] and 0 < r.pttl(lock.queue_key) <= 300 + 10_000
+    until = int(r.hget(f"{lock.queue_key}:until", "dead"))
+    now = int(r.time()[0]) * 1000
+    assert now < until <= now + 1300
+    lock.release(lease)
+    assert lock.try_acquire("alive") is None         # 'dead' still has its place for now
+    time.sleep(0.4)                                  # past its patience (server time)
+    got = lock.try_acquire("alive")
+    assert got is not None and lock.waiting() == []  # 'dead' skipped and forgotten
+    assert r.hgetall(f"{lock.queue_key}:until") == {}
+
+
+def test_fair_hand_off_is_one_round_trip_for_the_woken_waiter(r):
+    """The head is woken by the release's PUBLISH and takes the lock with one EVALSHA: no sleep,
+    no retry storm (commands counted, not time)."""
+    import threading
+
+    from redistutor import trace
+
+    holder = Lock(r, "handoff", fair=True)
+    lease = holder.acquire(timeout=1)
+    waiter_client = type(r)(connection_pool=r.connection_pool)
+    got = []
+    with trace(waiter_client) as t:
+        th = threading.Thread(target=lambda: got.append(Lock(waiter_client, "handoff", fair=True).acquire(timeout=10)),
+                              name="waiter")
+        th.start()
+        wait_until(lambda: len(holder.waiting()) == 1)
+        holder.release(lease)
+        th.join(10)
+    assert got and got[0] is not None
+    mine = [n for n in t.names(thread="waiter") if n != "SCRIPT LOAD"]
+    assert mine == ["EVALSHA", "EVALSHA"]  # refused once (joined the line), then granted: no retry loop
+
+
+def test_lock_loads_its_scripts_once_per_client(r):
+    from redistutor import trace
+
+    c = type(r)(connection_pool=r.connection_pool)
+    with trace(c) as t:
+        Lock(c, "a")
+        Lock(c, "b", fair=True)
+    assert t.names() == ["SCRIPT LOAD"] * 5 and t.round_trips == 1
+    shas = [Lock(c, "c")._acquire.sha, Lock(c, "d", fair=True)._release_fair.sha]
+    assert r.script_exists(*shas) == [True, True]
