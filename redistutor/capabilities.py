@@ -100,6 +100,11 @@ class Capabilities:
         items: list[tuple[str, bool | None]] = [(f"Redis {self.version_str} ({self.backend})", None),
                                                 (f"modules: {mods or 'none'}", None)]
         items += [(label, all(self.has(f) for f in names)) for label, names in CARD_FEATURES]
+        from .provision import older_than_pinned
+
+        older = older_than_pinned(self.version)
+        if older:  # a fall-back build or an older server: numbers may differ from the notebooks' prose
+            items.append((older, None))
         return items
 
     def card(self) -> str:

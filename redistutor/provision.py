@@ -36,7 +36,7 @@ import tarfile
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from .exceptions import BuildError, NoServerError
@@ -320,6 +320,21 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+NEWEST_PINNED: tuple[int, ...] = max(tuple(map(int, s.version.split("."))) for s in SOURCES)
+
+
+def older_than_pinned(version: Sequence[int]) -> str | None:
+    """A sentence when ``version`` is older than the newest release pinned here, else None.
+
+    The build falls back to an older pinned tarball when the newest cannot be had; a found
+    server may be older too. Either way the capability card and the test summary say so.
+    """
+    if tuple(version) >= NEWEST_PINNED:
+        return None
+    have, want = ".".join(map(str, version)), ".".join(map(str, NEWEST_PINNED))
+    return f"Redis {have} is older than the newest pinned release, {want}"
 
 
 def fetch_tarball(sources: Iterable[Source] = SOURCES) -> tuple[Source, Path]:

@@ -9,6 +9,11 @@
   stable plain text.
 * **No orphans.** At the end of the run, any ``redis-server`` started by this run that is still
   alive is reported, killed, and fails the run.
+* **What ran where.** The header names the Redis the run uses (and says so when it is older than
+  the newest pinned release); the summary gives the wall time of each phase (runtime unit tests,
+  pattern and exercise tests, notebooks, static checks, browser check).
+* **Markers.** ``notebook`` (every nbval item), ``lab`` and ``cluster`` (tests that start lab
+  fleets or clusters, marked from their fixtures and module source), ``slow``: ``-m "not slow"``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import pytest
 
 _requires_cache: dict[str, Any] = {}
 _caps = None
+_config: pytest.Config | None = None
 
 
 def notebook_requirements(path: str | os.PathLike) -> dict | None:
@@ -66,10 +72,49 @@ def _strict() -> bool:
     return os.environ.get("REDISTUTOR_STRICT_CAPABILITIES", "") in ("1", "true", "yes")
 
 
+MARKERS = {
+    "notebook": "a notebook run under nbval (applied to every .ipynb item)",
+    "lab": "starts several servers through redistutor.lab (fleet, replication, workers)",
+    "cluster": "starts a real Redis Cluster through redistutor.lab.Cluster",
+    "slow": "takes more than about 10 s on 2 cores; -m 'not slow' skips it",
+}
+
+# Phases of the run, by where the test lives (first match wins); the summary reports each one.
+PHASES = (
+    ("notebooks (nbval)", ("notebooks/",)),
+    ("browser check", ("tests/browser/",)),
+    ("static checks", ("tests/test_skeleton.py", "tests/test_packaging.py")),
+    ("pattern and exercise tests", ("tests/patterns/", "tests/exercises/")),
+    ("runtime unit tests", ("",)),
+)
+
+
+def phase_of(nodeid: str) -> str:
+    return next(name for name, prefixes in PHASES if nodeid.startswith(prefixes))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from . import provision
+
+    if os.environ.get("REDIS_URL"):
+        return ["redistutor: REDIS_URL is set: notebooks attach to it; unit tests start local servers"]
+    found = provision.find_binary().found
+    if found is None:
+        return ["redistutor: no Redis 8 found yet (python -m redistutor provision builds one)"]
+    line = f"redistutor: Redis {found.version_str} ({found.origin}: {found.path})"
+    older = provision.older_than_pinned(found.version)
+    return [line + (f"; NOTE: {older}" if older else "")]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "redistutor_missing(reason): notebook needs a capability the server lacks"
     )
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    global _config
+    _config = config
+    config._redistutor_phases = {}  # type: ignore[attr-defined]
     os.environ.setdefault("REDISTUTOR_DISPLAY", "text")
     # Only the controlling process (not xdist workers) watches for orphans.
     if not hasattr(config, "workerinput"):
@@ -83,6 +128,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path = str(getattr(item, "path", item.fspath))
         if path.endswith(".ipynb"):
             by_file.setdefault(path, []).append(item)
+            item.add_marker(pytest.mark.notebook)
     if not by_file:
         return
     from .exceptions import MissingCapability
@@ -101,6 +147,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             )
             for item in nb_items:
                 item.add_marker(marker)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collect each test's start and stop (on the controller too, from xdist workers' reports)."""
+    phases = getattr(_config, "_redistutor_phases", None)
+    if phases is None or report.when not in ("setup", "call", "teardown"):
+        return
+    start, stop = getattr(report, "start", None), getattr(report, "stop", None)
+    if start is None or stop is None:
+        return
+    entry = phases.setdefault(phase_of(report.nodeid), {"first": start, "last": stop, "busy": 0.0, "tests": set()})
+    entry["first"], entry["last"] = min(entry["first"], start), max(entry["last"], stop)
+    entry["busy"] += stop - start
+    entry["tests"].add(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    phases = getattr(config, "_redistutor_phases", None)
+    if not phases or hasattr(config, "workerinput"):
+        return
+    terminalreporter.section("redistutor: time per phase")
+    for name, _ in PHASES:
+        if name in phases:
+            e = phases[name]
+            terminalreporter.write_line(
+                f"{name:28} {len(e['tests']):5} tests  {e['last'] - e['first']:7.1f} s wall "
+                f"(first start to last stop)  {e['busy']:7.1f} s in tests")
+    for line in pytest_report_header(config):
+        terminalreporter.write_line(line)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -76,10 +76,10 @@ def test_fleet_of_five_one_killed_and_restarted():
         fleet["n3"].kill()
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         assert fleet.up() == ["n1", "n2", "n4", "n5"]
-        t = time.monotonic()
+        # Fail fast, asserted on its cause (no retries configured), not on a time.
+        assert fleet["n3"].r.get_retry().get_retries() == 0
         with pytest.raises(redis.ConnectionError):
             fleet["n3"].r.get("who")
-        assert time.monotonic() - t < 0.5  # fail fast: no retry storm
         assert fleet["n1"].r.get("who") == "n1"  # the others do not care
 
         fleet["n3"].restart()
@@ -145,22 +145,14 @@ def test_promoted_replica_lacks_the_acknowledged_unreplicated_write():
 def test_slow_replica_link_shows_in_wait():
     with lab.Replicated(replicas=2) as rep:
         rep.link("replica-2").set_delay(300)
-        t = time.monotonic()
         assert rep.set_and_wait("k", "v", replicas=2, timeout_ms=100) == 1  # only the fast one
-        assert time.monotonic() - t < 0.3
         assert rep.set_and_wait("k2", "v", replicas=2, timeout_ms=3000) == 2  # the slow one later
 
 
 # -- cluster --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = lab.Cluster(3, replicas=1).start()
-    pids = {n.pid for n in c}
-    yield c
-    c.stop()
-    assert not wait_gone(pids)
+# `cluster` (3 masters, a replica each, for this module) is the shared fixture in tests/conftest.py.
 
 
 def test_cluster_formed_and_a_slots_owner_identified(cluster):
@@ -356,10 +348,11 @@ def test_paused_node_times_out_then_resumes():
     with lab.Node("p") as node:
         node.r.set("k", "v")
         node.pause()
+        assert node.r.get_retry().get_retries() == 0  # one timeout, not a retried series
         t = time.monotonic()
         with pytest.raises(redis.TimeoutError):
             node.r.get("k")
-        assert 0.9 < time.monotonic() - t < 1.5  # the 1 s socket timeout, no retries
+        assert time.monotonic() - t > 0.9  # the 1 s socket timeout ran out (a lower bound only)
         assert node.paused and node.running
         node.resume()
         assert node.client().get("k") == "v"
@@ -370,11 +363,13 @@ def test_paused_node_times_out_then_resumes():
 def test_client_pause_and_debug_sleep_delay_but_do_not_fail():
     with lab.Node("slow") as node:
         node.client_pause(300, writes_only=True)
+        # Relative, not absolute: the read is answered during the pause, the write after it.
         t = time.monotonic()
         assert node.client().get("k") is None  # reads are not paused
-        assert time.monotonic() - t < 0.2
+        read_s = time.monotonic() - t
         node.client().set("k", "v")  # writes wait for the pause to end
-        assert time.monotonic() - t > 0.2
+        write_s = time.monotonic() - t
+        assert write_s > 0.2 and read_s < write_s
         done = node.debug_sleep(0.3)
         time.sleep(0.05)
         t = time.monotonic()
@@ -390,12 +385,13 @@ def test_latency_proxy_delays_partitions_heals_and_stops():
         c.ping()  # connect (the handshake pays the delay too)
         t = time.monotonic()
         c.ping()
-        assert time.monotonic() - t >= 0.08  # 40 ms each way
+        delayed_s = time.monotonic() - t
+        assert delayed_s >= 0.08  # 40 ms each way (a lower bound: the delay is injected)
         proxy.set_delay(0)
         t = time.monotonic()
         c.ping()
         c.ping()
-        assert time.monotonic() - t < 0.08
+        assert time.monotonic() - t < delayed_s  # two undelayed round trips beat one delayed
         proxy.partition()
         with pytest.raises(redis.TimeoutError):
             c.ping()

@@ -43,3 +43,16 @@ def test_found_binary_is_redis8_with_modules():
     assert {"ReJSON", "bf", "search"} <= set(modules)
     for path in modules.values():
         assert path.stat().st_mode & 0o111, "module copies must be executable"
+
+
+def test_an_older_server_or_fall_back_build_is_named_on_the_card():
+    from redistutor.capabilities import Capabilities
+
+    newest = provision.NEWEST_PINNED
+    assert newest == max(tuple(map(int, s.version.split("."))) for s in provision.SOURCES)
+    assert provision.older_than_pinned(newest) is None
+    older = (8, 0, 1)
+    note = provision.older_than_pinned(older)
+    assert note == f"Redis 8.0.1 is older than the newest pinned release, {'.'.join(map(str, newest))}"
+    card = Capabilities(older, {}, frozenset(), "local").card()
+    assert card.endswith(note) and Capabilities(newest, {}, frozenset(), "local").card().count("older") == 0

@@ -22,10 +22,7 @@ def rep():
         yield topology
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with lab.Cluster(3, replicas=1) as topology:
-        yield topology
+# `cluster` (3 masters, a replica each) is the shared fixture in tests/conftest.py.
 
 
 # -- Try it: what kill -9 loses ----------------------------------------------------------------
