@@ -152,3 +152,40 @@ def test_nothing_is_lost_or_doubled_under_concurrent_workers(redis_server, r):
     assert sorted(seen) == ids and r.get(q.done) == "400"
     assert not r.exists(q.queue, q.leases) and r.keys("q:processing:*") == []
 
+
+
+def test_key_names_and_defaults(r):
+    """The keys a learner sees in the views, and the defaults the notebook's prose relies on."""
+    q = ReliableQueue(r, "rq:demo")
+    assert (q.queue, q.leases, q.retries, q.done, q.dead) == (
+        "rq:demo:queue", "rq:demo:leases", "rq:demo:retries", "rq:demo:done", "rq:demo:dead")
+    assert (q.lease_ms, q.max_retries) == (30_000, 3)
+    q.push("m1")
+    before = int(time.time() * 1000)
+    with trace(r) as t:
+        q.take("w1")
+    src, dst, wherefrom, whereto, timeout = t.commands[0].args
+    assert (src, dst) == ("rq:demo:queue", "rq:demo:processing:w1") and timeout == "1.0"   # waits 1 s
+    assert (wherefrom.upper(), whereto.upper()) == ("RIGHT", "LEFT")   # oldest out; case is not significant
+    assert before + 30_000 <= r.zscore(q.leases, "m1") <= int(time.time() * 1000) + 30_000
+
+
+def test_reaper_reads_the_clock_when_not_given_one(r):
+    q = ReliableQueue(r, "q", lease_ms=1)
+    q.push("m1")
+    q.take("w1")
+    deadline = r.zscore(q.leases, "m1")
+    while time.time() * 1000 <= deadline + 1:             # the lease has run out on this clock
+        time.sleep(0.001)
+    assert reap(q, ["w1"]) == ["m1"] and r.lrange(q.queue, 0, -1) == ["m1"]
+
+
+def test_default_max_retries_dead_letters_at_the_fourth_return(r):
+    q = ReliableQueue(r, "q", lease_ms=10)
+    q.push("poison")
+    now = int(time.time() * 1000)
+    for _ in range(4):
+        q.take("w1", timeout=0.1)
+        now += 1000
+        reap(q, ["w1"], now_ms=now)
+    assert r.lrange(q.dead, 0, -1) == ["poison"] and r.hget(q.retries, "poison") == "4"
