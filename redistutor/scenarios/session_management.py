@@ -240,8 +240,8 @@ def plot_sliding(trial: dict[str, Any]) -> None:
 
     fig, ax = charts.figure("Sliding expiry: PTTL of three sessions", xlabel="time since login (ms)",
                             ylabel="PTTL (ms)")
-    for name, pts in trial["samples"].items():
-        ax.plot([t for t, p in pts if p >= 0], [p for _, p in pts if p >= 0], label=name)
+    for (name, pts), style in zip(trial["samples"].items(), ("-", "-", "--")):
+        ax.plot([t for t, p in pts if p >= 0], [p for _, p in pts if p >= 0], style, label=name)
     ax.plot([t for t, _ in trial["reads"]["active"]], [trial["idle_ms"]] * len(trial["reads"]["active"]),
             "|", color="black", markersize=8, label="a read (get)")
     ax.axvline(trial["max_ms"], ls="--", color="grey", label=f"hard lifetime ({trial['max_ms']} ms)")
@@ -282,7 +282,14 @@ def csrf_trial(r: Any, store: Any, field_ms: int = 150) -> dict[str, Any]:
     r.hpexpire(key, 60_000, "csrf")
     r.hset(key, "csrf", "rotated-by-plain-HSET")
     facts["HPTTL csrf after HSET"] = r.hpttl(key, "csrf")[0]
+    facts["HEXPIRE csrf 300 s, then HTTL"] = (r.hexpire(key, 300, "csrf")[0], r.httl(key, "csrf")[0])
     return {"sid": sid, "key": key, **facts}
+
+
+def facts_table(facts: dict[str, Any], title: str) -> Table:
+    """A two-column view of measured facts (None shown as None, not as an empty cell)."""
+    return Table(["measure", "value"], [[k, "None" if v is None else v] for k, v in facts.items()
+                                        if k not in ("sid", "key")], title=title)
 
 
 # -- writes that resurrect -------------------------------------------------------------------------
