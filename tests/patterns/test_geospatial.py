@@ -59,6 +59,8 @@ def test_nearby_is_nearest_first_in_metres_and_equals_brute_force(r):
     assert len(d.nearby(*sc.OSLO, 1_500)) == 5
     inside = [m for t, m in truth if t <= 300]
     assert [m for m, _ in d.nearby(*sc.OSLO, 300, count=1_000)] == inside
+    # with no COUNT Redis does not sort unless asked: ASC is what keeps the nearest first
+    assert [m for m, _ in d.nearby(*sc.OSLO, 300, count=None)] == inside
 
 
 def test_nearby_respects_the_radius(r):
