@@ -31,6 +31,7 @@ from .. import lab
 from ..events import EventLog
 from ..patterns.pinterest_task_queue import Partitioned
 from ..patterns.reliable_queue import ReliableQueue
+from ..race import wait_until
 from ..sink import CommandStats, Sink, close_sinks, config
 from ..tables import Table
 
@@ -114,11 +115,7 @@ def _unique(clients) -> list:
 def wait_until_idle(client, key: str, seconds: int = 1, timeout: float = 5.0) -> None:
     """Poll OBJECT IDLETIME until ``key`` has been untouched for ``seconds`` (LRU's clock ticks in
     seconds): the backlog is older than anything the cache writes next."""
-    deadline = time.monotonic() + timeout
-    while (client.object("idletime", key) or 0) < seconds:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{key} never became idle")
-        time.sleep(0.02)
+    wait_until(lambda: (client.object("idletime", key) or 0) >= seconds, timeout, f"{key} to be idle", step=0.02)
 
 
 # -- cache pressure on a backlog -----------------------------------------------------------------
