@@ -23,7 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import _html as H
 from .exceptions import CheckFailed
+from .listing import Listing
 from .options import text_mode
 
 CORRECT, INCORRECT, NOT_ATTEMPTED = "correct", "incorrect", "not attempted"
@@ -116,19 +118,34 @@ class Exercise:
         if result.outcome == INCORRECT:
             raise _Failed(result)
 
-    def hint(self, n: int = 1) -> str:
-        """Hint ``n`` (1 = gentlest)."""
+    def hint(self, n: int = 1) -> Hint:
+        """Hint ``n`` (1 = gentlest), as a view: the last line of a cell shows it once."""
         n = max(1, min(n, len(self.hints)))
-        text = f"Hint {n}/{len(self.hints)}: {self.hints[n - 1]}"
-        print(text)
-        return text
+        return Hint(f"Hint {n}/{len(self.hints)}: {self.hints[n - 1]}")
 
-    def solution(self) -> str:
-        print(self.solution_code)
-        return self.solution_code
+    def solution(self) -> Listing:
+        """The reference solution, highlighted (the last line of a cell shows it once);
+        ``str(ex.solution())`` is its code."""
+        return Listing(self.solution_code, title=f"{self.name}: a reference solution")
 
     def __repr__(self) -> str:
         return f"Exercise({self.name!r}, {len(self.hints)} hints)"
+
+
+class Hint(H.Renderable):
+    """One hint, shown once as text (its repr) or as a note in HTML; ``str()`` is the text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def _text(self) -> str:
+        return self.text
+
+    def _html(self) -> str:
+        return H.note(self.text)
+
+    def __str__(self) -> str:
+        return self.text
 
 
 class _Failed(CheckFailed):
@@ -316,9 +333,10 @@ def type_is(target: Any, key: str, expected: str, *, show: bool = True) -> Verdi
                    "key does not exist" if actual == "none" else actual, show=show)
 
 
-def max_concurrent(log: Any, limit: int = 1, *, start_kind: Any = "acquire", end_kind: Any = "release",
-                   show: bool = True) -> Verdict | None:
-    """At most ``limit`` actors held the resource at once (spans from start_kind to end_kind)."""
+def at_most_concurrent(log: Any, limit: int = 1, *, start_kind: Any = "acquire", end_kind: Any = "release",
+                       show: bool = True) -> Verdict | None:
+    """Check that at most ``limit`` actors held the resource at once (spans from start_kind to
+    end_kind). ``redistutor.max_concurrent(log)`` and ``Timeline.max_concurrent`` give the number."""
     from .timeline import max_concurrent as _max
     from .timeline import overlaps
 
@@ -328,6 +346,10 @@ def max_concurrent(log: Any, limit: int = 1, *, start_kind: Any = "acquire", end
         pairs = ", ".join(" & ".join(p) for p in overlaps(log, start_kind, end_kind)[:3])
         return verdict(what, False, f"≤ {limit}", f"{actual} at once ({pairs})", show=show)
     return verdict(what, True, f"≤ {limit}", actual, show=show)
+
+
+# The name this check had before it was told apart from the counting max_concurrent.
+max_concurrent = at_most_concurrent
 
 
 def commands_were(t: Any, expected: list[str], *, thread: str | None = None, show: bool = True) -> Verdict | None:

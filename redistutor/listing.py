@@ -24,6 +24,9 @@ class Listing(H.Renderable):
     def _text(self) -> str:
         return (f"{self.title}\n" if self.title else "") + self.code
 
+    def __str__(self) -> str:
+        return self.code
+
     def _html(self) -> str:
         try:
             from pygments import highlight

@@ -17,6 +17,7 @@ session, so Jupyter's Interrupt (SIGINT to the kernel's process group) stops the
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import re
 import secrets
@@ -1007,6 +1008,14 @@ def start_server(
                 "(or pass backend='local') to use them."
             )
         server = AttachedServer(url, name=name)
+    elif chosen == "docker" and local_options:
+        if (backend or os.environ.get("REDISTUTOR_BACKEND") or "auto").lower() == "docker":
+            raise ConfigError(
+                f"Options {sorted(local_options)} apply to a local server only: the Docker backend "
+                "cannot honour them; pass backend='local' (or drop the options)."
+            )
+        # Chosen automatically: the options need a local server, which provision can build.
+        server = RedisServer(name=name, **local_options)
     elif chosen == "docker":
         server = DockerServer(name=name)
     else:
@@ -1040,9 +1049,17 @@ def _show_card(server: Any) -> None:
         display(view)
 
 
-def connect(name: str = "notebook", **kwargs: Any) -> redis.Redis:
-    """Shortcut: start a server and return a client (the server stops at exit)."""
-    return start_server(name, **kwargs).client()
+_connect_numbers = itertools.count(1)
+
+
+def connect(name: str | None = None, **kwargs: Any) -> redis.Redis:
+    """Shortcut: start a server of its own and return a client (the server stops at exit).
+
+    Each call without ``name`` starts a new server (``connect-1``, ``connect-2``, ...), so it never
+    replaces the server a notebook started with ``start_server()``; pass ``name`` to reuse one
+    slot on purpose (re-running the cell then replaces that server, as ``start_server`` does).
+    """
+    return start_server(name or f"connect-{next(_connect_numbers)}", **kwargs).client()
 
 
 @atexit.register

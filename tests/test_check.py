@@ -117,3 +117,31 @@ def test_long_failure_messages_are_shown_whole_and_wrap(r):
     with set_options(display="html"):
         page = result._repr_html_()
     assert "END" in page and "white-space:pre-wrap" in page
+
+
+def test_hint_and_solution_are_shown_once_not_printed_and_returned(capsys):
+    from redistutor.check import Exercise
+
+    ex = Exercise("demo", lambda answer: None, hints=["gentle", "specific"], solution="def f():\n    return 1\n")
+    hint, solution = ex.hint(2), ex.solution()
+    assert capsys.readouterr().out == ""  # before: printed, and returned, so the cell showed it twice
+    assert repr(hint) == str(hint) == "Hint 2/2: specific" and "rt-note" in hint._html()
+    assert str(solution) == "def f():\n    return 1" and repr(solution).startswith("demo: a reference solution")
+    assert repr(ex.hint(9)) == "Hint 2/2: specific"  # past the last hint: the last one
+
+
+def test_max_concurrent_counts_and_at_most_concurrent_checks():
+    from redistutor import max_concurrent
+    from redistutor.events import EventLog
+    from redistutor.timeline import Timeline
+
+    log = EventLog()
+    for actor in ("a", "b"):
+        log.record(actor, "acquire")
+    log.record("a", "release")
+    log.record("b", "release")
+    assert max_concurrent(log) == 2 and Timeline(log).max_concurrent == 2  # the number, both ways
+    assert check.at_most_concurrent(log, 2, show=False).passed
+    with pytest.raises(CheckFailed):
+        check.at_most_concurrent(log, 1)  # the check: it fails, with expected vs actual
+    assert check.max_concurrent is check.at_most_concurrent  # the older name of the check

@@ -280,3 +280,28 @@ def test_setup_cell_shows_the_card_as_a_view_in_jupyter(monkeypatch):
         assert 'class="rt-items"' in shown[0]._html()
     finally:
         server.stop()
+
+
+def test_connect_never_replaces_the_notebooks_own_server(monkeypatch):
+    from redistutor.server import connect
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    server = start_server("notebook", backend="local", quiet=True)
+    try:
+        a = connect(backend="local", quiet=True)
+        b = connect(backend="local", quiet=True)
+        assert server.running and server.client().ping()  # before: connect() stopped it
+        ports = {server.port, a.connection_pool.connection_kwargs["port"],
+                 b.connection_pool.connection_kwargs["port"]}
+        assert len(ports) == 3 and a.ping() and b.ping()
+    finally:
+        server.stop()
+
+
+def test_docker_backend_refuses_local_options_as_attach_mode_does(monkeypatch):
+    from redistutor.exceptions import ConfigError
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(ConfigError) as info:
+        start_server("docker-options", backend="docker", quiet=True, config={"maxmemory": "10mb"})
+    assert "apply to a local server only" in info.value.message and "backend='local'" in info.value.message

@@ -69,7 +69,7 @@ def lock_exercise(r: redis.Redis, prefix: str = "tour:lock", *, threads: int = 2
 
         wins = sum(run_threads(worker, threads, log=log))
         expect(wins >= 1, f"under {threads} threads at least one acquire succeeds", expected=">= 1", actual=wins)
-        C.max_concurrent(log, 1, show=False)
+        C.at_most_concurrent(log, 1, show=False)
 
     return Exercise(
         "atomic lock acquire", checker,
