@@ -199,7 +199,9 @@ def _onnx_reference(minilm, texts):
 
 
 def test_minilm_agrees_with_the_int8_onnx_export_on_the_corpus(minilm):
-    texts = DOCS
+    from redistutor.scenarios import vector_search_ai as sc
+
+    texts = sc.corpus_texts()                    # 174 texts: passages, questions, cache probes
     ours = minilm.embed(texts)
     ref = _onnx_reference(minilm, texts)
     cos = (ours * ref).sum(1)
