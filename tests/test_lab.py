@@ -539,3 +539,18 @@ def test_kill9_of_the_parent_leaves_no_process(tmp_path):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+def test_workers_run_to_completion_under_every_start_method(context):
+    # Before: under forkserver a worker's parent is the fork server, so its parent check saw a
+    # "changed parent" at once and every worker exited 1 without working.
+    with lab.Node("ctx") as node:
+        try:
+            w = lab.run_workers(lab.counter_worker, 2, nodes=[node], log=node.log, kwargs={"n": 20},
+                                context=context)
+        finally:
+            if context == "forkserver":  # multiprocessing's own fork server outlives the workers
+                from multiprocessing import forkserver
+                forkserver._forkserver._stop()  # type: ignore[attr-defined]
+        assert w.exitcodes == {"w1": 0, "w2": 0} and node.r.get("lab:counter") == "40"

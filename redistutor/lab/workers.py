@@ -89,9 +89,25 @@ class WorkerContext:
 
 
 def _exit_with_parent(parent: int) -> None:
-    """Belt and braces next to the guardian: leave if the process that started us is gone."""
+    """Belt and braces next to the guardian: leave if the process that started us is gone.
+
+    Under fork and spawn the starter is our parent, and a changed parent pid (reparenting) is
+    the reliable sign. Under forkserver our parent is the fork server, so the starter is asked
+    directly (signal 0: does the pid exist?).
+    """
+    forked_by_starter = os.getppid() == parent
     while True:
-        if os.getppid() != parent:
+        if forked_by_starter:
+            gone = os.getppid() != parent
+        else:
+            try:
+                os.kill(parent, 0)
+                gone = False
+            except ProcessLookupError:
+                gone = True
+            except PermissionError:
+                gone = False  # exists, owned by someone else: cannot be ours gone
+        if gone:
             os._exit(1)
         time.sleep(0.2)
 
