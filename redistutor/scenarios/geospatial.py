@@ -423,22 +423,22 @@ def geodist_error(r: Any, key: str, pairs: int = 240, seed: int = 7) -> list[dic
     across the antimeridian, and short hops due north or due east. Returns one row per pair."""
     rng = random.Random(seed)
     specs: list[tuple[str, float, float, float, float]] = []
+    longest = {"anywhere": 19_000_000, "near the poles": 400_000, "across the antimeridian": 2_000_000,
+               "due north / due east": 100_000}
     for i in range(pairs):
-        metres = 10 ** rng.uniform(1, math.log10(19_000_000))
-        bearing = rng.uniform(0, 360)
         region = ("anywhere", "near the poles", "across the antimeridian", "due north / due east")[i % 4]
+        metres = 10 ** rng.uniform(1, math.log10(longest[region]))   # log-uniform: as many short as long
+        bearing = rng.uniform(0, 360)
         if region == "anywhere":
             lon, lat = rng.uniform(-180, 180), rng.uniform(-80, 80)
         elif region == "near the poles":
             lon, lat = rng.uniform(-180, 180), rng.choice((-1, 1)) * rng.uniform(80, 84.9)
-            metres = min(metres, 400_000)
         elif region == "across the antimeridian":
             lon, lat, bearing = rng.choice((179.9, -179.9)), rng.uniform(-70, 70), rng.uniform(45, 135)
             bearing = bearing if lon > 0 else -bearing
-            metres = min(metres, 2_000_000)
+            metres = max(metres, 12_000)   # far enough to reach the other side
         else:
             lon, lat, bearing = rng.uniform(-180, 180), rng.uniform(-80, 80), rng.choice((0.0, 90.0))
-            metres = min(metres, 100_000)
         lon2, lat2 = destination(lon, lat, bearing, metres)
         if not LAT_MIN <= lat2 <= LAT_MAX:
             continue
@@ -473,13 +473,15 @@ def plot_geodist(rows: list[dict[str, Any]]) -> None:
         sel = [x for x in rows if x["region"] == region]
         ax.scatter([x["geodesic"] for x in sel], [x["rel"] * 100 for x in sel], s=12, color=charts.PALETTE[i],
                    marker="os^D"[i], label=region)
-    for y in (0.5, -0.5):
-        ax.axhline(y, color="black", lw=0.8, ls="--")
+    for n, y in enumerate((0.5, -0.5)):
+        ax.axhline(y, color="black", lw=0.8, ls="--", label="+-0.5 %" if n == 0 else None)
+    for n, y in enumerate(sphere_error_bounds()):
+        ax.axhline(y * 100, color=charts.NEUTRAL, lw=0.8, ls=":", label="the sphere's bounds" if n == 0 else None)
     ax.set_xscale("log")
     hi = max(rows, key=lambda x: x["rel"])
     lo = min(rows, key=lambda x: x["rel"])
     charts.finish(ax, summary=f"in this run the error ran from {lo['rel']:+.3%} ({lo['region']}, lat {lo['lat']:.0f}) "
-                  f"to {hi['rel']:+.3%} ({hi['region']}, lat {hi['lat']:.0f}); dashed lines: +-0.5 %")
+                  f"to {hi['rel']:+.3%} ({hi['region']}, lat {hi['lat']:.0f})")
 
 
 def geodist_table(rows: list[dict[str, Any]]) -> Table:
