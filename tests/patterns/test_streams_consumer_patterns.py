@@ -142,3 +142,55 @@ def test_storm_loses_nothing_at_any_sample(redis_server, r, sink):
     assert run["samples"] and all(s["lost"] == 0 for _, s in run["samples"])
     assert run["final"]["pending"] == 0 and run["final"]["done"] == 300
     assert run["by_consumer"]["w2"] == 6 and run["stalled"] == "7-0"
+
+
+def poison_handler(seen):
+    def handle(entry_id, fields):
+        if fields.get("poison") == "1":
+            raise ValueError(entry_id)
+        seen.append(entry_id)
+    return handle
+
+
+def test_consume_reads_ten_at_a_time_by_default(r):
+    from redistutor import trace
+
+    sc.fill(r, S, G, 25)
+    seen, handle = recorder()
+    with trace(r) as t:
+        consume(r, S, G, "c1", handle=handle, dlq=DLQ)
+    reads = t.select("XREADGROUP")
+    assert reads and all(c.args[c.args.index("COUNT") + 1] == "10" for c in reads)
+    assert len(seen) == 25
+
+
+def test_a_poison_entry_alone_in_my_pel_is_stepped_over(r):
+    """Phase 1 moves past an entry that stays pending (walks from the last id of the batch)."""
+    ids = sc.fill(r, S, G, 3, poison=(1,))
+    r.xreadgroup(G, "c1", {S: ">"}, count=1)             # c1's previous life took the poison one
+    seen = []
+    consume(r, S, G, "c1", handle=poison_handler(seen), dlq=DLQ)
+    assert seen == ids[1:]                                # phase 2 went on to the new entries
+    [p] = r.xpending_range(S, G, "-", "+", 10)
+    assert p["message_id"] == ids[0] and p["times_delivered"] == 2   # still pending, not yet dead
+
+
+def test_default_max_deliveries_is_three(r):
+    ids = sc.fill(r, S, G, 1, poison=(1,))
+    seen = []
+    for expected_dead in (0, 0, 1):                       # deliveries 1, 2, 3
+        consume(r, S, G, "c1", handle=poison_handler(seen), dlq=DLQ)
+        assert r.xlen(DLQ) == expected_dead
+    assert r.xpending(S, G)["pending"] == 0 and r.xrange(DLQ)[0][1]["id"] == ids[0]
+
+
+def test_one_recover_pass_claims_each_entry_once(r):
+    """XAUTOCLAIM continues from its cursor: a poison entry near the start is not claimed again
+    in the same pass (a scan restarted at 0-0 would deliver it twice and dead-letter it early)."""
+    ids = sc.fill(r, S, G, 150, poison=(1,))
+    r.xreadgroup(G, "dead", {S: ">"}, count=150)
+    seen = []
+    recover(r, S, G, "c2", 0, handle=poison_handler(seen), dlq=DLQ)
+    assert seen == ids[1:] and r.xlen(DLQ) == 0
+    [p] = r.xpending_range(S, G, "-", "+", 10)
+    assert p["message_id"] == ids[0] and p["times_delivered"] == 2
