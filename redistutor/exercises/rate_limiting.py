@@ -17,7 +17,6 @@ from ..check import Exercise, expect
 from ..timeline import run_threads
 from ..trace import trace
 
-
 # -- reference solutions (self-tested in tests/exercises/test_rate_limiting.py) -----------------
 
 CREDIT_QUOTA_LUA = """

@@ -11,10 +11,19 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ..patterns.rate_limiting import (ALGORITHMS, FixedWindow, NaiveLimiter, RateLimiter, SlidingLog,
-                                      TokenBucket, fixed_window_hit)
+from ..clocks import SkewedClock
+from ..patterns.rate_limiting import (
+    ALGORITHMS,
+    FixedWindow,
+    NaiveLimiter,
+    RateLimiter,
+    SlidingLog,
+    TokenBucket,
+    fixed_window_hit,
+)
 from ..tables import Table
 from ..timeline import run_threads
 
@@ -39,20 +48,6 @@ class FakeClock:
     def set(self, ms: int) -> int:
         self.now = int(ms)
         return self.now
-
-
-class SkewedClock:
-    """Another machine's clock: ``base()`` plus a fixed error (``offset_ms`` < 0: running behind)."""
-
-    def __init__(self, base: Callable[[], int], offset_ms: int) -> None:
-        self.base = base
-        self.offset_ms = int(offset_ms)
-
-    def __call__(self) -> int:
-        return int(self.base()) + self.offset_ms
-
-    def __repr__(self) -> str:
-        return f"SkewedClock({self.offset_ms:+d} ms)"
 
 
 def wall_clock_ms() -> int:
@@ -192,7 +187,7 @@ def crowd_trial(server: Any, prefix: str, clock: Callable[[], int], *, threads: 
     out = {}
     try:
         for name, lim in limiters(crowd, prefix, limit=limit, clock=clock).items():
-            per_client = together(threads, lambda: sum(bool(lim.hit("dave")) for _ in range(each)))
+            per_client = together(threads, lambda lim=lim: sum(bool(lim.hit("dave")) for _ in range(each)))
             out[name] = (sum(per_client), sum(n > 0 for n in per_client))
     finally:
         crowd.close()
@@ -249,7 +244,7 @@ def plot_decisions(timeline: dict[str, list[tuple[int, bool]]]) -> None:
 
     fig, ax = charts.figure("Accept and reject over time (limit 5 per s)", xlabel="time (s)",
                             ylabel="algorithm", width=9, height=3.2)
-    for row, (name, reqs) in enumerate(timeline.items()):
+    for row, (_name, reqs) in enumerate(timeline.items()):
         ok = [t / 1000 for t, a in reqs if a]
         no = [t / 1000 for t, a in reqs if not a]
         ax.scatter(ok, [row] * len(ok), color=charts.OK, s=28, label="accepted" if row == 0 else None)
@@ -299,7 +294,8 @@ def plot_bucket(bucket: list[tuple[int, bool, float]], capacity: int = 5) -> Non
                   f"then {sum(a for t, a, _ in bucket if t > 0)} in the next 10 s")
 
 
-def throughput_trial(server: Any, prefix: str, *, threads: int = 4, each: int = 500) -> dict[str, tuple[int, int, float]]:
+def throughput_trial(server: Any, prefix: str, *, threads: int = 4,
+                     each: int = 500) -> dict[str, tuple[int, int, float]]:
     """Per algorithm, on the server's clock: (allowed, EVALSHA calls counted by the server,
     decisions per second) for ``threads`` x ``each`` decisions."""
     r = server.client()
@@ -312,7 +308,7 @@ def throughput_trial(server: Any, prefix: str, *, threads: int = 4, each: int = 
         for name, lim in limiters(r, prefix, limit=1_000_000, window_ms=60_000).items():
             before = evalsha_calls()
             t0 = time.perf_counter()
-            allowed = together(threads, lambda: sum(bool(lim.hit("hank")) for _ in range(each)))
+            allowed = together(threads, lambda lim=lim: sum(bool(lim.hit("hank")) for _ in range(each)))
             elapsed = time.perf_counter() - t0
             out[name] = (sum(allowed), evalsha_calls() - before, threads * each / elapsed)
     finally:
@@ -334,7 +330,8 @@ def plot_throughput(throughput: dict[str, tuple[int, int, float]]) -> None:
                   f"and {worst} slowest ({throughput[worst][2]:,.0f}/s), one EVALSHA per decision each")
 
 
-def skew_trial(server: Any, prefix: str, *, offset_ms: int = -90_000, requests: int = 20) -> dict[str, tuple[dict[str, int], int]]:
+def skew_trial(server: Any, prefix: str, *, offset_ms: int = -90_000,
+               requests: int = 20) -> dict[str, tuple[dict[str, int], int]]:
     """Two app servers A and B share each limiter (5 per minute); B's clock is ``offset_ms`` off.
     Requests alternate A, B, 50 ms apart; then the same with no clock (the server's TIME).
     Per algorithm: ({"A": allowed, "B": allowed}, allowed on the server clock)."""
@@ -345,7 +342,7 @@ def skew_trial(server: Any, prefix: str, *, offset_ms: int = -90_000, requests: 
         for name, cls in ALGORITHMS.items():
             kw = dict(limit=5, window_ms=60_000)
             a = cls(app_a, prefix=f"{prefix}:{cls.name}", clock=true_time, **kw)
-            b = cls(app_b, prefix=f"{prefix}:{cls.name}", clock=SkewedClock(true_time, offset_ms), **kw)
+            b = cls(app_b, prefix=f"{prefix}:{cls.name}", clock=SkewedClock(offset=offset_ms, base=true_time), **kw)
             a_srv = cls(app_a, prefix=f"{prefix}-srv:{cls.name}", **kw)
             b_srv = cls(app_b, prefix=f"{prefix}-srv:{cls.name}", **kw)
             by_app, srv = {"A": 0, "B": 0}, 0
@@ -366,14 +363,16 @@ def skew_table(skewed: dict[str, tuple[dict[str, int], int]]) -> Table:
                  title="Limit 5 per minute; B's clock 90 s behind A's; 20 requests alternating A, B")
 
 
-def restart_trial(persistence_modes: tuple[str, ...] = ("none", "aof-everysec", "aof-always")) -> dict[str, tuple[int, int]]:
+def restart_trial(
+        persistence_modes: tuple[str, ...] = ("none", "aof-everysec", "aof-always")) -> dict[str, tuple[int, int]]:
     """Per persistence mode, on a throwaway server: a sliding log of 5 per hour, 10 requests,
     kill -9 of the server, restart on the same data dir, 10 more. (allowed before, allowed after)."""
     from ..server import RedisServer
 
     out = {}
     for persistence in persistence_modes:
-        with RedisServer(modules=(), persistence=persistence, name=f"rl-{persistence}") as s:
+        s = RedisServer(modules=(), persistence=persistence, name=f"rl-{persistence}")
+        with s:
             lim = SlidingLog(s.client(), limit=5, window_ms=3_600_000, prefix="rl:login")
             before = sum(bool(lim.hit("mallory")) for _ in range(10))
             # everysec may hold the AOF write back (up to 2 s) behind a slow fsync while the

@@ -25,7 +25,7 @@ def test_credit_quota_counting_refused_requests_fails(r):
     if used <= tonumber(ARGV[2]) then return 1 end
     return 0
     """
-    res = ex.credit_quota(r).evaluate(lambda r, k, c, l, w: r.eval(script, 1, k, c, l, w) == 1)
+    res = ex.credit_quota(r).evaluate(lambda r, k, c, lim, w: r.eval(script, 1, k, c, lim, w) == 1)
     assert res.outcome == INCORRECT and "refused" in res.message
 
 
@@ -45,13 +45,13 @@ def test_credit_quota_two_round_trips_fail(r):
 
 def test_credit_quota_without_expiry_fails(r):
     script = ex.CREDIT_QUOTA_LUA.replace("redis.call('EXPIRE', KEYS[1], ARGV[3], 'NX')", "")
-    res = ex.credit_quota(r).evaluate(lambda r, k, c, l, w: r.eval(script, 1, k, c, l, w) == 1)
+    res = ex.credit_quota(r).evaluate(lambda r, k, c, lim, w: r.eval(script, 1, k, c, lim, w) == 1)
     assert res.outcome == INCORRECT and "TTL" in res.message
 
 
 def test_credit_quota_resetting_ttl_every_request_fails(r):
     script = ex.CREDIT_QUOTA_LUA.replace("ARGV[3], 'NX')", "ARGV[3])")
-    res = ex.credit_quota(r).evaluate(lambda r, k, c, l, w: r.eval(script, 1, k, c, l, w) == 1)
+    res = ex.credit_quota(r).evaluate(lambda r, k, c, lim, w: r.eval(script, 1, k, c, lim, w) == 1)
     assert res.outcome == INCORRECT and "push the expiry back" in res.message
 
 
@@ -87,7 +87,8 @@ def test_token_bucket_uncapped_refill_fails(r):
 def test_token_bucket_python_side_fails(r):
     def python_side(r, key, capacity, per_second, now_ms):
         h = r.hgetall(key)
-        tokens = min(capacity, float(h.get("tokens", capacity)) + (now_ms - float(h.get("ts", now_ms))) * per_second / 1000)
+        elapsed = now_ms - float(h.get("ts", now_ms))
+        tokens = min(capacity, float(h.get("tokens", capacity)) + elapsed * per_second / 1000)
         ok = tokens >= 1
         r.hset(key, mapping={"tokens": tokens - ok, "ts": now_ms})
         r.expire(key, 60)

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from redistutor import trace
+from redistutor.clocks import SkewedClock
 from redistutor.patterns.rate_limiting import (
     ALGORITHMS,
     FixedWindow,
@@ -18,7 +19,7 @@ from redistutor.patterns.rate_limiting import (
     TokenBucket,
     fixed_window_hit,
 )
-from redistutor.scenarios.rate_limiting import FakeClock, SkewedClock, max_in_any_window
+from redistutor.scenarios.rate_limiting import FakeClock, max_in_any_window
 
 W = 1000
 
@@ -231,7 +232,8 @@ def test_token_bucket_bursts_capacity_then_sustains_the_rate(r):
 def test_skewed_app_clocks_break_the_sliding_log_and_server_time_does_not(r, offset):
     true = FakeClock(start_ms=7_000_000)
     a = SlidingLog(r, limit=5, window_ms=60_000, prefix=f"rl:t:skew{offset}", clock=true)
-    b = SlidingLog(r, limit=5, window_ms=60_000, prefix=f"rl:t:skew{offset}", clock=SkewedClock(true, offset))
+    b = SlidingLog(r, limit=5, window_ms=60_000, prefix=f"rl:t:skew{offset}",
+                   clock=SkewedClock(offset=offset, base=true))
     allowed = 0
     for i in range(20):
         allowed += bool((a, b)[i % 2].hit("u"))
