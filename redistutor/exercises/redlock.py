@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 

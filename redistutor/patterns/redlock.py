@@ -35,11 +35,28 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any
 
 import redis
+
+NODE_TIMEOUT = 0.05  # seconds: the default per-node socket and connect timeout of a Redlock
+
+
+def with_timeout(client: redis.Redis, seconds: float) -> redis.Redis:
+    """``client``'s node and settings, with socket and connect timeouts of at most ``seconds``.
+
+    The same client if its timeouts are already that short; otherwise a new client (its own
+    connection pool), so the caller's client keeps its own settings.
+    """
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    if all(kwargs.get(k) is not None and kwargs[k] <= seconds for k in ("socket_timeout", "socket_connect_timeout")):
+        return client
+    kwargs["socket_timeout"] = kwargs["socket_connect_timeout"] = seconds
+    return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
 
 
 def drift_ms(ttl_ms: int, factor: float = 0.01) -> int:
@@ -83,22 +100,6 @@ def redlock_release(clients, key, token):
     return released
 
 
-class SkewedClock:
-    """A clock (seconds, like ``time.monotonic``) that runs at ``rate`` times real speed.
-
-    ``SkewedClock(0.5)`` is a client whose clock runs slow: it measures half the time that
-    passed. Inject it with ``Redlock(..., clock=SkewedClock(0.5))``.
-    """
-
-    def __init__(self, rate: float, base: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.base = base
-        self.t0 = base()
-
-    def __call__(self) -> float:
-        return self.t0 + (self.base() - self.t0) * self.rate
-
-
 @dataclass
 class Attempt:
     """One round over all nodes, whatever its outcome (what the notebook draws)."""
@@ -112,6 +113,8 @@ class Attempt:
     quorum: int
     started_at: float  # this client's clock, seconds
     ended_at: float
+    pending: list[str] = field(default_factory=list)  # parallel rounds: not answered when a majority had
+
 
     @property
     def acquired(self) -> bool:
@@ -142,24 +145,31 @@ class Redlock:
 
     Example::
 
-        dlm = Redlock([n.client(socket_timeout=0.05) for n in fleet], "report", ttl_ms=10_000)
+        dlm = Redlock([n.client() for n in fleet], "report", ttl_ms=10_000)
         lease = dlm.acquire()
         if lease:
             ...  # finish before dlm.remaining_ms(lease) reaches 0
             dlm.release(lease)
 
     Args:
-        clients: one redis-py client per node (``decode_responses=True``). Give them a short
-            ``socket_timeout`` (tens of ms for a 10 s TTL): a node that does not answer must not
-            eat the validity.
+        clients: one redis-py client per node (``decode_responses=True``).
+        node_timeout: seconds; each node is reached with socket and connect timeouts of at most
+            this (a copy of its client with shorter timeouts if needed; None: the clients as
+            given). The validity counts from before the first SET, so every second spent waiting
+            for a node that does not answer (frozen, partitioned) is a second of lock lost: with
+            1 s timeouts two frozen nodes cost 2 s of a 10 s lock, with 50 ms they cost 0.1 s.
         name: what is locked; the key on every node is ``<prefix>:<name>``.
         names: node names for reports (default n1..nN).
         ttl_ms: the keys' PX.
-        clock: seconds, monotonic; inject a :class:`SkewedClock` to model a drifting client.
+        clock: seconds, monotonic; inject a :class:`~redistutor.clocks.SkewedClock` to model a
+            drifting client.
         drift_factor: the drift allowance is ``int(ttl * drift_factor) + 2`` ms.
         retries: rounds :meth:`acquire` tries before giving up.
         retry_delay: random sleep between rounds, seconds (min, max).
-        parallel: send the N SETs from N threads at once instead of one after another.
+        parallel: send the N SETs from N threads at once instead of one after another, and
+            end the round as soon as a majority said OK (the nodes that have not answered yet
+            are :attr:`Attempt.pending`; the release still goes to them). A node whose previous
+            request is still waiting (frozen) is skipped: its answer could not come in time.
     """
 
     # KEYS[1] = lock key, ARGV[1] = our token
@@ -175,10 +185,11 @@ class Redlock:
                  names: Sequence[str] | None = None, ttl_ms: int = 10_000,
                  clock: Callable[[], float] = time.monotonic, drift_factor: float = 0.01,
                  retries: int = 3, retry_delay: tuple[float, float] = (0.05, 0.2),
-                 parallel: bool = False) -> None:
+                 parallel: bool = False, node_timeout: float | None = NODE_TIMEOUT) -> None:
         if not clients:
             raise ValueError("Redlock needs at least one node")
-        self.clients = list(clients)
+        self.node_timeout = node_timeout
+        self.clients = [c if node_timeout is None else with_timeout(c, node_timeout) for c in clients]
         self.names = list(names) if names else [f"n{i}" for i in range(1, len(self.clients) + 1)]
         self.name = name
         self.prefix = prefix
@@ -188,7 +199,9 @@ class Redlock:
         self.retries = retries
         self.retry_delay = retry_delay
         self.parallel = parallel
-        self._pool = ThreadPoolExecutor(max_workers=len(self.clients)) if parallel else None
+        # parallel: one thread per node, so a frozen node delays only its own queue
+        self._pools = [ThreadPoolExecutor(max_workers=1) for _ in self.clients] if parallel else None
+        self._last: list[Future[Any] | None] = [None] * len(self.clients)
         # EVALSHA, not EVAL: the script text goes to a node once (again after a restart emptied
         # its script cache: redis-py reloads it on NOSCRIPT), then only its SHA1.
         self._release_scripts = [c.register_script(self.LUA_RELEASE) for c in self.clients]
@@ -219,36 +232,70 @@ class Redlock:
         except redis.RedisError:
             return 0
 
-    def _each(self, fn: Callable[[int], object]) -> list:
-        if self._pool is not None:
-            return list(self._pool.map(fn, range(len(self.clients))))
-        return [fn(i) for i in range(len(self.clients))]
+    def _submit(self, i: int, fn: Callable[[], Any]) -> Future[Any]:
+        assert self._pools is not None
+        fut = self._last[i] = self._pools[i].submit(fn)
+        return fut
+
+    def _busy(self, i: int) -> bool:
+        last = self._last[i]
+        return last is not None and not last.done()
+
+    def _round(self, token: str) -> tuple[dict[int, object], list[int]]:
+        """The SETs of one round: ({node: True/False/exception}, nodes still pending)."""
+        if self._pools is None:
+            return dict(self._set(i, token) for i in range(len(self.clients))), []
+        results: dict[int, object] = {}
+        futures = {}
+        for i in range(len(self.clients)):
+            if self._busy(i):                        # still stuck on an earlier request
+                results[i] = redis.TimeoutError("busy")
+            else:
+                futures[self._submit(i, lambda i=i: self._set(i, token))] = i
+        ok = 0
+        for fut in as_completed(futures):
+            i, res = fut.result()
+            results[i] = res
+            ok += res is True
+            if ok >= self.quorum:
+                break
+        return results, [i for i in futures.values() if i not in results]
+
+    def _release_all(self, token: str) -> int:
+        if self._pools is None:
+            return sum(self._release_one(i, token) for i in range(len(self.clients)))
+        waiting = {i: self._busy(i) for i in range(len(self.clients))}
+        futures = {i: self._submit(i, lambda i=i: self._release_one(i, token)) for i in waiting}
+        # do not wait behind a node that is stuck: its release runs when the node answers
+        return sum(int(f.result()) for i, f in futures.items() if not waiting[i])
 
     # -- the algorithm --------------------------------------------------------------------------
     def attempt(self, token: str | None = None) -> Attempt:
         """One round: SET NX PX on every node, timed with this client's clock. Does not release."""
         token = token or self.new_token()
         t1 = self.clock()
-        results = self._each(lambda i: self._set(i, token))
+        results, pending = self._round(token)
         t2 = self.clock()
         elapsed = (t2 - t1) * 1000
-        ok, refused, failed = [], [], {}
-        for i, res in results:
+        ok: list[str] = []
+        refused: list[str] = []
+        failed: dict[str, str] = {}
+        for i, res in sorted(results.items()):
             if res is True:
                 ok.append(self.names[i])
             elif res is False:
                 refused.append(self.names[i])
             else:
                 failed[self.names[i]] = type(res).__name__
-        return Attempt(token, ok, refused, failed, elapsed,
-                       validity_ms(self.ttl_ms, elapsed, self.drift_factor), self.quorum, t1, t2)
+        return Attempt(token, ok, refused, failed, elapsed, validity_ms(self.ttl_ms, elapsed, self.drift_factor),
+                       self.quorum, t1, t2, [self.names[i] for i in pending])
 
     def try_acquire(self) -> tuple[RedlockLease | None, Attempt]:
         """One round; on failure release everywhere. Returns (lease or None, the attempt)."""
         att = self.attempt()
         if att.acquired:
             return RedlockLease(self.key, att.token, att.ok, att.validity_ms, att.ended_at, att), att
-        self._each(lambda i: self._release_one(i, att.token))  # every node, even "failed" ones
+        self._release_all(att.token)  # every node, even "failed" and pending ones
         return None, att
 
     def acquire(self) -> RedlockLease | None:
@@ -263,7 +310,7 @@ class Redlock:
 
     def release(self, lease: RedlockLease) -> int:
         """Release on every node (token-checked); returns how many nodes still held our key."""
-        return sum(self._each(lambda i: self._release_one(i, lease.token)))
+        return self._release_all(lease.token)
 
     def remaining_ms(self, lease: RedlockLease) -> float:
         """Validity left, by this client's clock (<= 0: stop using the lock)."""
@@ -280,6 +327,7 @@ class Redlock:
         return out
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        if self._pools is not None:
+            for pool in self._pools:
+                pool.shutdown(wait=True)
+            self._pools = None

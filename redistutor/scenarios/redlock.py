@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from ..clocks import SkewedClock
 from ..events import EventLog
 from ..patterns.distributed_locking import Lock
-from ..patterns.redlock import Redlock, SkewedClock, drift_ms
+from ..patterns.redlock import Redlock, drift_ms
 from ..race import wait_until
 from ..tables import Table
 from ..timeline import Timeline, run_threads
@@ -24,7 +26,9 @@ TTL_MS = 10_000
 
 
 def clients(nodes: Sequence[Any], timeout: float = 0.5) -> list:
-    """One client per node with a per-node timeout (generous: this machine is shared)."""
+    """One client per node with a per-node timeout (generous: this machine is shared). The
+    experiments pass them as they are (``node_timeout=None``); :func:`frozen_rounds` shows what the
+    timeout costs and Redlock's short default."""
     return [n.client(socket_timeout=timeout) for n in nodes]
 
 
@@ -81,8 +85,8 @@ def two_down(fleet: Any) -> dict:
     """n4 and n5 killed; client A then client B try. Both attempts, A's keys, A released after."""
     fleet["n4"].kill()
     fleet["n5"].kill()
-    a = Redlock(clients(fleet), "report", ttl_ms=TTL_MS)
-    b = Redlock(clients(fleet), "report", ttl_ms=TTL_MS)
+    a = Redlock(clients(fleet), "report", ttl_ms=TTL_MS, node_timeout=None)
+    b = Redlock(clients(fleet), "report", ttl_ms=TTL_MS, node_timeout=None)
     lease_a, att_a = a.try_acquire()
     lease_b, att_b = b.try_acquire()
     table = lock_table(a.names, a.clients, a.key, {lease_a.token: "client-A"} if lease_a else {})
@@ -95,7 +99,7 @@ def two_down(fleet: Any) -> dict:
 def three_down(fleet: Any) -> dict:
     """n3 killed as well: one round, then ``acquire()`` with 3 rounds; nodes restarted after."""
     fleet["n3"].kill()
-    c = Redlock(clients(fleet), "report", ttl_ms=TTL_MS, retries=3, retry_delay=(0.01, 0.05))
+    c = Redlock(clients(fleet), "report", ttl_ms=TTL_MS, retries=3, retry_delay=(0.01, 0.05), node_timeout=None)
     t0 = time.monotonic()
     lease, att = c.try_acquire()
     after_round = [fleet[n].r.exists(c.key) for n in ("n1", "n2")]
@@ -116,7 +120,7 @@ def frozen_node(fleet: Any, node: str = "n5") -> dict:
     for c in cs:
         c.ping()                                   # connect (and authenticate) before the freeze
     fleet[node].pause()                            # SIGSTOP
-    dlm = Redlock(cs, "report", ttl_ms=TTL_MS)
+    dlm = Redlock(cs, "report", ttl_ms=TTL_MS, node_timeout=None)
     lease, att = dlm.try_acquire()
     fleet[node].resume()                           # SIGCONT: the node reads the waiting SET and runs it
     wait_until(lambda: fleet[node].r.get(dlm.key) == lease.token)
@@ -127,13 +131,49 @@ def frozen_node(fleet: Any, node: str = "n5") -> dict:
                 left=[n.name for n in fleet if n.r.exists(dlm.key)])
 
 
+def frozen_rounds(fleet: Any, frozen: Sequence[str] = ("n4", "n5")) -> dict:
+    """``frozen`` nodes SIGSTOPped; one round each by three clients over the lab's clients (1 s
+    timeouts): as given (``node_timeout=None``), with Redlock's default per-node timeout, and
+    parallel (ends at the majority; with the 1 s clients, so the timeout is not what saves it).
+    Releases after the nodes woke. The attempts and a Table."""
+    flush(fleet)
+    given = fleet.clients
+    dlms = {"lab clients as given (1 s per node)": Redlock(given, "frozen-1", ttl_ms=TTL_MS, node_timeout=None),
+            "default timeout (50 ms per node)": Redlock(given, "frozen-2", ttl_ms=TTL_MS),
+            "parallel, ends at the majority": Redlock(given, "frozen-3", ttl_ms=TTL_MS, parallel=True,
+                                                      node_timeout=None)}   # 1 s: not what saves it
+    for dlm in dlms.values():
+        for c in dlm.clients:
+            c.ping()                               # connected before the freeze
+    for name in frozen:
+        fleet[name].pause()
+    try:
+        rounds = {label: dlm.try_acquire() for label, dlm in dlms.items()}
+    finally:
+        for name in frozen:
+            fleet[name].resume()
+    for label, dlm in dlms.items():
+        lease = rounds[label][0]
+        if lease is not None:
+            dlm.release(lease)
+        dlm.close()
+    wait_until(lambda: not any(n.r.exists(d.key) for n in fleet for d in dlms.values()))
+    atts = {label: att for label, (_, att) in rounds.items()}
+    rows = [[label, " ".join(a.ok), " ".join(sorted(a.failed)) or "-", " ".join(a.pending) or "-",
+             a.elapsed_ms, a.validity_ms, TTL_MS - a.validity_ms] for label, a in atts.items()]
+    table = Table(["round", "OK", "timed out", "pending", "elapsed ms", "validity ms", "lost ms"], rows,
+                  fmt={"elapsed ms": ".1f", "validity ms": ".0f", "lost ms": ".0f"},
+                  title=f"{' and '.join(frozen)} frozen, TTL {TTL_MS} ms")
+    return dict(attempts=atts, table=table)
+
+
 def restart_scenario(fleet: Any, log: EventLog, *, delay_restart: bool, ttl_ms: int = 1500) -> dict:
     """n4, n5 down: client 1 locks n1 n2 n3; n4, n5 back empty; n3 killed; client 2 tries (must
     fail); n3 restarts (at once, or only after client 1's lock is over); client 2 tries again."""
     log.clear()
     flush(fleet)
-    one = Redlock(clients(fleet), "report", ttl_ms=ttl_ms)
-    two = Redlock(clients(fleet), "report", ttl_ms=ttl_ms, retries=1)
+    one = Redlock(clients(fleet), "report", ttl_ms=ttl_ms, node_timeout=None)
+    two = Redlock(clients(fleet), "report", ttl_ms=ttl_ms, retries=1, node_timeout=None)
     fleet["n4"].kill()
     fleet["n5"].kill()
     lease1 = one.acquire()
@@ -201,8 +241,8 @@ def persistence_scenario(fleet: Any, log: EventLog, node_factory: Callable[..., 
     names = ["n1", "n2", "n3-aof", "n4", "n5"]
     try:
         flush(nodes)
-        one = Redlock(clients(nodes), "report", names=names, ttl_ms=TTL_MS)
-        two = Redlock(clients(nodes), "report", names=names, ttl_ms=TTL_MS)
+        one = Redlock(clients(nodes), "report", names=names, ttl_ms=TTL_MS, node_timeout=None)
+        two = Redlock(clients(nodes), "report", names=names, ttl_ms=TTL_MS, node_timeout=None)
         fleet["n4"].kill()
         fleet["n5"].kill()
         lease1 = one.acquire()
@@ -229,8 +269,8 @@ def clock_jump(fleet: Any, missed: Sequence[str]) -> dict:
     """Client 1 locks while ``missed`` nodes are down; n3's clock then jumps (its key expires
     early: PEXPIRE 1); client 2 tries."""
     flush(fleet)
-    one = Redlock(clients(fleet), "jump", ttl_ms=TTL_MS)
-    two = Redlock(clients(fleet), "jump", ttl_ms=TTL_MS)
+    one = Redlock(clients(fleet), "jump", ttl_ms=TTL_MS, node_timeout=None)
+    two = Redlock(clients(fleet), "jump", ttl_ms=TTL_MS, node_timeout=None)
     for n in missed:
         fleet[n].kill()
     lease1 = one.acquire()
@@ -252,14 +292,14 @@ def slow_clock(fleet: Any, *, rate: float = 0.5, ttl_ms: int = 1000) -> dict:
     ``rate``; once every key of both is gone, each says how much validity it thinks it has left,
     and a third client takes the slow client's lock."""
     flush(fleet)
-    honest = Redlock(clients(fleet), "honest", ttl_ms=ttl_ms)
-    slow = Redlock(clients(fleet), "slow", ttl_ms=ttl_ms, clock=SkewedClock(rate))
+    honest = Redlock(clients(fleet), "honest", ttl_ms=ttl_ms, node_timeout=None)
+    slow = Redlock(clients(fleet), "slow", ttl_ms=ttl_ms, clock=SkewedClock(rate), node_timeout=None)
     h_lease, s_lease = honest.acquire(), slow.acquire()
     t0 = time.monotonic()
     wait_until(lambda: not any(c.exists(honest.key) or c.exists(slow.key) for c in honest.clients))
     keys_gone_ms = (time.monotonic() - t0) * 1000
     h_left, s_left = honest.remaining_ms(h_lease), slow.remaining_ms(s_lease)
-    intruder = Redlock(clients(fleet), "slow", ttl_ms=ttl_ms).acquire()
+    intruder = Redlock(clients(fleet), "slow", ttl_ms=ttl_ms, node_timeout=None).acquire()
     s_left_now = slow.remaining_ms(s_lease)
     honest.release(h_lease)
     slow.release(s_lease)
@@ -274,7 +314,7 @@ def contention(fleet: Any, *, threads: int = 5, rounds: int = 10) -> tuple[Event
     shared = clients(fleet)
 
     def contender(actor: str, log: EventLog) -> None:
-        mine = Redlock(shared, "busy", ttl_ms=5000, retries=1000, retry_delay=(0.001, 0.01))
+        mine = Redlock(shared, "busy", ttl_ms=5000, retries=1000, retry_delay=(0.001, 0.01), node_timeout=None)
         for _ in range(rounds):
             lease = mine.acquire()
             log.record(actor, "acquire", " ".join(lease.nodes))
@@ -287,20 +327,23 @@ def contention(fleet: Any, *, threads: int = 5, rounds: int = 10) -> tuple[Event
 
 
 def round_times(fleet: Any, n: int = 200) -> Table:
-    """Median round time and lowest validity, sequential vs parallel SETs, over ``n`` rounds each."""
+    """Median round time and lowest validity over ``n`` rounds each: sequential SETs, and parallel
+    (a thread per node, the round ends when a majority said OK)."""
     rows = []
     for parallel in (False, True):
-        d = Redlock(clients(fleet), "bench", ttl_ms=TTL_MS, parallel=parallel)
+        d = Redlock(clients(fleet), "bench", ttl_ms=TTL_MS, parallel=parallel, node_timeout=None)
         times, validity = [], []
         for _ in range(n):
             lease, att = d.try_acquire()
             times.append(att.elapsed_ms)
             validity.append(att.validity_ms)
-            d.release(lease)
+            if lease is not None:
+                d.release(lease)
         d.close()
-        rows.append(["parallel (5 threads)" if parallel else "sequential", statistics.median(times), min(validity)])
-    return Table(["round", "median ms", "lowest validity ms"], rows, fmt={"median ms": ".2f", "lowest validity ms": ".0f"},
-                 title=f"{n} rounds each, TTL {TTL_MS} ms")
+        label = "parallel (a thread per node, ends at 3 OK)" if parallel else "sequential"
+        rows.append([label, statistics.median(times), min(validity)])
+    return Table(["round", "median ms", "lowest validity ms"], rows,
+                 fmt={"median ms": ".2f", "lowest validity ms": ".0f"}, title=f"{n} rounds each, TTL {TTL_MS} ms")
 
 
 def plot_validity(rounds: Sequence[tuple[str, Any]], ttl_ms: int = TTL_MS) -> None:
@@ -309,7 +352,7 @@ def plot_validity(rounds: Sequence[tuple[str, Any]], ttl_ms: int = TTL_MS) -> No
 
     fig, ax = charts.figure("Where the TTL goes", xlabel=f"ms of the {ttl_ms} ms TTL", ylabel="round",
                             width=8, height=2.2)
-    for y, (label, att) in enumerate(rounds):
+    for y, (_label, att) in enumerate(rounds):
         ax.barh(y, att.elapsed_ms, color=charts.BAD, label="elapsed" if y == 0 else None)
         ax.barh(y, drift_ms(ttl_ms), left=att.elapsed_ms, color=charts.PALETTE[1], label="drift" if y == 0 else None)
         ax.barh(y, att.validity_ms, left=att.elapsed_ms + drift_ms(ttl_ms), color=charts.NEUTRAL,

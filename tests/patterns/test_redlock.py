@@ -8,8 +8,9 @@ import time
 import pytest
 
 from redistutor import lab
+from redistutor.clocks import SkewedClock
 from redistutor.events import EventLog
-from redistutor.patterns.redlock import Redlock, SkewedClock, drift_ms, validity_ms
+from redistutor.patterns.redlock import Redlock, drift_ms, validity_ms
 from redistutor.timeline import max_concurrent, run_threads
 
 
@@ -150,16 +151,71 @@ def test_slow_clock_believes_in_a_lock_whose_keys_expired(nodes):
     assert other is not None
 
 
-def test_parallel_and_sequential_agree(nodes):
+def test_parallel_round_ends_at_the_majority_and_releases_everywhere(nodes):
     par = Redlock(clients(nodes), "p", ttl_ms=5000, parallel=True)
     lease = par.acquire()
-    assert lease.nodes == ["n1", "n2", "n3", "n4", "n5"]
-    assert par.release(lease) == 5
-    assert par._pool is not None  # the SETs went out from a thread per node
+    att = lease.attempt
+    assert len(lease.nodes) >= 3 and not att.refused and not att.failed
+    assert sorted(att.ok + att.pending) == ["n1", "n2", "n3", "n4", "n5"]  # the rest had not answered yet
+    assert 3 <= par.release(lease) <= 5
+    wait_until(lambda: not any(c.exists(par.key) for c in par.clients))  # the pending nodes too
+    assert par._pools is not None and len(par._pools) == 5  # a thread per node
     par.close()
-    assert par._pool is None
+    assert par._pools is None
     par.close()  # idempotent
     Redlock(clients(nodes), "p").close()  # nothing to close for a sequential one
+
+
+def test_short_node_timeouts_by_default(nodes):
+    """The lab's clients wait 1 s for a node; a Redlock reaches each node with at most 50 ms
+    (a copy of the client: the caller's keeps its settings); None keeps the clients as given."""
+    given = [n.r for n in nodes]
+    dlm = Redlock(given, "job")
+    assert dlm.node_timeout == 0.05
+    for mine, theirs in zip(dlm.clients, given):
+        kw = mine.connection_pool.connection_kwargs
+        assert (kw["socket_timeout"], kw["socket_connect_timeout"]) == (0.05, 0.05)
+        assert theirs.connection_pool.connection_kwargs["socket_timeout"] == 1.0 and mine is not theirs
+        assert mine.connection_pool.connection_kwargs["port"] == theirs.connection_pool.connection_kwargs["port"]
+    lease = dlm.acquire()
+    assert lease.nodes == ["n1", "n2", "n3", "n4", "n5"] and dlm.release(lease) == 5
+    assert Redlock(given, "job", node_timeout=None).clients == given
+    fast = [n.client(socket_timeout=0.02, socket_connect_timeout=0.02) for n in nodes]
+    assert Redlock(fast, "job").clients == fast       # already shorter: used as they are
+    assert Redlock(given, "job", node_timeout=2.0).clients == given
+
+
+def test_frozen_nodes_cost_their_timeout_sequentially_and_nothing_in_parallel(nodes):
+    """Two of five nodes frozen (SIGSTOP). A sequential round waits for each frozen node's
+    timeout (at least 2 x 50 ms, a socket timeout never fires early) and says TimeoutError for
+    both; a parallel round ends at the majority, even with the lab's 1 s timeouts (the frozen two
+    pending), and the next round skips them while their earlier request waits."""
+    given = [n.r for n in nodes]
+    for c in given:
+        c.ping()
+    nodes[3].pause()
+    nodes[4].pause()
+    try:
+        seq = Redlock(given, "seq", ttl_ms=10_000)
+        for c in seq.clients[:3]:
+            c.ping()
+        lease, att = seq.try_acquire()
+        assert att.ok == ["n1", "n2", "n3"] and set(att.failed) == {"n4", "n5"} and not att.pending
+        assert att.elapsed_ms >= 2 * 50 and att.validity_ms == validity_ms(10_000, att.elapsed_ms)
+        par = Redlock(given, "par", ttl_ms=10_000, parallel=True, node_timeout=1.0)  # even with 1 s
+        first, att1 = par.try_acquire()
+        assert first is not None and att1.ok == ["n1", "n2", "n3"]
+        assert set(att1.pending) | set(att1.failed) == {"n4", "n5"}
+        par.release(first)
+        second, att2 = par.try_acquire()                 # n4, n5 still stuck: skipped at once
+        assert second is not None and att2.failed == {"n4": "TimeoutError", "n5": "TimeoutError"}
+        assert not att2.pending and par.release(second) == 3
+        seq.release(lease)
+    finally:
+        nodes[3].resume()
+        nodes[4].resume()
+    par.close()
+    wait_until(lambda: not any(n.r.exists("redlock:par") or n.r.exists("redlock:seq") for n in nodes))
 
 
 def test_contending_clients_never_overlap(nodes):
@@ -258,6 +314,10 @@ def test_drift_factor_and_skewed_clock():
     assert validity_ms(10_000, 5, factor=0.02) == 10_000 - 5 - 202
     slow = SkewedClock(0.5, base=stepping_clock(10.0, 12.0))
     assert slow() == 11.0  # 2 s passed, the slow clock saw 1 s
+    behind = SkewedClock(offset=-300, base=lambda: 5_000)     # the rate limiters' kind: ms, an offset
+    assert behind() == 4_700 and isinstance(behind(), int) and repr(behind) == "SkewedClock(rate=1, offset=-300)"
+    both = SkewedClock(2.0, offset=1.0, base=stepping_clock(10.0, 11.0))
+    assert both() == 13.0  # 1 s passed, seen as 2, plus the offset
 
 
 @pytest.mark.parametrize("shown", [False, True])
@@ -334,7 +394,7 @@ def test_release_sends_the_script_once_per_node_then_only_its_sha(nodes):
     dlm = Redlock(cs, "job", ttl_ms=10_000)
     dlm.release(dlm.acquire())
     lease = dlm.acquire()
-    with trace(cs[0]) as t:
+    with trace(dlm.clients[0]) as t:
         assert dlm.release(lease) == 5
     assert t.names() == ["EVALSHA"]
     nodes["n1"].r.script_flush()  # as after a restart: redis-py loads the script again
