@@ -228,7 +228,8 @@ def run_exclusive_exercise(r: redis.Redis, prefix: str = "ex3:lock") -> Exercise
         try:
             r.delete(key)
             got = answer(r, key, job, 5000)
-            expect(got == "charged" and len(seen) == 1, "with the lock free, the job runs once and you return its result",
+            expect(got == "charged" and len(seen) == 1,
+                   "with the lock free, the job runs once and you return its result",
                    expected="'charged', job ran once", actual=f"{got!r}, job ran {len(seen)} time(s)")
             token, pttl = seen[0]
             expect(token is not None, "the lock key holds a token while the job runs",

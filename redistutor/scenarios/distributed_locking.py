@@ -13,7 +13,7 @@ import signal
 import statistics
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 from .. import lab
 from ..db import Database
@@ -261,10 +261,11 @@ def paused_holder(server, r, db: Database, prefix: str, *, fenced: bool) -> dict
 # -- contention -----------------------------------------------------------------------------------
 
 
-def contention(r, prefix: str, counter: str, *, threads: int = 8, sections: int = 25) -> dict:
-    """``threads`` threads each run ``sections`` read-modify-write sections under one lock."""
+def contention(r, prefix: str, counter: str, *, threads: int = 8, sections: int = 25, fair: bool = False) -> dict:
+    """``threads`` threads each run ``sections`` read-modify-write sections under one lock
+    (``fair``: with the hand-off in arrival order instead of random-sleep retries)."""
     r.set(counter, 0)
-    shared = Lock(r, "counter", prefix=prefix, ttl_ms=5000)
+    shared = Lock(r, "counter", prefix=prefix, ttl_ms=5000, fair=fair)
     waits: list[float] = []
 
     def worker(actor: str, log: EventLog) -> None:
@@ -309,6 +310,97 @@ def waits_chart(busy: dict, solo_ms: list[float]) -> None:
     charts.finish(ax, summary=f"in this run: uncontended acquire + release p50 {statistics.median(solo_ms):.2f} ms; "
                   f"contended {busy['sections'] / busy['seconds']:.0f} sections/s, wait p50 {p50:.1f} ms, "
                   f"p99 {p99:.1f} ms")
+
+
+class _Arrival(Lock):
+    """A Lock that says when its first attempt was refused: the moment its thread "arrived"."""
+
+    def __init__(self, *args: Any, arrived: threading.Event, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrived = arrived
+
+    def try_acquire(self, token: str | None = None, **kwargs: Any):
+        lease = super().try_acquire(token, **kwargs)
+        if lease is None:
+            self.arrived.set()
+        return lease
+
+
+def line_up(r, prefix: str, *, fair: bool, waiters: int = 5, hold_s: float = 0.002) -> dict:
+    """A holder; ``waiters`` threads arrive one after another (each refused once before the next
+    starts); the holder releases and at once asks again (it arrives last). Each holds
+    ``hold_s``. Returns the arrival order, the grant order and each one's wait in ms."""
+    name = f"line-{'fair' if fair else 'retry'}"
+    holder = Lock(r, name, prefix=prefix, ttl_ms=5000, fair=fair)
+    first = holder.acquire(timeout=5)
+    granted: list[str] = []
+    waits: dict[str, float] = {}
+    guard = threading.Lock()
+
+    def take(who: str, lock: Lock) -> None:
+        asked = time.monotonic()
+        lease = lock.acquire(timeout=30)
+        with guard:
+            granted.append(who)
+            waits[who] = (time.monotonic() - asked) * 1000
+        time.sleep(hold_s)
+        lock.release(lease)
+
+    threads, arrival = [], []
+    for i in range(1, waiters + 1):
+        arrived = threading.Event()
+        lock = _Arrival(r, name, prefix=prefix, ttl_ms=5000, fair=fair, arrived=arrived)
+        t = threading.Thread(target=take, args=(f"waiter {i}", lock), name=f"waiter-{i}")
+        t.start()
+        arrived.wait(5)
+        arrival.append(f"waiter {i}")
+        threads.append(t)
+    holder.release(first)
+    arrival.append("releaser")
+    take("releaser", holder)                           # the releaser asks again at once
+    for t in threads:
+        t.join(30)
+    return dict(arrival=arrival, granted=granted, waits_ms=waits)
+
+
+def fairness(r, prefix: str, counter: str, *, threads: int = 8, sections: int = 25) -> dict:
+    """Random-sleep retry vs fair hand-off, in one run: the line-up (grant vs arrival order) and
+    the contention run (every wait), for each mode."""
+    out = {}
+    for label, fair in (("random-sleep retry", False), ("fair hand-off", True)):
+        out[label] = dict(line=line_up(r, prefix, fair=fair),
+                          busy=contention(r, prefix, counter, threads=threads, sections=sections, fair=fair))
+    return out
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, int(round(0.99 * (len(ordered) - 1))))]
+
+
+def fairness_table(run: dict) -> Table:
+    rows = []
+    for label, res in run.items():
+        line, busy = res["line"], res["busy"]
+        rows.append([label, " ".join(w.replace("waiter ", "w") for w in line["granted"]),
+                     statistics.median(busy["waits_ms"]), p99(busy["waits_ms"]), busy["counter"]])
+    return Table(["acquire", "grant order (arrival: w1 .. w5, releaser)", "wait p50 ms", "wait p99 ms", "counter"],
+                 rows, fmt={"wait p50 ms": ".1f", "wait p99 ms": ".1f"},
+                 title="one lock, the same run: arrival vs grant order, and every wait of the contention run")
+
+
+def fairness_chart(run: dict) -> None:
+    """Every wait of each mode's contention run, sorted; the summary gives p50 and p99."""
+    from .. import charts
+
+    fig, ax = charts.figure("Waiting for the lock: random-sleep retry vs fair hand-off",
+                            xlabel="sections, sorted by wait (%)", ylabel="wait for the lock (ms)", height=2.8)
+    parts = []
+    for label, res in run.items():
+        waits = sorted(res["busy"]["waits_ms"])
+        ax.plot([100 * (i + 1) / len(waits) for i in range(len(waits))], waits, label=label)
+        parts.append(f"{label} p50 {statistics.median(waits):.1f} ms, p99 {p99(waits):.1f} ms")
+    charts.finish(ax, summary="in this run: " + "; ".join(parts))
 
 
 # -- failover -------------------------------------------------------------------------------------
@@ -369,7 +461,7 @@ def failover(prefix: str, *, replicas: int = 1, cut: tuple[str, ...] = ("replica
         else:
             flog.record("B", "refused", f"{new.name} has A's lock")
         rep.wait_in_sync()                                   # the other replicas now follow the new primary
-        who = {l.token: n for l, n in ((lease_a, "A"), (lease_b, "B")) if l}
+        who = {ls.token: n for ls, n in ((lease_a, "A"), (lease_b, "B")) if ls}
         return dict(log=flog, a=lease_a, b=lease_b, before=before, after=_key_state(rep, a, who),
                     wait_elsewhere=wait_elsewhere)
     finally:

@@ -3,11 +3,8 @@ answers fail with the message that explains them."""
 
 from __future__ import annotations
 
-
 from redistutor.check import CORRECT, INCORRECT, NOT_ATTEMPTED
 from redistutor.exercises import distributed_locking as ex
-
-
 
 # -- exercise 1: token-checked release ------------------------------------------------------------
 
