@@ -63,6 +63,16 @@ def fail_fast_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+def fail_fast_options(**overrides: Any) -> dict[str, Any]:
+    """The one set of client options for labs where nodes die or freeze: no retries, 1 s socket
+    timeouts, decoded RESP3 replies. Every lab client (nodes, proxies, clusters, workers) and
+    ``server.client(fail_fast=True)`` is built from it; a caller's own values win."""
+    options: dict[str, Any] = {"retry": fail_fast_retry(), "socket_timeout": 1.0, "socket_connect_timeout": 1.0,
+                               "decode_responses": True, "protocol": 3}
+    options.update(overrides)
+    return options
+
+
 def check_requires(requires: Mapping[str, Any] | None) -> None:
     """``requires={"features": "json"}`` would be read letter by letter: say so instead."""
     for key in ("modules", "commands", "features"):
@@ -113,9 +123,7 @@ class BaseServer:
             **kwargs: passed to ``redis.Redis`` (e.g. ``protocol=3``, ``cache_config=...``).
         """
         if fail_fast:
-            kwargs.setdefault("retry", fail_fast_retry())
-            kwargs.setdefault("socket_timeout", 1.0)
-            kwargs.setdefault("socket_connect_timeout", 1.0)
+            kwargs = fail_fast_options(**kwargs)
         for k, v in self._conn_kwargs().items():
             kwargs.setdefault(k, v)
         kwargs.setdefault("db", getattr(self, "db", 0))

@@ -305,3 +305,18 @@ def test_docker_backend_refuses_local_options_as_attach_mode_does(monkeypatch):
     with pytest.raises(ConfigError) as info:
         start_server("docker-options", backend="docker", quiet=True, config={"maxmemory": "10mb"})
     assert "apply to a local server only" in info.value.message and "backend='local'" in info.value.message
+
+
+def test_one_fail_fast_client_recipe_for_every_lab_client(redis_server):
+    from redistutor import lab
+    from redistutor.server import fail_fast_options
+
+    assert fail_fast_options(socket_timeout=5)["socket_timeout"] == 5  # the caller's value wins
+    c = redis_server.client(fail_fast=True)
+    kw = c.connection_pool.connection_kwargs
+    assert c.get_retry().get_retries() == 0 and kw["socket_timeout"] == kw["socket_connect_timeout"] == 1.0
+    with lab.Node("ff") as node:
+        proxied = node.latency(0).client(node.password)
+        for client in (node.client(), proxied):
+            assert client.get_retry().get_retries() == 0 and client.ping()
+        proxied.close()

@@ -30,7 +30,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from ..events import EventLog
 from ..exceptions import PortInUseError
-from ..server import fail_fast_retry, free_port
+from ..server import fail_fast_options, free_port
 from ._base import LabObject, lab_dir, parallel, remove_dir
 from .node import Node
 
@@ -183,13 +183,9 @@ class Cluster(LabObject):
 
     def client(self, **kwargs: Any) -> RedisCluster:
         """A new fail-fast ``RedisCluster``: follows MOVED/ASK, never retries a dead node."""
-        kwargs.setdefault("decode_responses", True)
-        kwargs.setdefault("socket_timeout", 1.0)
-        kwargs.setdefault("socket_connect_timeout", 1.0)
-        kwargs.setdefault("protocol", 3)
-        kwargs.setdefault("retry", fail_fast_retry())  # a lesson may pass its own policy
         startup = [ClusterNode(n.host, n.port) for n in self.nodes if n.running and not n.paused]
-        c = RedisCluster(startup_nodes=startup, password=self.password, **kwargs)
+        # A lesson may pass its own retry policy; the rest are the lab's fail-fast options.
+        c = RedisCluster(startup_nodes=startup, password=self.password, **fail_fast_options(**kwargs))
         self._clients.append(c)
         return c
 

@@ -36,7 +36,7 @@ import redis
 from ..events import EventLog
 from ..exceptions import BuildError, NoServerError
 from ..race import run_in_thread
-from ..server import RedisServer, fail_fast_retry
+from ..server import RedisServer, fail_fast_options
 from ._base import LabObject, lab_dir, remove_dir
 from .proxy import LatencyProxy
 
@@ -110,12 +110,7 @@ class Node(LabObject):
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """A new fail-fast client: a call to a dead node fails at once, not after 3-5 s."""
-        kwargs.setdefault("retry", fail_fast_retry())
-        kwargs.setdefault("socket_timeout", 1.0)
-        kwargs.setdefault("socket_connect_timeout", 1.0)
-        kwargs.setdefault("decode_responses", True)
-        kwargs.setdefault("protocol", 3)
-        return redis.Redis(host=self.host, port=self.port, password=self.password, **kwargs)
+        return redis.Redis(host=self.host, port=self.port, password=self.password, **fail_fast_options(**kwargs))
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Node:

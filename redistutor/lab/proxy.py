@@ -277,14 +277,10 @@ class LatencyProxy(LabObject):
         """A fail-fast ``redis.Redis`` that talks to the node through this proxy."""
         import redis
 
-        from ..server import fail_fast_retry
+        from ..server import fail_fast_options
 
-        kwargs.setdefault("retry", fail_fast_retry())
-        kwargs.setdefault("socket_timeout", 1.0 + 2 * self.delay_ms / 1000.0)
-        kwargs.setdefault("socket_connect_timeout", 1.0)
-        kwargs.setdefault("decode_responses", True)
-        kwargs.setdefault("protocol", 3)
-        return redis.Redis(host=self.host, port=self.port, password=password, **kwargs)
+        kwargs.setdefault("socket_timeout", 1.0 + 2 * self.delay_ms / 1000.0)  # the delay is not a fault
+        return redis.Redis(host=self.host, port=self.port, password=password, **fail_fast_options(**kwargs))
 
     def __repr__(self) -> str:
         state = "partitioned" if self._partitioned else ("running" if self.running else "stopped")

@@ -62,15 +62,11 @@ class WorkerContext:
         """One fail-fast ``redis.Redis`` per node, in the lab's node order (created once)."""
         if not self._clients:
             import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
 
-            self._clients = [
-                redis.Redis(host=e.host, port=e.port, password=e.password, decode_responses=True,
-                            protocol=3, retry=Retry(NoBackoff(), 0), socket_timeout=1.0,
-                            socket_connect_timeout=1.0)
-                for e in self.endpoints
-            ]
+            from ..server import fail_fast_options
+
+            self._clients = [redis.Redis(host=e.host, port=e.port, password=e.password, **fail_fast_options())
+                             for e in self.endpoints]
         return self._clients
 
     def client(self, i: int = 0) -> Any:
