@@ -122,8 +122,9 @@ class BaseServer:
             fail_fast: no retries and a 1 s socket timeout, for fault labs where nodes die.
             **kwargs: passed to ``redis.Redis`` (e.g. ``protocol=3``, ``cache_config=...``).
         """
-        if fail_fast:
-            kwargs = fail_fast_options(**kwargs)
+        if fail_fast:  # decode_responses is this method's own argument
+            kwargs = fail_fast_options(**kwargs, decode_responses=decode_responses)
+            del kwargs["decode_responses"]
         for k, v in self._conn_kwargs().items():
             kwargs.setdefault(k, v)
         kwargs.setdefault("db", getattr(self, "db", 0))
