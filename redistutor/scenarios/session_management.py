@@ -380,6 +380,44 @@ def index_ttl_trial(r: Any, store_cls: Any, prefix: str, idle_ms: int = 300, ind
     return out
 
 
+def index_drift_trial(r: Any, store_cls: Any, prefix: str, users: int = 10, each: int = 3,
+                      run_ms: int = 1000, sample_ms: int = 25, seed: int = 24) -> dict[str, Any]:
+    """``users`` x ``each`` sessions that go idle after 100-900 ms (random, seeded): live sessions vs
+    ids listed in the users' indexes, sampled until every session is gone."""
+    rng = random.Random(seed)
+    store = store_cls(r, prefix=prefix, idle_ms=60_000, max_ms=60_000)
+    keys, indexes = [], [f"{prefix}:user:u{u}" for u in range(users)]
+    for u in range(users):
+        for _ in range(each):
+            sid = store.create(user_id=f"u{u}")
+            keys.append(f"{prefix}:{sid}")
+            r.pexpire(keys[-1], rng.randint(100, 900))   # as if each had been read at a different moment
+    t0, samples = time.monotonic(), []
+    while True:
+        elapsed = (time.monotonic() - t0) * 1000
+        with r.pipeline(transaction=False) as p:
+            p.exists(*keys)
+            for index in indexes:
+                p.scard(index)
+            live, *listed = p.execute()
+        samples.append((elapsed, live, sum(listed)))
+        if live == 0 and elapsed >= run_ms:
+            return {"samples": samples, "sessions": len(keys)}
+        time.sleep(sample_ms / 1000)
+
+
+def plot_index_drift(trial: dict[str, Any]) -> None:
+    from .. import charts
+
+    fig, ax = charts.figure("Live sessions vs ids in the users' indexes", xlabel="time (ms)", ylabel="sessions")
+    xs = [t for t, _, _ in trial["samples"]]
+    ax.plot(xs, [n for _, n, _ in trial["samples"]], label="live sessions (EXISTS)")
+    ax.plot(xs, [n for _, _, n in trial["samples"]], "--", label="ids listed (SCARD)")
+    last = trial["samples"][-1]
+    charts.finish(ax, summary=f"in this run all {trial['sessions']} sessions idled out by {last[0]:.0f} ms, "
+                  f"and the indexes still listed {last[2]} ids")
+
+
 class _PausingPipeline(redis.client.Pipeline):
     """A pipeline that calls ``hook()`` right after a SMEMBERS it sends while WATCHing."""
 
