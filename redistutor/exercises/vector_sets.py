@@ -165,8 +165,8 @@ def category_search(r: redis.Redis, prefix: str = "ex2") -> Exercise:
 
     return Exercise(
         "nearest within a category", checker,
-        hints=["Let the server filter while it searches: VSIM … FILTER '.category == \"books\"' (strings in "
-               "double quotes inside the expression).",
+        hints=["Let the server filter while it searches: VSIM … FILTER '.category == \"books\"' (a quoted "
+               "string inside the expression).",
                "A rare category (a few in a thousand) is missed when VSIM stops visiting after the default "
                "FILTER-EF (100 × COUNT); raise FILTER-EF up to the set's size (VCARD)."],
         solution="def nearest_in(r, key, vector, k, category):\n"

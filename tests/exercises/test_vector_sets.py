@@ -15,6 +15,7 @@ from redistutor.patterns.vector_sets import fp32
 def test_try_it_q8_saving_follows_the_dimension(r):
     assert ex.q8_saves_half(r, 128).evaluate(False).outcome == CORRECT
     assert ex.q8_saves_half(r, 128).evaluate(True).outcome == INCORRECT
+    assert ex.q8_saves_half(r, 384).evaluate(True).outcome == CORRECT      # MiniLM's dimension, just over
     assert ex.q8_saves_half(r, 1024).evaluate(True).outcome == CORRECT
     assert ex.q8_saves_half(r, 1024).evaluate(False).outcome == INCORRECT
     assert ex.q8_saves_half(r, 128).evaluate("False").outcome == INCORRECT

@@ -114,6 +114,9 @@ def test_exact_top_k_is_cosine_not_dot_product():
     assert exact_top_k(vectors, [0.0, 1.0], 1) == [2]
     ties = np.array([[1.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
     assert exact_top_k(ties, [1.0, 0.0], 3) == [0, 1, 2]             # stable order among equals
+    many = np.array([[1.0, 0.0], [0.0, 1.0]] * 60)                    # 60 equal pairs: lowest index first
+    assert exact_top_k(many, [1.0, 0.0], 12) == list(range(0, 24, 2))
+    assert len(exact_top_k(many, [1.0, 0.0])) == 10                    # k defaults to 10
 
 
 def test_recall_at_k():
