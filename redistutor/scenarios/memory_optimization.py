@@ -231,13 +231,14 @@ def _read_back(r: Any, where: list[tuple[str, str | None]]) -> list[Any]:
 
 
 def measure_layout(r: Any, name: str, values: dict[int, str], *, size: int | None = None,
-                   per_key: Callable[[int], str] | None = None, checked: bool = True) -> dict[str, Any]:
+                   per_key: Callable[[int], str] | None = None, checked: bool = True,
+                   verify: bool = True) -> dict[str, Any]:
     """FLUSHALL, load ``values`` one way, and measure: used_memory growth, keys, encodings, and
     whether every value reads back equal to Python's dict.
 
     ``per_key``: one string key per object, named by it. Otherwise buckets of ``size`` fields,
     through :class:`HashBuckets` when ``checked`` (it refuses sizes above the limit) or by plain
-    HSET when not."""
+    HSET when not. ``verify=False`` skips reading every value back (``equal`` is then None)."""
     r.flushall()
     base = used_memory(r)
     if per_key is not None:
@@ -258,7 +259,7 @@ def measure_layout(r: Any, name: str, values: dict[int, str], *, size: int | Non
     for k in keys[:: max(1, len(keys) // 200)]:  # every bucket; a sample of 200 string keys
         p.object("encoding", k)
     encodings = sorted(set(p.execute()))
-    equal = _read_back(r, where) == list(values.values())
+    equal = _read_back(r, where) == list(values.values()) if verify else None
     payload = sum(len(v) for v in values.values())
     out = {"layout": name, "objects": len(values), "keys": len(keys), "encodings": encodings,
            "expected_keys": len(values) if per_key is not None else bucket_count(len(values), cast(int, size)),
@@ -297,8 +298,9 @@ def layout_table(rows: list[dict[str, Any]]) -> Table:
 def bucket_sweep(r: Any, values: dict[int, str], sizes: Iterable[int] | None = None) -> list[dict[str, Any]]:
     """Bytes per object for buckets of each size (plain HSET, the server's limits untouched)."""
     limit = limits(r)["hash-max-listpack-entries"]
-    sizes = sizes or sorted({16, 64, limit // 2, limit, limit + 1, limit * 2})
-    return [measure_layout(r, f"{s} fields", values, size=s, checked=False) | {"size": s} for s in sizes]
+    sizes = sizes or sorted({16, 64, limit, limit + 1, limit * 2})
+    return [measure_layout(r, f"{s} fields", values, size=s, checked=False, verify=False) | {"size": s}
+            for s in sizes]
 
 
 def plot_layouts(rows: list[dict[str, Any]], sweep: list[dict[str, Any]], limit: int) -> None:
@@ -316,8 +318,8 @@ def plot_layouts(rows: list[dict[str, Any]], sweep: list[dict[str, Any]], limit:
     best = min(sweep, key=lambda x: x["per_object"])
     over = [x for x in sweep if x["size"] > limit][0]
     charts.finish([ax1, ax2], summary=f"in this run one key per object cost {rows[0]['per_object']:.1f} bytes per "
-                  f"object, buckets of {best['size']} {best['per_object']:.1f}, and buckets of {over['size']} "
-                  f"(one past the limit, {'/'.join(over['encodings'])}) {over['per_object']:.1f}")
+                  f"object, buckets of {best['size']} fields {best['per_object']:.1f}, and buckets of "
+                  f"{over['size']} fields (one past the limit, {'/'.join(over['encodings'])}) {over['per_object']:.1f}")
 
 
 # -- key-name length --------------------------------------------------------------------------------
@@ -470,9 +472,10 @@ def doctor(r: Any) -> str:
 
 def findings(report: str) -> list[str]:
     """The headings of MEMORY DOCTOR's findings (`` * Peak memory: ...`` -> ``Peak memory``), or its
-    one-line verdict when it has none."""
+    verdict when it has none ("Hi Sam, this instance is empty ..., my issues detector ..." ->
+    "this instance is empty ...")."""
     found = [line[3:].split(":", 1)[0] for line in report.splitlines() if line.startswith(" * ")]
-    return found or [report.split(",", 1)[0] + ", " + report.split(",", 1)[1].split(",")[0].strip()]
+    return found or [report.split(".", 1)[0].removeprefix("Hi Sam, ").split(", my ", 1)[0]]
 
 
 def fragmentation(r: Any, prefix: str, n: int = 30_000, keep: float = 0.2, value_bytes: int = 1_000,
@@ -552,10 +555,12 @@ def fragmentation_table(frag: dict[str, Any]) -> Table:
                  title="Fragmentation on the measuring server (bytes)")
 
 
-def time_hget(r: Any, sizes: Iterable[int] = (64, 256, 1_024, 4_096, 8_192), reads: int = 500
-              ) -> list[tuple[int, str, float]]:
-    """Going deeper: HGET of a random field in one hash of ``n`` fields, with the listpack limit
-    raised to fit it and at the default: (fields, encoding, server microseconds per HGET)."""
+def time_hget(r: Any, sizes: Iterable[int] = (64, 256, 1_024, 4_096), reads: int = 300
+              ) -> list[tuple[int, str, float, int]]:
+    """Going deeper: HGET of a random field in one hash of ``n`` fields, first with the listpack limit
+    raised to fit every size, then at the server's own limit:
+    (fields, encoding, server microseconds per HGET, hash-max-listpack-entries)."""
+    sizes = list(sizes)
     default = limits(r)["hash-max-listpack-entries"]
     rng = random.Random(1)
     rows = []
@@ -572,23 +577,49 @@ def time_hget(r: Any, sizes: Iterable[int] = (64, 256, 1_024, 4_096, 8_192), rea
                 p.execute()
                 after = r.info("commandstats")["cmdstat_hget"]
                 rows.append((n, encoding(r, "deep"),
-                             (after["usec"] - before["usec"]) / (after["calls"] - before["calls"])))
+                             (after["usec"] - before["usec"]) / (after["calls"] - before["calls"]), enc_limit))
         finally:
             r.config_set("hash-max-listpack-entries", default)
     r.delete("deep")
     return rows
 
 
-def plot_hget(rows: list[tuple[int, str, float]]) -> None:
+def plot_hget(rows: list[tuple[int, str, float, int]]) -> None:
     from .. import charts
 
     fig, ax = charts.figure("HGET cost by encoding", xlabel="fields in the hash (log)",
                             ylabel="server time per HGET (µs, log)")
-    for enc in ("listpack", "hashtable"):
-        pts = [(n, us) for n, e, us in rows if e == enc]
-        ax.loglog([n for n, _ in pts], [max(us, 0.01) for _, us in pts], "o-", label=enc)
-    lp = max((x for x in rows if x[1] == "listpack"), key=lambda x: x[0])
-    ht = [x for x in rows if x[1] == "hashtable" and x[0] == lp[0]]
-    tail = f"; the hash table at the same size {ht[0][2]:.2f} µs" if ht else ""
-    charts.finish(ax, summary=f"in this run an HGET in a {lp[0]:,}-field listpack took {lp[2]:.2f} µs on the "
-                  f"server{tail}")
+    for n, limit in enumerate(sorted({x[3] for x in rows}, reverse=True)):
+        pts = [x for x in rows if x[3] == limit]
+        ax.loglog([x[0] for x in pts], [max(x[2], 0.01) for x in pts], "-", color=charts.PALETTE[n],
+                  label=f"hash-max-listpack-entries {limit}")
+        for enc, marker in (("listpack", "o"), ("hashtable", "s")):
+            sel = [x for x in pts if x[1] == enc]
+            ax.loglog([x[0] for x in sel], [max(x[2], 0.01) for x in sel], marker, color=charts.PALETTE[n],
+                      label=f"  {enc}" if sel else None)
+    big = max(x[0] for x in rows)
+    lp = [x for x in rows if x[0] == big and x[1] == "listpack"]
+    ht = [x for x in rows if x[0] == big and x[1] == "hashtable"]
+    parts = [f"an HGET in a {big:,}-field listpack took {lp[0][2]:.2f} µs on the server" if lp else "",
+             f"in a hash table of the same size {ht[0][2]:.2f} µs" if ht else ""]
+    charts.finish(ax, summary="in this run " + "; ".join(x for x in parts if x))
+
+
+def limit_change_trial(r: Any, key: str, fields: int = 300, lowered: int = 128) -> list[tuple[str, str]]:
+    """A listpack hash of ``fields`` fields while ``hash-max-listpack-entries`` is lowered below that
+    (restored afterwards): (step, encoding) after a read and after a write of an existing field."""
+    default = limits(r)["hash-max-listpack-entries"]
+    r.delete(key)
+    r.hset(key, mapping={f"f{i}": "v" for i in range(fields)})
+    rows = [(f"HSET {fields} fields (limit {default})", encoding(r, key))]
+    r.config_set("hash-max-listpack-entries", lowered)
+    try:
+        rows.append((f"CONFIG SET hash-max-listpack-entries {lowered}", encoding(r, key)))
+        r.hget(key, "f1")
+        rows.append(("HGET f1", encoding(r, key)))
+        r.hset(key, "f1", "w")
+        rows.append(("HSET f1 (an existing field)", encoding(r, key)))
+    finally:
+        r.config_set("hash-max-listpack-entries", default)
+    r.delete(key)
+    return rows

@@ -117,3 +117,11 @@ def test_load_refuses_a_long_value_before_writing_anything(r, lim):
     assert not r.exists("u:0")
     load(b, {1: b"z" * b.max_bytes})       # bytes at the limit are fine
     assert r.hget("u:0", "1") == "z" * b.max_bytes
+
+
+def test_load_counts_bytes_not_characters(r, lim):
+    b = HashBuckets(r, "u", 100)
+    with pytest.raises(ValueError, match=f"object 3: {2 * (b.max_bytes // 2 + 1)} bytes"):
+        load(b, {3: "é" * (b.max_bytes // 2 + 1)})     # under the limit in characters, over it in bytes
+    load(b, {4: 1234567})                               # a number is written as its digits
+    assert b.get(4) == "1234567" and r.object("encoding", "u:0") == "listpack"
