@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
@@ -190,8 +191,11 @@ class WriteBehind(WriteBehindBase):
 # -- the worker's loop: retry with exponential back-off ------------------------------------------
 
 # What a sync can fail with and should retry: the DB refusing or timing out (an injected error,
-# SQLite's "database is locked"), or Redis unreachable. Anything else is a bug: let it crash.
-RETRYABLE = (DatabaseError, sqlite3.Error, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# SQLite's OperationalError: "database is locked", a busy or unreachable file), or Redis
+# unreachable. Anything else cannot succeed by waiting (a constraint the row violates, WRONGTYPE,
+# a count that is not a number, a bug): let it crash where someone will see it.
+RETRYABLE = (DatabaseError, sqlite3.OperationalError, redis.exceptions.ConnectionError,
+             redis.exceptions.TimeoutError)
 
 
 def backoff_delay(failures: int, base: float, cap: float) -> float:

@@ -152,6 +152,7 @@ def test_backoff_doubles_and_is_capped():
 
 def test_sync_forever_retries_with_backoff_and_loses_nothing(r, db):
     import threading
+
     from redistutor.patterns.write_behind import sync_forever
     wb = WriteBehind(r, db)
     for page in "abc":
@@ -217,3 +218,83 @@ def test_late_worker_scenario_unversioned_goes_backwards(redis_server, r, db):
     good = late_worker(redis_server, r, db, truth, WriteBehind, "views")
     assert (bad["DB after B"], bad["DB after A's late write"], bad["pending"], bad["A refused"]) == (5, 3, 0, 0)
     assert (good["DB after B"], good["DB after A's late write"], good["pending"], good["A refused"]) == (5, 5, 0, 1)
+
+
+def test_incr_is_one_transaction(redis_server, r, db):
+    """Count, version and dirty mark in one MULTI/EXEC: no other client sees one without the others."""
+    wb = WriteBehind(r, db)
+    r.config_resetstat()
+    assert wb.incr("x", 4) == 4 and wb.incr("x") == 5
+    stats = r.info("commandstats")
+    assert stats["cmdstat_multi"]["calls"] == stats["cmdstat_exec"]["calls"] == 2
+    assert r.hgetall(wb.key("x")) == {"count": "5", "ver": "2"} and r.smembers(wb.dirty_key) == {"x"}
+
+
+class OutageAfterFirstSuccess:
+    """The real WriteBehind, whose database fails twice again right after the first sync that
+    succeeded: two separate outages, for the worker loop's back-off."""
+
+    def __init__(self, wb, db):
+        self.wb, self.db, self.done = wb, db, False
+
+    def sync_once(self, batch):
+        n = self.wb.sync_once(batch)
+        if n and not self.done:
+            self.done = True
+            self.db.fail_next("write", 2)
+        return n
+
+    def pending(self):
+        return self.wb.pending()
+
+
+def test_backoff_starts_again_after_a_success(r, db):
+    """A success resets the back-off: the second outage waits 10 ms, 20 ms again, not 40, 80."""
+    from redistutor.patterns.write_behind import sync_forever
+    wb = WriteBehind(r, db)
+    wb.incr("a")
+    wb.incr("b")
+    db.fail_next("write", 2)
+    waits = []
+    sync_forever(OutageAfterFirstSuccess(wb, db), batch=1, interval=0.01, max_backoff=1.0, once=True,
+                 on_error=lambda exc, n, delay: waits.append((n, delay)))
+    assert waits == [(1, 0.01), (2, 0.02), (1, 0.01), (2, 0.02)]
+    assert db_views(db) == {"a": 1, "b": 1} and wb.pending() == 0
+
+
+def _setup_unfixable(kind, r, db):
+    import sqlite3
+    wb = WriteBehind(r, db, table="checked_views") if kind == "constraint" else WriteBehind(r, db)
+    if kind == "constraint":  # a row the DB's own rule refuses, now and on every retry
+        db.execute("DROP TABLE checked_views", kind="ddl")
+        db.execute("CREATE TABLE checked_views (page TEXT PRIMARY KEY, views INTEGER NOT NULL"
+                   " CHECK (views >= 0), ver INTEGER NOT NULL)", kind="ddl")
+        wb.incr("a", -3)
+        return wb, sqlite3.IntegrityError
+    wb.incr("a")
+    if kind == "wrongtype":  # someone replaced the hash with a string
+        r.set(wb.key("a"), "oops")
+        import redis
+        return wb, redis.exceptions.ResponseError
+    r.hset(wb.key("a"), "count", "many")  # not a number
+    return wb, ValueError
+
+
+@pytest.mark.parametrize("kind", ["constraint", "wrongtype", "not-a-number"])
+def test_worker_does_not_retry_what_cannot_succeed(r, db, kind):
+    """Waiting fixes a locked or unreachable database, not a bad row: the loop raises at once
+    (the batch stays in syncing), instead of backing off forever in silence."""
+    import threading
+
+    from redistutor.patterns.write_behind import sync_forever
+    wb, error = _setup_unfixable(kind, r, db)
+    stop, seen = threading.Event(), []
+
+    def on_error(exc, n, delay):
+        seen.append(exc)
+        stop.set()  # a retrying loop would go on forever: end it after the first retry
+
+    with pytest.raises(error):
+        sync_forever(wb, interval=0.01, once=True, stop=stop, on_error=on_error)
+    assert seen == [] and r.smembers(wb.syncing_key) == {"a"}
+
