@@ -113,6 +113,8 @@ def test_search_ranks_scores_and_returns_attributes(r, emb):
     assert [h[2]["text"] for h in hits] == ["alpha", "near", "far"]
     assert hits[0][1] == pytest.approx(1.0, abs=0.01) and hits[1][1] == pytest.approx(0.9, abs=0.01)
     assert len(idx.search("alpha")) == 4                  # default k = 5, 4 elements
+    idx.ingest("d3", ["gamma", "alpha question", "beta question"])
+    assert len(idx.search("alpha")) == 5                  # default k = 5 of 7 elements
     assert len(idx.search("alpha", k=2)) == 2
     only = idx.search("alpha", k=5, filter=".level >= 3")
     assert [h[2]["text"] for h in only] == ["beta"]
