@@ -481,7 +481,8 @@ def findings(report: str) -> list[str]:
 def fragmentation(r: Any, prefix: str, n: int = 30_000, keep: float = 0.2, value_bytes: int = 1_000,
                   seed: int = 5) -> dict[str, Any]:
     """Fill the server with ``n`` values, delete all but a random ``keep`` share, then let active
-    defragmentation run. INFO memory and MEMORY DOCTOR at each stage."""
+    defragmentation run and MEMORY PURGE return the emptied pages. INFO memory and MEMORY DOCTOR at
+    each stage."""
     r.flushall()
     stages: list[tuple[str, dict[str, Any], str]] = []
 
@@ -505,6 +506,8 @@ def fragmentation(r: Any, prefix: str, n: int = 30_000, keep: float = 0.2, value
     defrag = _active_defrag(r)
     if defrag:
         stage("after active defrag")
+        _purge(r)
+        stage("after MEMORY PURGE")
     r.flushall()
     return {"stages": stages, "defrag": defrag, "kept": len(kept)}
 
@@ -520,6 +523,17 @@ def _settle(r: Any) -> None:
         return abs(sampled - used) <= 0.1 * used + 1_000_000
 
     wait_until(fresh, 30, "INFO memory's sampled allocator figures")
+
+
+def _purge(r: Any, patience: float = 3.0) -> None:
+    """MEMORY PURGE (the allocator returns emptied pages to the OS), then give the cron a moment to
+    sample the new RSS: poll until it changes, for at most ``patience`` seconds (no failure if not)."""
+    before = int(r.info("memory")["used_memory_rss"])
+    r.execute_command("MEMORY", "PURGE")
+    try:
+        wait_until(lambda: int(r.info("memory")["used_memory_rss"]) != before, patience, "a new RSS sample")
+    except TimeoutError:
+        pass
 
 
 def _active_defrag(r: Any) -> bool:
