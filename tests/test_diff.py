@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from redistutor import changes, set_options
 from redistutor.diff import diff
 from redistutor.keys import snapshot
+from redistutor.race import wait_until
 
 
 def test_added_changed_expired_deleted(r):
@@ -22,9 +21,7 @@ def test_added_changed_expired_deleted(r):
         r.set("edit", 2)
         r.delete("drop")
         r.expire("ttl", 500)  # a refreshed TTL is a change
-        deadline = time.monotonic() + 5
-        while r.exists("short") and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: not r.exists("short"), 5, "the short key to expire")
     assert d.added == ["new"]
     assert d.changed == ["edit", "ttl"]
     assert d.deleted == ["drop"]

@@ -27,6 +27,7 @@ from redis.exceptions import RedisClusterException
 from redistutor import _guard, lab
 from redistutor.exceptions import ConfigError
 from redistutor.lab import _base
+from redistutor.race import wait_until
 
 from .helpers import wait_gone
 
@@ -445,10 +446,8 @@ def test_worker_paused_keeps_its_lock_and_resumes():
             holder = workers.wait_for("acquire").actor
             workers.pause(holder)
             proc = psutil.Process(workers.pids[holder])
-            deadline = time.monotonic() + 5  # SIGSTOP is delivered asynchronously
-            while proc.status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert proc.status() == psutil.STATUS_STOPPED
+            # SIGSTOP is delivered asynchronously
+            wait_until(lambda: proc.status() == psutil.STATUS_STOPPED, 5, "the holder to be stopped")
             assert node.r.get("lab:lock") is not None  # frozen, still holding
             workers.resume(holder)
             workers.join()

@@ -21,6 +21,8 @@ import psutil
 import pytest
 import redis
 
+from redistutor.race import wait_until
+
 from .helpers import wait_gone
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,13 +124,8 @@ def test_kill_9_between_spawn_and_registration_leaves_nothing(kind, expected):
         paused = kernel.read()
         assert paused["paused"] == point
         # Every spawn of a Fleet pauses in its own thread; wait until all have happened.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            spawned = [p for p in kernel.family() if _is_ours(p, kind)]
-            if len(spawned) >= expected:
-                break
-            time.sleep(0.05)
-        assert len(spawned) >= expected, f"only {len(spawned)} of {expected} spawned"
+        wait_until(lambda: len([p for p in kernel.family() if _is_ours(p, kind)]) >= expected, 60,
+                   f"{expected} {kind} processes to be spawned")
         family = kernel.family()
         kernel.kill9()
         assert not wait_gone(family, timeout=15), \
@@ -181,9 +178,7 @@ def test_module_probe_server_is_guarded_like_any_other():
         paused = kernel.read()
         assert paused["paused"] == "server-spawned", "the module probe bypasses the guarded spawn"
         pid = paused["child"]
-        deadline = time.monotonic() + 60
-        while not _is_ours(pid, "server") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: _is_ours(pid, "server"), 60, "the paused server to be ours")
         argv = psutil.Process(pid).cmdline()
         assert argv[argv.index("--bind") + 1] == "127.0.0.1"
         assert argv[argv.index("--set-proc-title") + 1] == "no"  # the orphan check can see it
@@ -306,9 +301,7 @@ def test_a_killed_kernels_namespace_is_removed_later_and_nobody_elses(cleaner, m
         finally:
             kernel.close()
         # The kernel is gone; its lease (1 s here) runs out on the server's own clock.
-        deadline = time.monotonic() + 30
-        while admin.exists(f"rt:_lease:{ns}") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: not admin.exists(f"rt:_lease:{ns}"), 30, "the dead kernel's lease to expire")
         if cleaner == "next start":
             AttachedServer(shared.url, name="next-notebook").start().stop()
         else:

@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 import inspect
-import time
 
 import redis
 
 from ..check import Exercise, expect
+from ..race import wait_until
 from ..scenarios.multi_node_lab import PERSISTENCE_MODES, persistence_trial
 
 # -- Try it ---------------------------------------------------------------------------------------
@@ -100,11 +100,7 @@ def wait_exercise(rep, prefix: str = "ex1") -> Exercise:
 def fail_over(cluster, key: str) -> str:
     old = cluster.owner(key)          # the master serving the key's slot (CLUSTER SLOTS)
     old.kill()
-    deadline = time.monotonic() + 20
-    while cluster.owner(key) is old:  # until a replica has been elected for those slots
-        if time.monotonic() > deadline:
-            raise TimeoutError("no replica took over")
-        time.sleep(0.05)
+    wait_until(lambda: cluster.owner(key) is not old, 20, "a replica to be elected for those slots", step=0.05)
     cluster.wait_ok()                 # every node agrees, cluster_state:ok
     return cluster.owner(key).name
 

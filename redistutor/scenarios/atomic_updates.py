@@ -30,7 +30,7 @@ from ..patterns.atomic_updates import (
     ShadowHash,
     watch_update,
 )
-from ..race import PausePoint, run_in_thread
+from ..race import PausePoint, run_in_thread, wait_until
 from ..tables import Table
 from ..timeline import run_threads
 
@@ -124,9 +124,8 @@ def what_aborts_exec(r: redis.Redis, other: redis.Redis, key: str) -> tuple[Tabl
                 return "aborted"
 
     def until_gone(_pipe: Any) -> None:
-        deadline = time.monotonic() + 5
-        while other.exists(key) and time.monotonic() < deadline:  # EXISTS deletes an expired key
-            time.sleep(0.002)
+        # EXISTS deletes an expired key
+        wait_until(lambda: not other.exists(key), 5, f"{key} to expire", step=0.002)
 
     cases = {
         "nothing": attempt(lambda p: None),
@@ -379,9 +378,7 @@ def lease_expires(r: redis.Redis, db: Database, prefix: str, *, table: str,
     a = run_in_thread(idem.run, request_id, charge(db, request_id, table=table, before=slow_provider, by="A"))
     if not a_started.wait(10):
         raise RuntimeError(f"{key}: caller A never started its side effect")
-    deadline = time.monotonic() + 5
-    while r.exists(key) and time.monotonic() < deadline:  # until A's claim has expired
-        time.sleep(0.005)
+    wait_until(lambda: not r.exists(key), 5, "A's claim to expire")
     b = idem.run(request_id, charge(db, request_id, table=table, by="B"))
     a_may_finish.set()
     try:

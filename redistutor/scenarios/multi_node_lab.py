@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from ..events import EventLog
+from ..race import wait_until
 from ..tables import Table
 
 __all__ = [
@@ -74,12 +75,9 @@ def _wait_stopped(pid: int | None, timeout: float = 5.0) -> None:
 
     if not pid:
         return
-    deadline = time.monotonic() + timeout
     proc = psutil.Process(pid)
-    while proc.status() not in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"process {pid} did not stop within {timeout:g} s")
-        time.sleep(0.005)
+    wait_until(lambda: proc.status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP), timeout,
+               f"process {pid} to stop")
 
 
 @contextmanager
@@ -198,11 +196,8 @@ def clusterdown_window(cluster: Any, master: str, replica: str, probe_key: str |
     assert live.name not in (master, replica), "probe_key must live on another master"
     with frozen_node(heir):
         victim.kill()
-        deadline = time.monotonic() + timeout
-        while _cluster_state(live) != "fail":
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{live.name} never saw the cluster fail")
-            time.sleep(0.02)
+        wait_until(lambda: _cluster_state(live) == "fail", timeout, f"{live.name} to see the cluster fail",
+                   step=0.02)
         errors = {}
         for what, call in (("read", lambda: live.r.get(probe_key)), ("write", lambda: live.r.set(probe_key, "x"))):
             try:
@@ -250,9 +245,8 @@ def _aof_written(node: Any, timeout: float = 3.0) -> None:
     the previous second's fsync may ``everysec`` postpone that write (up to 2 s). Waiting here
     keeps that rare case out of the trial (it is the disk, not the process, being slow).
     """
-    deadline = time.monotonic() + timeout
-    while node.r.info("persistence").get("aof_buffer_length", 0) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: not node.r.info("persistence").get("aof_buffer_length", 0), timeout,
+               f"{node.name}'s AOF buffer to be written", step=0.01)
 
 
 def persistence_trial(mode: str, *, cycles: int = 2, writes: int = 20, snapshot_after_first: bool = True,
