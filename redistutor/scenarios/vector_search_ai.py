@@ -188,7 +188,7 @@ EXPIRY_V2 = [
     "Since Redis 7.0, EXPIRE takes NX, XX, GT or LT to set the expiry only under that condition.",
     "TTL returns the seconds a key has left, -1 for a key without expiry and -2 for a missing key.",
 ]
-"""Version 2 of the "expiry" document: one passage kept, one new, four of version 1 gone."""
+"""Version 2 of the "expiry" document: two passages kept, one new, four of version 1 gone."""
 
 
 def doc_versions(index: SemanticIndex, doc: str, current: list[str]) -> dict[str, int]:
