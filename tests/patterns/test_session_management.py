@@ -99,9 +99,9 @@ def test_get_of_a_missing_or_fragment_session_is_none(r):
 
 
 def test_sliding_keeps_an_active_session_and_drops_an_idle_one(r):
-    store = SessionStore(r, prefix="s", idle_ms=300, max_ms=60_000)
+    store = SessionStore(r, prefix="s", idle_ms=600, max_ms=60_000)
     active, idle = store.create(user_id="a"), store.create(user_id="b")
-    for _ in range(8):                                  # 8 x 100 ms: well past one idle TTL
+    for _ in range(10):                                 # 10 x 100 ms: well past one idle TTL
         assert store.get(active) is not None
         time.sleep(0.1)
     assert store.get(active) is not None and store.get(idle) is None
