@@ -266,3 +266,46 @@ def test_withdraw_lets_other_errors_through(r):
     store.LUA_APPEND = "return redis.error_reply('WRONGTYPE not a version error')"
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         withdraw(store, 10)
+
+
+def _counts_of(t, name):
+    return [c.args[c.args.index("COUNT") + 1] for c in t.select(name)]
+
+
+def test_apply_event_is_one_multi_exec(r):
+    from redistutor import trace
+
+    with trace(r) as t:
+        apply_event(r, "view", "5-0", {"type": "deposited", "amount": "40"})
+    assert t.names() == ["MULTI", "HINCRBY", "HINCRBY", "HSET", "EXEC"] and t.round_trips == 1
+
+
+def test_replay_and_project_read_in_their_default_batches(r):
+    from redistutor import trace
+
+    sc.append_all(r, KEY, sc.generate_events(120, seed=3))
+    with trace(r) as t:
+        EventStore(r, KEY).replay(fold, 0)
+        project(r, KEY, "view")
+    assert _counts_of(t, "XRANGE") == ["500", "500", "100", "100", "100"]   # replay: 1 + empty; project: 2 + empty
+
+
+def test_take_snapshot_of_an_empty_stream(r):
+    assert take_snapshot(EventStore(r, KEY), "snap") == {"balance": 0, "last_id": "0-0", "version": 0}
+    assert r.hgetall("snap") == {"balance": "0", "last_id": "0-0", "version": "0"}
+
+
+def test_withdraw_defaults_hook_arguments_event_and_conflict(r):
+    store = EventStore(r, KEY)
+    store.append(0, type="deposited", amount=1000)
+    seen = []
+
+    def interloper(balance, version):   # another writer appends every time we decide
+        seen.append((balance, version))
+        r.xadd(KEY, {"type": "deposited", "amount": 1})
+
+    with pytest.raises(VersionConflict, match="now holds 5 events") as err:
+        withdraw(store, 10, hooks={"before_append": interloper})
+    assert seen == [(1000, 1), (1001, 2), (1002, 3), (1003, 4)]   # the default: 3 retries after the first try
+    assert err.value.actual == 5
+    assert withdraw(store, 10) and r.xrange(KEY)[-1][1] == {"type": "withdrawn", "amount": "10"}
