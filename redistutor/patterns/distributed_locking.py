@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -114,9 +114,9 @@ class Lock:
     Fair hand-off: a random-sleep retry lets the releaser (already awake, one round trip away)
     win again and again while a waiter sleeps, so the unlucky waiter's wait has a long tail. With
     ``fair=True`` a refused acquire joins a line (a list, ``<key>:queue``, arrival order); only the
-    client at the head may take the lock; the release script deletes the lock and PUBLISHes the
-    head's token on ``<key>:released``, and the waiters block on that channel instead of
-    sleeping: the head wakes and takes it in one round trip, the others keep waiting.
+    client at the head may take the lock; the release script deletes the lock and PUBLISHes on
+    the head's own channel, ``<key>:released:<token>``, and each waiter blocks on its channel
+    instead of sleeping: the head wakes and takes it in one round trip, the others sleep on.
     """
 
     # KEYS[1] = lock key, KEYS[2] = fencing counter (same hash tag: a cluster needs one slot)
@@ -177,14 +177,15 @@ class Lock:
     return false
     """
 
-    # Fair mode. KEYS[1] = lock, KEYS[2] = the line; ARGV[1] = our token, ARGV[2] = the channel.
-    # Deletes the lock if it holds our token, then publishes the token of the first waiter in
-    # line (who is the only one allowed to take it). Returns 1 if the lock was ours, else 0.
+    # Fair mode. KEYS[1] = lock, KEYS[2] = the line; ARGV[1] = our token, ARGV[2] = the channel
+    # prefix. Deletes the lock if it holds our token, then wakes the first waiter in line (the
+    # only one allowed to take it): PUBLISH on its own channel, <prefix>:<its token>.
+    # Returns 1 if the lock was ours, else 0.
     LUA_RELEASE_FAIR = """
     if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
     redis.call('DEL', KEYS[1])
     local head = redis.call('LINDEX', KEYS[2], 0)
-    if head then redis.call('PUBLISH', ARGV[2], head) end
+    if head then redis.call('PUBLISH', ARGV[2] .. ':' .. head, 1) end
     return 1
     """
 
@@ -204,6 +205,7 @@ class Lock:
         self.retry_delay = retry_delay
         self.fair = fair
         self.patience_ms = int(patience_ms)
+        self._local = threading.local()
         self._acquire = r.register_script(self.LUA_ACQUIRE)
         self._release = r.register_script(self.LUA_RELEASE)
         self._extend = r.register_script(self.LUA_EXTEND)
@@ -233,7 +235,7 @@ class Lock:
 
     @property
     def channel(self) -> str:
-        """Fair mode: where a release announces the token of the first waiter in line."""
+        """Fair mode: a release wakes the first waiter in line on ``<channel>:<its token>``."""
         return f"{self.prefix}:{{{self.name}}}:released"
 
     def waiting(self) -> list[str]:
@@ -304,13 +306,23 @@ class Lock:
                 return None
             time.sleep(random.uniform(*self.retry_delay))
 
+    def _subscriber(self) -> Any:
+        """This thread's pub/sub connection (kept: a wait costs no new connection)."""
+        sub = getattr(self._local, "sub", None)
+        if sub is None:
+            sub = self._local.sub = self.r.pubsub(ignore_subscribe_messages=True)
+        return sub
+
     def _acquire_in_line(self, deadline: float | None) -> Lease | None:
         token = self.new_token()
-        sub = self.r.pubsub(ignore_subscribe_messages=True)
-        sub.subscribe(self.channel)                  # before the first try: no release is missed
+        lease = self.try_acquire(token)              # free and nobody in line: one round trip
+        if lease is not None:
+            return lease
+        sub, mine = self._subscriber(), f"{self.channel}:{token}"
+        sub.subscribe(mine)                          # only our own wake-up: other waiters sleep on
         try:
             while True:
-                lease = self.try_acquire(token)
+                lease = self.try_acquire(token)      # again: a release before we subscribed is not missed
                 if lease is not None:
                     return lease
                 wait = self.patience_ms / 3000
@@ -325,10 +337,10 @@ class Lock:
                 end = time.monotonic() + wait
                 while (left := end - time.monotonic()) > 0:
                     msg = sub.get_message(timeout=left)
-                    if msg is not None and msg["data"] == token:
+                    if msg is not None and msg["channel"] == mine:
                         break                        # our turn: the holder released, we are first
         finally:
-            sub.close()
+            sub.unsubscribe(mine)
 
     def release(self, lease: Lease) -> bool:
         """Give the lock back; True if it was still ours (False: it had expired or moved on).

@@ -406,10 +406,10 @@ def test_fair_lock_grants_in_arrival_order_and_the_releaser_cannot_cut_in(r):
     assert r.exists(holder.key) == 0
 
 
-def test_fair_release_names_the_first_waiter_on_the_channel(r):
+def test_fair_release_wakes_the_first_waiter_on_its_own_channel(r):
     lock = Lock(r, "announce", fair=True)
     sub = r.pubsub(ignore_subscribe_messages=True)
-    sub.subscribe(lock.channel)
+    sub.psubscribe(f"{lock.channel}:*")
     lease = lock.acquire(timeout=1)
     assert lock.release(lease) and sub.get_message(timeout=0.2) is None  # nobody in line: silence
     lease = lock.acquire(timeout=1)
@@ -419,11 +419,22 @@ def test_fair_release_names_the_first_waiter_on_the_channel(r):
     assert r.exists(lock.key) and sub.get_message(timeout=0.2) is None
     assert lock.release(lease)
     msg = sub.get_message(timeout=2)
-    assert msg is not None and msg["data"] == "w1"
+    assert msg is not None and msg["channel"] == "lock:{announce}:released:w1"
+    assert sub.get_message(timeout=0.2) is None      # w2 is not woken
     assert lock.try_acquire("w2") is None          # not first: refused although the lock is free
     won = lock.try_acquire("w1")
     assert won is not None and won.fence == lease.fence + 1 and lock.waiting() == ["w2"]
     sub.close()
+
+
+def test_fair_acquire_of_a_free_lock_is_one_round_trip(r):
+    from redistutor import trace
+
+    lock = Lock(r, "free", fair=True)
+    with trace(r) as t:
+        lease = lock.acquire(timeout=1)
+        lock.release(lease)
+    assert t.names() == ["EVALSHA", "EVALSHA"]       # no subscription when nobody holds it
 
 
 def test_fair_waiter_that_gives_up_or_dies_loses_its_place(r):
@@ -459,12 +470,12 @@ def test_fair_hand_off_is_one_round_trip_for_the_woken_waiter(r):
         th = threading.Thread(target=lambda: got.append(Lock(waiter_client, "handoff", fair=True).acquire(timeout=10)),
                               name="waiter")
         th.start()
-        wait_until(lambda: len(holder.waiting()) == 1)
-        holder.release(lease)
+        wait_until(lambda: len(holder.waiting()) == 1 and len(r.pubsub_channels(f"{holder.channel}:*")) == 1)
+        holder.release(lease)                        # the waiter is in line and listening
         th.join(10)
     assert got and got[0] is not None
     mine = [n for n in t.names(thread="waiter") if n != "SCRIPT LOAD"]
-    assert mine == ["EVALSHA", "EVALSHA"]  # refused once (joined the line), then granted: no retry loop
+    assert mine == ["EVALSHA", "EVALSHA", "EVALSHA"]  # refused (in line), again after subscribing, granted
 
 
 def test_lock_loads_its_scripts_once_per_client(r):
