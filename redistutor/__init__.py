@@ -4,11 +4,14 @@ Notebooks import only these top-level names; patterns come from their own module
 (``from redistutor.patterns.cache_aside import CacheAside``).
 """
 
+from typing import Any
+
 from . import (
     charts,  # one chart style: charts.figure(...), charts.finish(ax, summary=...)
     check,  # learner-facing checks: check.key_equals(server, "k", "v"), check.ttl_between(...)
 )
 from .check import Exercise  # exercise definitions in redistutor/exercises/*
+from .commands import explain  # a command's help from the running server: explain("ZADD")
 from .diff import changes, diff  # "what changed?": with changes(server, "user:*") as d: ...
 from .events import EventLog  # one clock for race timelines and lab faults
 from .exceptions import (  # what learners may see raised, each with a one-sentence fix
@@ -33,6 +36,16 @@ from .watch import watch  # live view from keyspace notifications (ipywidgets, t
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext redistutor``: adds ``%redis_help ZADD`` (the same view as ``explain("ZADD")``)."""
+
+    def redis_help(line: str):
+        return explain(line.strip())
+
+    ipython.register_magic_function(redis_help, magic_kind="line", magic_name="redis_help")
+
+
 __all__ = [
     "AttachedServer",
     "CheckFailed",
@@ -49,6 +62,7 @@ __all__ = [
     "check",
     "connect",
     "diff",
+    "explain",
     "get_options",
     "max_concurrent",
     "run_threads",

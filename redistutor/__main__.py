@@ -1,8 +1,10 @@
-"""``python -m redistutor provision | clean``.
+"""``python -m redistutor provision | clean | commands``.
 
 * ``provision``: make sure a Redis 8 (and its modules) is ready.
 * ``clean``: on the server named by ``$REDIS_URL``, remove the keys of notebooks whose kernel
   died without stopping (their namespace lease expired). Nobody else's keys are touched.
+* ``commands``: regenerate ``docs/commands.md`` (the commands index) from a fresh local server's
+  ``COMMAND DOCS`` and the notebooks' code.
 """
 
 from __future__ import annotations
@@ -12,7 +14,22 @@ import sys
 
 from .provision import main as provision_main
 
-USAGE = "usage: python -m redistutor provision | clean"
+USAGE = "usage: python -m redistutor provision | clean | commands"
+
+
+def commands() -> int:
+    from .commands import ROOT, commands_markdown
+    from .server import start_server
+
+    server = start_server("commands-index", backend="local", quiet=True)
+    try:
+        text = commands_markdown(server.client())
+    finally:
+        server.stop()
+    out = ROOT / "docs" / "commands.md"
+    out.write_text(text + "\n")
+    print(f"[redistutor] wrote {out.relative_to(ROOT)} ({text.count(chr(10)) + 1} lines)")
+    return 0
 
 
 def clean() -> int:
@@ -50,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return provision_main(args[1:])
     if args[:1] == ["clean"] and len(args) == 1:
         return clean()
+    if args[:1] == ["commands"] and len(args) == 1:
+        return commands()
     print(USAGE, file=sys.stderr)
     return 2
 
