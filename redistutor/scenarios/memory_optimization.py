@@ -398,7 +398,8 @@ def set_table(rows: list[tuple[str, int, str, int]]) -> Table:
 
 def oversize_fault(r: Any, prefix: str, fields: int = 300) -> list[tuple[str, str, int, int]]:
     """A listpack bucket of ``fields`` names; another client writes one value one byte over the
-    limit, then deletes it; then a copy (COPY) and a rewrite (DUMP + RESTORE).
+    limit, then deletes it; then a copy (COPY), a rewrite (DUMP + RESTORE) and, after the same value
+    once more, a reload of the whole dataset from an RDB file (DEBUG RELOAD, as at a restart).
     Rows: (step, encoding, MEMORY USAGE, HLEN)."""
     lim = limits(r)
     key, copy_key = f"{prefix}:7", f"{prefix}:7:copy"
@@ -417,7 +418,13 @@ def oversize_fault(r: Any, prefix: str, fields: int = 300) -> list[tuple[str, st
     rows.append(row("COPY to a new key", copy_key))
     r.restore(key, 0, r.dump(key), replace=True)
     rows.append(row("DUMP + RESTORE ... REPLACE"))
-    r.delete(key, copy_key)
+    r.delete(copy_key)
+    r.hset(key, "bio", "x" * (lim["hash-max-listpack-value"] + 1))
+    r.hdel(key, "bio")
+    rows.append(row("HSET bio + HDEL bio again"))
+    r.execute_command("DEBUG", "RELOAD")  # save an RDB file and load it, as a restart would
+    rows.append(row("DEBUG RELOAD (RDB save + load)"))
+    r.delete(key)
     return rows
 
 
