@@ -2,11 +2,15 @@
 
     ./run bench                 # everything
     ./run bench --no-notebooks  # skip the notebook suite (the slow part)
+    ./run bench --only-peers    # only the patterns vs the libraries users would pick
 
 1. Start-to-PING of redistutor's local server (p50/p95 over 20 starts), next to a bare
    ``redis-server`` spawn polled with a raw socket PING, with and without the same modules.
 2. Multi-node lab ready times, if the lab is present (benchmarks/bench_lab.py).
-3. Wall time of the whole notebook suite (nbval, as the tests run it).
+3. The patterns side by side with their peers, as ratios (benchmarks/peers.py): ``limits`` vs
+   the rate limiters, redis-py's ``Lock`` and ``python-redis-lock`` vs the lock, ``pottery`` vs
+   Redlock. The peers are the ``bench`` extra, installed here on first use.
+4. Wall time of the whole notebook suite (nbval, as the tests run it).
 """
 
 from __future__ import annotations
@@ -101,20 +105,47 @@ def bench_notebooks() -> None:
     print(f"Notebook suite: {count} notebooks in {wall:.1f} s wall ({last.strip('= ')})")
 
 
+def ensure_peers() -> None:
+    """Install the ``bench`` extra (the peer libraries) if one of them is missing."""
+    try:
+        import limits  # noqa: F401
+        import pottery  # noqa: F401
+        import redis_lock  # noqa: F401
+    except ImportError:
+        print("Installing the bench extra (limits, python-redis-lock, pottery) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[bench]"], check=True)
+
+
+def bench_peers(runs: int) -> None:
+    ensure_peers()
+    sys.path.insert(0, str(Path(__file__).parent))
+    import peers
+
+    peers.main(["--runs", str(runs)])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-notebooks", action="store_true", help="skip the notebook suite")
+    parser.add_argument("--no-peers", action="store_true", help="skip the comparison with peer libraries")
+    parser.add_argument("--only-peers", action="store_true", help="only the comparison with peer libraries")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each peer comparison (the median counts)")
     args = parser.parse_args()
+    if args.only_peers:
+        bench_peers(args.runs)
+        return 0
     bench_start()
     lab = Path(__file__).with_name("bench_lab.py")
     if lab.exists():
         sys.path.insert(0, str(lab.parent))
-        import bench_lab  # noqa: PLC0415
+        import bench_lab
 
         for name in ("bench_fleet", "bench_cluster"):
             fn = getattr(bench_lab, name, None)
             if fn is not None:
                 fn()
+    if not args.no_peers:
+        bench_peers(args.runs)
     if not args.no_notebooks:
         bench_notebooks()
     return 0
