@@ -110,7 +110,7 @@ def encoding_rows(r: Any, prefix: str) -> list[tuple[str, str, str, int]]:
 
 def encoding_table(rows: list[tuple[str, str, str, int]]) -> Table:
     return Table(["type", "contents", "OBJECT ENCODING", "MEMORY USAGE (bytes)"], [list(x) for x in rows],
-                 title="One key of each type, just below and just above its limit")
+                 title="One key of each type, just below and just above its limit", fmt={"MEMORY USAGE (bytes)": ","})
 
 
 # -- the step: MEMORY USAGE as a hash grows past its limit, and shrinks again ------------------
@@ -292,7 +292,8 @@ def layout_table(rows: list[dict[str, Any]]) -> Table:
                   "reads = Python"],
                  [[x["layout"], x["keys"], "/".join(x["encodings"]), x["used_memory"], round(x["per_object"], 1),
                    f"{x['saving']:.0%}", x["equal"]] for x in rows],
-                 title=f"{rows[0]['objects']:,} names ({rows[0]['payload']:,} bytes of payload) on a fresh server")
+                 title=f"{rows[0]['objects']:,} names ({rows[0]['payload']:,} bytes of payload) on a fresh server",
+                 fmt={"used_memory growth (bytes)": ","})
 
 
 def bucket_sweep(r: Any, values: dict[int, str], sizes: Iterable[int] | None = None) -> list[dict[str, Any]]:
@@ -573,7 +574,15 @@ def fragmentation_table(frag: dict[str, Any]) -> Table:
     rows = [[name, info["used_memory"], info["used_memory_rss"], info["mem_fragmentation_ratio"],
              info["allocator_frag_ratio"], "; ".join(findings(report))] for name, info, report in frag["stages"]]
     return Table(["stage", "used_memory", "RSS", "RSS / used", "allocator frag", "MEMORY DOCTOR says"], rows,
-                 title="Fragmentation on the measuring server (bytes)")
+                 title="Fragmentation on the measuring server (bytes)", fmt={"used_memory": ",", "RSS": ","})
+
+
+def doctor_text(report: str, width: int = 100) -> str:
+    """MEMORY DOCTOR's report with each paragraph wrapped at ``width`` (it sends long lines)."""
+    import textwrap
+
+    return "\n\n".join(textwrap.fill(p.strip(), width, subsequent_indent="  " if p.strip().startswith("*") else "")
+                       for p in report.strip().split("\n\n"))
 
 
 def time_hget(r: Any, sizes: Iterable[int] = (64, 256, 1_024, 4_096), reads: int = 300
