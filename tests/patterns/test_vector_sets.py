@@ -119,6 +119,13 @@ def test_exact_top_k_is_cosine_not_dot_product():
     assert len(exact_top_k(many, [1.0, 0.0])) == 10                    # k defaults to 10
 
 
+def test_exact_top_k_ranks_in_double_precision():
+    """float32 vectors and query: the cosines 1 and 1 - 5e-11 are equal in float32, not in float64."""
+    vectors = np.array([[1.0, 0.0], [1.0, 1e-5]], dtype=np.float32)
+    query = np.array([1.0, 1e-5], dtype=np.float32)
+    assert exact_top_k(vectors, query, 2) == [1, 0]
+
+
 def test_recall_at_k():
     assert recall_at_k(["a", "b", "c"], ["a", "b", "d", "e"]) == 0.5
     assert recall_at_k(["a", "a"], ["a", "b"]) == 0.5
