@@ -181,17 +181,27 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    # Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): numpy has no erf, and BERT's GELU is exact.
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-a * a))
-
-
 def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+    """BERT's exact GELU, x * Phi(x), with erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+
+    numpy has no erf; the work is done in place on one buffer because this is the model's
+    largest activation (batch x tokens x 1536).
+    """
+    a = np.abs(x) * np.float32(1.0 / math.sqrt(2.0))
+    t = a * np.float32(0.3275911)
+    t += 1.0
+    np.reciprocal(t, out=t)
+    poly = t * np.float32(1.061405429)
+    for c in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        poly += np.float32(c)
+        poly *= t
+    np.square(a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    poly *= a
+    poly *= 0.5                     # q = (1 - erf(|x| / sqrt 2)) / 2 = Phi(-|x|)
+    phi = np.where(x >= 0, 1.0 - poly, poly)
+    return np.asarray(x * phi, dtype=np.float32)
 
 
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -381,12 +391,14 @@ class TfidfSvd(Embedder):
 # --------------------------------------------------------------------------- choosing one
 
 
-def default_embedder(corpus: Iterable[str], *, prefer: str = "minilm") -> Embedder:
+def default_embedder(corpus: Iterable[str], *, prefer: str | None = None) -> Embedder:
     """The real model when it is installed, else the fallback fitted on ``corpus``.
 
-    ``prefer="tfidf"`` forces the fallback. When ``REDISTUTOR_STRICT_CAPABILITIES`` is set (as
-    ``./run test`` does), a missing real model is an error instead of a silent fallback.
+    ``prefer="tfidf"`` (or ``REDISTUTOR_EMBEDDINGS=tfidf``) forces the fallback. When
+    ``REDISTUTOR_STRICT_CAPABILITIES`` is set (as ``./run test`` does), a missing real model is an
+    error instead of a silent fallback.
     """
+    prefer = prefer or os.environ.get("REDISTUTOR_EMBEDDINGS") or "minilm"
     if prefer == "minilm":
         try:
             return MiniLM()

@@ -112,6 +112,9 @@ def test_default_embedder_prefers_and_falls_back(monkeypatch):
     assert isinstance(emb.default_embedder(DOCS, prefer="tfidf"), TfidfSvd)
     with pytest.raises(ValueError):
         emb.default_embedder(DOCS, prefer="bogus")
+    monkeypatch.setenv("REDISTUTOR_EMBEDDINGS", "tfidf")
+    assert isinstance(emb.default_embedder(DOCS), TfidfSvd)
+    monkeypatch.delenv("REDISTUTOR_EMBEDDINGS")
     monkeypatch.setattr(emb, "find_minilm", lambda: None)
     monkeypatch.delenv("REDISTUTOR_STRICT_CAPABILITIES", raising=False)
     e = emb.default_embedder(DOCS)
