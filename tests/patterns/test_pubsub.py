@@ -124,3 +124,20 @@ def test_sharded_channel_stays_on_its_shard(cluster):
     replica = "r" + owner[1:]
     assert tour["bus_shard"] == {n: (20 if n == replica else 0) for n in tour["per_node"]}
     assert tour["shard_got"] == 20 and set(tour["shard_returns"]) == {1}
+
+
+def test_gap_detector_counts_every_duplicate():
+    d = GapDetector()
+    for data in ("1:a", "1:a", "1:a", "2:b"):
+        d.feed(data)
+    assert d.duplicates == 2 and d.last == 2 and d.missed == []
+
+
+def test_read_messages_keeps_sharded_messages(redis_server, r):
+    p = redis_server.client().pubsub()
+    p.ssubscribe("orders")
+    sc.wait_until(lambda: r.execute_command("PUBSUB", "SHARDNUMSUB", "orders")[1] == 1, 10)
+    r.spublish("orders", "1:first")
+    got = read_messages(p, wait=0.5)
+    assert [(m["type"], m["data"]) for m in got] == [("smessage", "1:first")]
+    p.close()
