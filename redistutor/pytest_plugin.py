@@ -84,6 +84,7 @@ PHASES = (
     ("notebooks (nbval)", ("notebooks/",)),
     ("browser check", ("tests/browser/",)),
     ("static checks", ("tests/test_skeleton.py", "tests/test_packaging.py")),
+    ("site (2 notebooks)", ("tests/test_site.py",)),
     ("pattern and exercise tests", ("tests/patterns/", "tests/exercises/")),
     ("runtime unit tests", ("",)),
 )
