@@ -470,12 +470,14 @@ def test_fair_hand_off_is_one_round_trip_for_the_woken_waiter(r):
         th = threading.Thread(target=lambda: got.append(Lock(waiter_client, "handoff", fair=True).acquire(timeout=10)),
                               name="waiter")
         th.start()
-        wait_until(lambda: len(holder.waiting()) == 1 and len(r.pubsub_channels(f"{holder.channel}:*")) == 1)
-        holder.release(lease)                        # the waiter is in line and listening
+        wait_until(lambda: len(r.pubsub_channels(f"{holder.channel}:*")) == 1
+                   and t.names(thread="waiter").count("EVALSHA") == 2)
+        holder.release(lease)                        # the waiter is in line, listening, refused twice
         th.join(10)
     assert got and got[0] is not None
     mine = [n for n in t.names(thread="waiter") if n != "SCRIPT LOAD"]
     assert mine == ["EVALSHA", "EVALSHA", "EVALSHA"]  # refused (in line), again after subscribing, granted
+    assert len(holder.waiting()) == 0
 
 
 def test_lock_loads_its_scripts_once_per_client(r):
