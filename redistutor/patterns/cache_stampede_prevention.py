@@ -54,9 +54,10 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
@@ -363,20 +364,26 @@ class XFetchCache(CacheBase):
             return "early", cur
         return "hit", cur
 
+    def begin(self, name: str, now: float) -> tuple[str, tuple[str, float, float] | None, str | None]:
+        """:meth:`decide`, then the refresh lock: ("hit" | "early" | "miss", what it read, the
+        lock's token if this reader took it). A reader that draws an early refresh while another
+        holds the lock serves the current value: a "hit"."""
+        kind, cur = self.decide(name, now)
+        token = None
+        if kind == "early" and self.refresh_lock:
+            token = self.try_lock(name)
+            if token is None:  # someone else is refreshing: the current value is still good
+                kind = "hit"
+        return kind, cur, token
+
     def get(self, name: str, now: float | None = None) -> str:
         """The value; rebuilt synchronously on a miss or when this reader draws an early refresh."""
         now = self.clock() if now is None else now
-        kind, cur = self.decide(name, now)
+        kind, cur, token = self.begin(name, now)
         if kind == "hit":
             self.stats.add("hits")
             return cur[0]
-        token = None
         if kind == "early":
-            if self.refresh_lock:
-                token = self.try_lock(name)
-                if token is None:  # someone else is refreshing: the current value is still good
-                    self.stats.add("hits")
-                    return cur[0]
             self.stats.add("early_refreshes")
         else:
             self.stats.add("misses")

@@ -28,8 +28,13 @@ from typing import Any
 
 import redis
 
-from ..patterns.cache_stampede_prevention import (CacheBase, CoalescingCache, LockedCache,
-                                                  XFetchCache, refresh_probability)
+from ..patterns.cache_stampede_prevention import (
+    CacheBase,
+    CoalescingCache,
+    LockedCache,
+    XFetchCache,
+    refresh_probability,
+)
 from ..race import PausePoint, run_in_thread
 
 
@@ -115,7 +120,7 @@ def process_stampede_worker(ctx: Any, name: str, *, prefix: str, db_path: str, q
                 "after_miss": lambda *_, b=all_missed: b.wait(),
                 "before_rebuild": lambda *_, k=leaders: redis_barrier(r, k, processes, timeout=timeout)})
             with ThreadPoolExecutor(max_workers=threads) as pool:
-                values = list(pool.map(lambda _: cache.get(name), range(threads), timeout=timeout))
+                values = list(pool.map(lambda _, c=cache: c.get(name), range(threads), timeout=timeout))
             ctx.record("done", json.dumps({"strategy": strategy, "values": sorted(set(values)),
                                            "readers": len(values), "waits": cache.stats.waits}))
     finally:
@@ -248,14 +253,9 @@ def simulate_xfetch(cache: XFetchCache, name: str, *, periods: int = 10, rate: f
             cache.store(name, value, delta, exp)
             if token:
                 cache.unlock(name, token)
-        kind, cur = cache.decide(name, now)
-        if kind == "hit":
+        kind, cur, token = cache.begin(name, now)  # with refresh_lock, takes the lock or serves
+        if kind == "hit":                            # the current value (a refresh is in flight)
             continue
-        token = None
-        if kind == "early" and cache.refresh_lock:
-            token = cache.try_lock(name)
-            if token is None:
-                continue  # another refresh is in flight; serve the current value
         if cur is None and cold:
             if pending:
                 continue  # the cold fill is on its way (keep the warm-up out of the counts)
@@ -389,7 +389,12 @@ def lock_holder(ctx: Any, prefix: str, name: str, *, lock_ttl: float) -> None:
     """A worker process (``lab.Workers``) that takes the rebuild lock through :class:`LockedCache`
     and then "rebuilds" for a minute; it records a "holding" event with its token."""
     r = ctx.client(0)
-    cache = LockedCache(r, lambda n: time.sleep(60) or "never", prefix=prefix, lock_ttl=lock_ttl,
+
+    def rebuild_for_a_minute(n: str) -> str:
+        time.sleep(60)
+        return "never"
+
+    cache = LockedCache(r, rebuild_for_a_minute, prefix=prefix, lock_ttl=lock_ttl,
                         hooks={"before_rebuild": lambda n, token: ctx.record("holding", token)})
     cache.get(name)
 
@@ -469,7 +474,7 @@ def xfetch_draws(delta: float = 0.2, beta: float = 1.0, expiry: float = 100.0, n
 
 def xfetch_run(r: redis.Redis, loader: Any, prefix: str, beta: float, *, db: Any = None,
                check: Any = None, refresh_lock: bool = False, seed: int = 11,
-               periods: int = 10) -> "XFetchRun":
+               periods: int = 10) -> XFetchRun:
     """:func:`simulate_xfetch` at 100 reads/s, TTL 2 s, delta 200 ms, for ``periods`` TTLs.
 
     With ``db``, its query latency is switched off meanwhile: on the simulated clock the 200 ms
@@ -483,7 +488,7 @@ def xfetch_run(r: redis.Redis, loader: Any, prefix: str, beta: float, *, db: Any
         return simulate_xfetch(c, "top", periods=periods, rate=100, delta=0.2)
 
 
-def xfetch_table(runs: dict[str, "XFetchRun"]):
+def xfetch_table(runs: dict[str, XFetchRun]):
     """One row per simulated strategy: rebuilds per expiry, readers that waited, busiest 100 ms."""
     from ..tables import Table
 
@@ -509,7 +514,7 @@ def probability_chart(delta: float = 0.2, betas: tuple = (0.5, 1.0, 2.0)) -> Non
         f"{half[b] * 1000:.0f} ms before expiry for beta = {b}" for b in betas))
 
 
-def queries_chart(runs: dict[str, "XFetchRun"]) -> None:
+def queries_chart(runs: dict[str, XFetchRun]) -> None:
     """DB queries started per 100 ms of simulated time, one line per strategy."""
     from .. import charts
 
@@ -522,7 +527,7 @@ def queries_chart(runs: dict[str, "XFetchRun"]) -> None:
         f"{max(run.per_bucket(0.1))} ({label})" for label, run in runs.items()) + " queries")
 
 
-def leads_chart(runs: dict[float, "XFetchRun"], delta: float = 0.2) -> None:
+def leads_chart(runs: dict[float, XFetchRun], delta: float = 0.2) -> None:
     """How long before expiry XFetch refreshes, per beta (histogram), with delta marked."""
     from .. import charts
 
@@ -536,7 +541,7 @@ def leads_chart(runs: dict[float, "XFetchRun"], delta: float = 0.2) -> None:
         f"{statistics.median(run.leads) * 1000:.0f} ms (beta = {b})" for b, run in runs.items()))
 
 
-def latency_chart(bursts: dict[str, "StampedeResult"], xfetch: dict[str, "XFetchRun"]) -> None:
+def latency_chart(bursts: dict[str, StampedeResult], xfetch: dict[str, XFetchRun]) -> None:
     """Rebuilds per expiry (log) and reader latency at an expiry, strategy by strategy."""
     from .. import charts
 

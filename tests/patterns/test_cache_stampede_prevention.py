@@ -250,6 +250,7 @@ def test_late_loser_is_stopped_by_the_recheck_after_winning(r, db, loader):
     """A reader that missed before B's rebuild and wins the lock after it must not query again;
     a LockedCache without the re-check queries twice (what the notebook's assertion catches)."""
     import uuid
+
     from redistutor.scenarios.cache_stampede_prevention import late_loser
 
     class NoRecheck(LockedCache):
@@ -270,3 +271,66 @@ def test_late_loser_is_stopped_by_the_recheck_after_winning(r, db, loader):
     assert (good["A rebuilds"], good["B rebuilds"], good["DB queries"], good["lock left"]) == (0, 1, 1, 0)
     bad = late_loser(r, db, loader, "hot", cls=NoRecheck)
     assert (bad["A rebuilds"], bad["DB queries"]) == (1, 2)
+
+
+def test_xfetch_reader_respects_the_refresh_lock(r):
+    """Reader A draws an early refresh, takes the lock (with a PX) and rebuilds; reader B, drawing
+    "refresh" meanwhile, sees the lock and serves the current value without touching the DB.
+    After A's rebuild the lock is released (not left to expire)."""
+    entered, go = threading.Event(), threading.Event()
+    calls, clock = [], [0.0]
+
+    def slow(name):
+        calls.append("A")
+        clock[0] += 1.0  # the cold fill takes 1 s of the simulated clock: delta = 1
+        if len(calls) > 1:  # the first call is the cold fill
+            entered.set()
+            assert go.wait(5)
+        return f"v{len(calls)}"
+
+    def other(name):
+        calls.append("B")
+        return "from B"
+
+    # beta this large makes every reader before the logical expiry draw an early refresh
+    a = XFetchCache(r, slow, prefix="x", ttl=10, beta=1e9, clock=lambda: clock[0], refresh_lock=True,
+                    lock_ttl=5, rng=random.Random(1))
+    b = XFetchCache(r, other, prefix="x", ttl=10, beta=1e9, clock=lambda: clock[0], refresh_lock=True,
+                    rng=random.Random(2))
+    assert a.get("k") == "v1"
+    refresher = run_in_thread(a.get, "k", 5.0)
+    assert entered.wait(5)
+    assert 0 < r.pttl(a.lock_key("k")) <= 5000
+    assert b.get("k", now=5.0) == "v1" and calls == ["A", "A"]
+    assert b.stats.hits == 1 and b.stats.early_refreshes == 0
+    go.set()
+    assert refresher.result(timeout=5) == "v2" and a.stats.early_refreshes == 1
+    assert r.exists(a.lock_key("k")) == 0 and b.get("k", now=clock[0]) == "from B"
+
+
+def test_xfetch_store_is_one_transaction_with_a_physical_ttl(redis_server, r, loader):
+    cache = XFetchCache(r, loader, prefix="x", ttl=10, physical_ttl=100)
+    r.config_resetstat()
+    cache.store("k", "v", 0.25, 1234.5)
+    stats = r.info("commandstats")
+    assert stats["cmdstat_multi"]["calls"] == stats["cmdstat_exec"]["calls"] == 1
+    assert cache.read("k") == ("v", 0.25, 1234.5) and 99_000 < r.pttl("x:k") <= 100_000
+
+
+def test_coalescing_new_leader_double_checks_the_cache(r, db, loader):
+    """B missed, then stalled; A missed, rebuilt, stored and finished. B is now alone, so it
+    leads, but the value is there: it must read it, not run the query a second time."""
+    pause = PausePoint("after_miss")
+    first = [True]
+
+    def after_miss(name):
+        if first[0]:
+            first[0] = False
+            pause(name)
+
+    cache = CoalescingCache(r, loader, prefix="hot", hooks={"after_miss": after_miss})
+    b = run_in_thread(cache.get, "top")
+    pause.wait_reached()
+    value = cache.get("top")  # A: miss, leader, rebuild, store
+    pause.release()
+    assert b.result(timeout=5) == value and cache.stats.rebuilds == 1 and db.counts["read"] == 1
