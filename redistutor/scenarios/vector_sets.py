@@ -443,7 +443,7 @@ def plot_projection(vectors: np.ndarray, labels: Sequence[Any], query_row: int, 
     for j, lab in enumerate(uniq):
         rows = [i for i, x in enumerate(labels) if x == lab and i != query_row]
         colour = charts.PALETTE[j % len(charts.PALETTE)]
-        ax.scatter(p[rows, 0], p[rows, 1], s=12, alpha=0.5, color=colour, label=str(lab))
+        ax.scatter(p[rows, 0], p[rows, 1], s=12 if len(p) > 200 else 30, alpha=0.6, color=colour, label=str(lab))
     nb = list(neighbours)
     ax.scatter(p[nb, 0], p[nb, 1], s=90, facecolors="none", edgecolors="black", linewidths=1.5, label="VSIM neighbours")
     ax.scatter([p[query_row, 0]], [p[query_row, 1]], marker="*", s=260, color="black", label="query")
