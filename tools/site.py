@@ -208,6 +208,9 @@ def _readme_table(included: set[str]) -> list[str]:
     return rows
 
 
+GUIDE_LINE = "Start with the [pattern guide](notebooks/00-guide.ipynb): which pattern for which need, measured live."
+
+
 def index_page(included: set[str]) -> str:
     readme = (ROOT / "README.md").read_text()
     intro = readme.split("\n## ", 1)[0].split("\n", 1)[1].strip()
@@ -215,6 +218,8 @@ def index_page(included: set[str]) -> str:
     return f"""# redistutor
 
 {intro}
+
+{GUIDE_LINE if "00-guide" in included else ""}
 
 Every page below is a notebook executed on a real Redis 8 when this site was built: the outputs,
 tables and charts are that run's. To run one yourself, use the launch button at the top of its page,
