@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from ..embeddings import Embedder, TfidfSvd
+from ..embeddings import Embedder, TfidfSvd, record_model
 from ..patterns.vector_search_ai import SemanticIndex, chunk_name, fp32, pairs
 from ..tables import Table
 
@@ -376,9 +376,13 @@ def memory_of(r: redis.Redis, keys: list[str]) -> int:
 
 
 def compare_stores(r: redis.Redis, vset: str, index: str, prefix: str, vectors: np.ndarray,
-                   queries: np.ndarray, k: int = 10) -> dict:
+                   queries: np.ndarray, k: int = 10, model: Embedder | None = None) -> dict:
     """The same vectors in a vector set and in a Search HNSW index: build time, memory, recall@k
-    against numpy's exact answer, and per-query latency (ms) of each on loopback."""
+    against numpy's exact answer, and per-query latency (ms) of each on loopback. ``model``, the
+    embedder whose space the vectors are in, is recorded beside both (``record_model``)."""
+    if model is not None:
+        record_model(r, vset, model)
+        record_model(r, index, model)
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :k]
     build = {"vector set": load_vector_set(r, vset, vectors), "FT index": load_search_index(r, index, prefix, vectors)}
     info = ft_info(r, index)
