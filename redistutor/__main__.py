@@ -1,10 +1,12 @@
-"""``python -m redistutor provision | clean | commands``.
+"""``python -m redistutor provision | clean | commands | workshop ...``.
 
 * ``provision``: make sure a Redis 8 (and its modules) is ready.
 * ``clean``: on the server named by ``$REDIS_URL``, remove the keys of notebooks whose kernel
   died without stopping (their namespace lease expired). Nobody else's keys are touched.
 * ``commands``: regenerate ``docs/commands.md`` (the commands index) from a fresh local server's
   ``COMMAND DOCS`` and the notebooks' code.
+* ``workshop add LEARNERS.csv | list | reset NAME | remove NAME``: one ACL user per learner on the
+  shared server named by ``$REDIS_URL`` (redistutor.workshop).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 
 from .provision import main as provision_main
 
-USAGE = "usage: python -m redistutor provision | clean | commands"
+USAGE = "usage: python -m redistutor provision | clean | commands | workshop ..."
 
 
 def commands() -> int:
@@ -45,7 +47,7 @@ def clean() -> int:
         server = AttachedServer(url, name="clean")
         client = server._admin()
         client.ping()
-        removed = clean_abandoned(client)
+        removed = clean_abandoned(client, server.root)
     except (RedistutorError, OSError) as exc:
         print(f"redistutor: {exc}", file=sys.stderr)
         return 1
@@ -69,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         return clean()
     if args[:1] == ["commands"] and len(args) == 1:
         return commands()
+    if args[:1] == ["workshop"]:
+        from .workshop import main as workshop_main
+
+        return workshop_main(args[1:], os.environ.get("REDIS_URL"))
     print(USAGE, file=sys.stderr)
     return 2
 

@@ -647,9 +647,21 @@ def _redact(url: str) -> str:
 # remove its keys from a shared server, so every attached notebook holds a lease: a key with a
 # TTL that it renews while it runs. A namespace listed in NAMESPACES_KEY whose lease has expired
 # was abandoned; the next attach (or `python -m redistutor clean`) removes its keys. Only
-# namespaces redistutor itself made (rt:<name>:<6 hex>:) are ever touched.
+# namespaces redistutor itself made (rt:<name>:<6 hex>:) are ever touched. A workshop learner (an
+# ACL user confined to u:<user>:*, see redistutor.workshop) has all of this under that prefix.
 NAMESPACES_KEY = "rt:_namespaces"
-_NAMESPACE_RE = re.compile(r"^rt:[^*?\[\]\\]+:[0-9a-f]{6}:$")
+_NAMESPACE_RE = re.compile(r"^(u:[^:*?\[\]\\]+:)?rt:[^*?\[\]\\]+:[0-9a-f]{6}:$")
+
+
+def learner_root(username: str | None) -> str:
+    """The key prefix of a workshop learner's ACL user ("" for the default user): the learner's
+    namespaces, leases and registry all live under it, since their ACL allows nothing else."""
+    return f"u:{username}:" if username and username != "default" else ""
+
+
+def _root_of(namespace: str) -> str:
+    m = re.match(r"^u:[^:]+:", namespace)
+    return m.group(0) if m else ""
 
 
 def lease_seconds() -> float:
@@ -661,21 +673,23 @@ def lease_seconds() -> float:
 
 
 def _lease_key(namespace: str) -> str:
-    return f"rt:_lease:{namespace}"
+    return f"{_root_of(namespace)}rt:_lease:{namespace}"
 
 
-def clean_abandoned(c: redis.Redis) -> dict[str, int]:
+def clean_abandoned(c: redis.Redis, root: str = "") -> dict[str, int]:
     """Remove the keys of namespaces whose kernel died (lease expired); returns keys removed by
-    namespace. Keys outside redistutor's registered namespaces are never touched."""
+    namespace. Keys outside redistutor's registered namespaces are never touched. ``root`` is a
+    workshop learner's prefix (their own registry), "" for the shared one."""
     removed: dict[str, int] = {}
-    for ns in c.smembers(NAMESPACES_KEY):
+    registry = root + NAMESPACES_KEY
+    for ns in c.smembers(registry):
         ns = ns.decode() if isinstance(ns, bytes) else ns
-        if not _NAMESPACE_RE.match(ns):
+        if not _NAMESPACE_RE.match(ns) or _root_of(ns) != root:
             continue  # not one of ours: leave it (and everything under it) alone
         if c.exists(_lease_key(ns)):
             continue  # its kernel is alive
         removed[ns] = _delete_prefix(c, ns)
-        c.srem(NAMESPACES_KEY, ns)
+        c.srem(registry, ns)
     return removed
 
 
@@ -713,7 +727,8 @@ class AttachedServer(BaseServer):
         self.db = int(path or 0)
         self._ssl = parsed.scheme == "rediss"
         # Unique per start, so parallel notebooks (and parallel runs) never share keys.
-        self.namespace = f"rt:{name}:{secrets.token_hex(3)}:"
+        self.root = learner_root(self._username)
+        self.namespace = f"{self.root}rt:{name}:{secrets.token_hex(3)}:"
         self._connected = False
 
     @property
@@ -787,10 +802,10 @@ class AttachedServer(BaseServer):
             )
         self.capabilities = caps
         try:
-            clean_abandoned(c)
+            clean_abandoned(c, self.root)
             # Lease first, then the registry entry: a cleaner never sees us without a lease.
             c.set(_lease_key(self.namespace), "1", px=int(lease_seconds() * 1000))
-            c.sadd(NAMESPACES_KEY, self.namespace)
+            c.sadd(self.root + NAMESPACES_KEY, self.namespace)
         except redis.exceptions.ResponseError:
             pass  # a user without SET/SADD/SCAN rights: no lease, keys go at stop() only
         else:
@@ -826,7 +841,7 @@ class AttachedServer(BaseServer):
             try:
                 c = self._admin()
                 _delete_prefix(c, self.namespace)
-                c.srem(NAMESPACES_KEY, self.namespace)
+                c.srem(self.root + NAMESPACES_KEY, self.namespace)
                 c.delete(_lease_key(self.namespace))
             except redis.exceptions.RedisError:
                 pass
