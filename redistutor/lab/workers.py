@@ -278,8 +278,11 @@ class Workers(LabObject):
         self.log.extend(rows)
         return len(rows)
 
-    def wait_for(self, kind: str, *, actor: str | None = None, timeout: float = 10.0) -> Event:
-        """Block until some worker (or ``actor``) has recorded an event of ``kind``; return it."""
+    def wait_for(self, kind: str, *, actor: str | None = None, timeout: float = 30.0) -> Event:
+        """Block until some worker (or ``actor``) has recorded an event of ``kind``; return it.
+
+        The timeout only bounds a failure: starting worker processes on a loaded 2-core machine
+        has taken over 10 s (each imports redis and the runtime afresh)."""
         deadline = time.monotonic() + timeout
         try:
             while True:
