@@ -48,8 +48,9 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
@@ -156,7 +157,7 @@ class InvalidationListener:
         with self._lock:
             self._callbacks.append(callback)
 
-    def start(self) -> "InvalidationListener":
+    def start(self) -> InvalidationListener:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="invalidation-listener", daemon=True)
             self._thread.start()
@@ -318,6 +319,9 @@ class TrackedCache:
         if getattr(r, "connection", None) is None:
             raise ValueError("TrackedCache needs a single-connection client: "
                              "server.client(single_connection_client=True)")
+        if bcast and not prefixes:
+            # BCAST without PREFIX announces every write to every key in the database.
+            raise ValueError("bcast=True needs prefixes, e.g. prefixes=('user:',)")
         self.r = r
         self.listener = listener
         self.placeholder = placeholder

@@ -13,9 +13,9 @@ from redistutor.patterns.client_side_caching import (
     Resp2Invalidations,
     TrackedCache,
 )
+from redistutor.race import PausePoint, run_in_thread
 from redistutor.scenarios.client_side_caching import command_calls, read_and_sample, tracking_info
 from redistutor.server import RedisServer
-from redistutor.race import PausePoint, run_in_thread
 
 
 @pytest.fixture
@@ -306,3 +306,38 @@ def test_scenarios_default_vs_bcast_and_try_it(r, redis_server):
     from redistutor.check import CORRECT, INCORRECT
     assert sc.predict_invalidations(r, writer, "try", True).evaluate(100).outcome == CORRECT
     assert sc.predict_invalidations(r, writer, "try", False).evaluate(100).outcome == INCORRECT
+
+
+def test_bcast_cache_tracks_its_prefixes_only(r, tracked, listener):
+    """BCAST with PREFIX user: drops a local entry on any write under user: (read or not) and
+    hears nothing about other keys; BCAST without a prefix (every write in the database) is refused."""
+    cache = tracked(bcast=True, prefixes=("user:",))
+    info = cache.r.execute_command("CLIENT", "TRACKINGINFO")
+    assert "bcast" in info["flags"] and info["prefixes"] == ["user:"]
+    assert info["redirect"] == listener.client_id
+    r.set("user:1", "a")
+    assert listener.wait_for(1) and listener.messages == [["user:1"]]  # BCAST: told before any read
+    assert cache.get("user:1") == "a" and cache.get("user:1") == "a" and cache.stats.hits == 1
+    n = len(listener.messages)
+    r.set("other:1", "x")
+    r.set("user:2", "never read")
+    assert listener.wait_for(n + 1)
+    listener.read_pending(timeout=0.2)
+    assert listener.messages[n:] == [["user:2"]]  # nothing for other:1
+    r.set("user:1", "b")
+    assert listener.wait_for(n + 2) and cache.get("user:1") == "b"
+    with pytest.raises(ValueError):
+        TrackedCache(cache.r, listener, bcast=True)
+
+
+def test_any_reconnect_drops_cached_values_and_tracks_again(r, tracked, listener):
+    """redis-py reconnects on its own (a retry after a dropped socket): the new connection is not
+    tracked for what the old one read, so the values go and tracking is switched on again."""
+    cache = tracked()
+    r.set("a", "1")
+    cache.get("a")
+    cache.r.connection.disconnect()
+    cache.r.connection.connect()  # what a retry does before resending the command
+    assert cache.cached("a") is None and cache.stats.flushes == 1
+    info = cache.r.execute_command("CLIENT", "TRACKINGINFO")
+    assert "on" in info["flags"] and info["redirect"] == listener.client_id
