@@ -119,10 +119,12 @@ def warnings_table(servers: dict[str, dict[str, Any]]) -> Table:
         return ", ".join(sorted(names)) or "none"
 
     rows = [[name, ", ".join(f"{k} {v}" for k, v in d["config"].items()) or "(defaults)", fmt(d["found"]),
-             fmt(d["expected"]), fmt(d["naive"]), d["thp_enabled"]] for name, d in servers.items()]
-    return Table(["server", "config", "log says", "rules predict", "checklist predicts", "THP_enabled"], rows,
+             fmt(d["expected"]), fmt(d["naive"]), d["thp_enabled"], d["anon_huge_kb"]] for name, d in servers.items()]
+    return Table(["server", "config", "log says", "rules predict", "checklist predicts", "THP_enabled",
+                  "huge-page KB"], rows,
                  title="Startup warnings: found in the log vs predicted",
-                 note="THP_enabled is the server process's own flag in /proc/<pid>/status (0 = opted out)")
+                 note="THP_enabled: the process's own flag in /proc/<pid>/status (0 = opted out); "
+                 "huge-page KB: its AnonHugePages")
 
 
 # -- copy-on-write of pages, with and without huge pages --------------------------------------
@@ -214,7 +216,7 @@ def _info(c: redis.Redis, section: str) -> dict[str, Any]:
     return c.info(section)
 
 
-def fork_trial(server: Any, sizes_mb: list[int], *, value_bytes: int = 16384, write_share: float = 0.5,
+def fork_trial(server: Any, sizes_mb: list[int], *, value_bytes: int = 16384, write_share: float = 1.0,
                no_write_control: bool = True, threshold_ms: int = 1, save_s: float = 0.5) -> dict[str, Any]:
     """For each size: fill with ``DEBUG POPULATE``, then ``BGSAVE``; freeze the save's child
     (SIGSTOP) so the writer's whole pass lands while it lives, rewrite one byte in ``write_share``
@@ -337,19 +339,21 @@ def plot_fork(trial: dict[str, Any]) -> None:
     fig, axes = charts.figure("Fork time and copy-on-write vs dataset size", ncols=2, width=10, height=3.4)
     mb = [d["used_memory"] / 2**20 for d in rows]
     axes[0].plot(mb, [d["fork_usec"] / 1000 for d in rows], "o-", label="latest_fork_usec")
-    axes[0].set(xlabel="used_memory (MB)", ylabel="fork (ms)", title="fork() blocks the server")
+    axes[0].set(xlabel="used_memory (MB)", ylabel="fork (ms)", title="latest_fork_usec: fork() blocks the server")
     axes[1].bar([f"{m:.0f}" for m in mb], [d["cow"] / 2**20 for d in rows], color=charts.PALETTE[1],
                 label=f"rdb_last_cow_size, {rows[0]['written'] * 100 // rows[0]['keys']} % of values rewritten")
-    axes[1].set(xlabel="used_memory (MB)", ylabel="copied (MB)", title="copy-on-write during the save")
+    axes[1].set(xlabel="used_memory (MB)", ylabel="copied (MB)",
+                title=f"rdb_last_cow_size, {rows[0]['written'] * 100 // rows[0]['keys']} % of values rewritten")
     ratio = rows[-1]["fork_usec"] / max(rows[0]["fork_usec"], 1)
-    charts.finish(list(axes), summary=f"in this run a {mb[-1] / mb[0]:.1f}x larger dataset took {ratio:.1f}x "
-                  f"as long to fork and copied {rows[-1]['cow'] / max(rows[0]['cow'], 1):.1f}x as much")
+    cow_ratio = rows[-1]["cow"] / max(rows[0]["cow"], 1)
+    charts.finish(list(axes), legend=False, summary=f"in this run a {mb[-1] / mb[0]:.1f}x larger dataset took "
+                  f"{ratio:.1f}x as long to fork and copied {cow_ratio:.1f}x as much")
 
 
 def plot_probe(trial: dict[str, Any]) -> None:
     from .. import charts
 
-    fig, ax = charts.figure("A probe client's PING latency across three BGSAVEs", xlabel="time (s)",
+    fig, ax = charts.figure("A probe client's PING latency across the BGSAVEs", xlabel="time (s)",
                             ylabel="PING latency (ms)")
     ax.plot([t for t, _ in trial["samples"]], [ms for _, ms in trial["samples"]], ".", ms=2, label="PING")
     for i, (a, b) in enumerate(trial["windows"]):

@@ -121,3 +121,25 @@ def test_a_live_server_logs_exactly_the_predicted_warnings():
             s.stop()
         assert found == expected_warnings(report)
         assert ("somaxconn" in found) == bool(config)
+
+
+def test_host_lab_changes_nothing_without_the_opt_in(tmp_path, monkeypatch):
+    from redistutor.scenarios import kernel_tuning as sc
+
+    switch = tmp_path / "enabled"
+    switch.write_text("always [madvise] never\n")
+    monkeypatch.delenv(sc.OPT_IN, raising=False)
+    assert sc.host_lab([16], path=str(switch)) is None
+    monkeypatch.setenv(sc.OPT_IN, "0")
+    assert sc.host_lab([16], path=str(switch)) is None
+    assert switch.read_text() == "always [madvise] never\n"
+    assert sc.OPT_IN in sc.explain_host_lab()
+
+
+def test_set_thp_mode_returns_the_mode_to_restore(tmp_path):
+    from redistutor.scenarios import kernel_tuning as sc
+
+    switch = tmp_path / "enabled"
+    switch.write_text("always [madvise] never\n")
+    assert sc.set_thp_mode("never", path=str(switch)) == "madvise"
+    assert switch.read_text() == "never"
