@@ -30,7 +30,7 @@ from ..tables import Table
 # mode -> (Node persistence, extra config, what it is)
 MODES: dict[str, tuple[str, dict[str, Any], str]] = {
     "none": ("none", {}, "no persistence"),
-    "rdb": ("rdb", {"save": "3600 1"}, "RDB only (one SAVE mid-stream)"),
+    "rdb": ("rdb", {"save": ""}, "RDB only (one SAVE mid-stream)"),   # "" clears the node's "1 1"
     "aof-no": ("aof-everysec", {"appendfsync": "no"}, "AOF, appendfsync no"),
     "aof-everysec": ("aof-everysec", {}, "AOF, appendfsync everysec"),
     "aof-always": ("aof-always", {}, "AOF, appendfsync always"),
@@ -180,10 +180,13 @@ def count_fsyncs(node: Node, writes: int, *, settle_s: float = 1.2) -> int | Non
     proc = subprocess.Popen(["strace", "-c", "-f", "-e", "trace=fsync,fdatasync", "-p", str(node.pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    first = proc.stderr.readline()                      # "Process N attached with K threads"
-    if "attached" not in first:
+    for _ in range(5):                                  # "strace: Process N attached with K threads"
+        line = proc.stderr.readline()
+        if "attached" in line or not line or "ptrace" in line or "rror" in line:
+            break
+    if "attached" not in line:                          # e.g. ptrace not permitted here
         proc.kill()
-        proc.wait()
+        proc.communicate()
         return None
     time.sleep(0.05)
     for i in range(writes):
@@ -380,7 +383,7 @@ def acknowledgement_trial(key: str = "order:1") -> dict[str, Any]:
         out["healthy"] = durable_set(writer, key, "paid", replicas=1, timeout_ms=5000)
         replica.pause()                                              # SIGSTOP
         try:
-            out["frozen"] = durable_set(writer, key, "shipped", replicas=1, timeout_ms=1500)
+            out["frozen"] = durable_set(writer, key, "shipped", replicas=1, timeout_ms=2500)
             with writer.pipeline(transaction=False) as pipe:         # WAIT on the writing connection
                 pipe.set(key, "delivered")
                 pipe.wait(1, 300)
