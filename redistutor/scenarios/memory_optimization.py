@@ -559,24 +559,31 @@ def _purge(r: Any, patience: float = 3.0) -> None:
 
 
 def _active_defrag(r: Any) -> bool:
-    """Turn active defragmentation on until the allocator's fragmentation is low; False if this
-    build cannot (it needs Redis's own jemalloc)."""
-    try:
-        r.config_set("activedefrag", "yes")
-    except Exception:
-        return False
+    """Turn active defragmentation on until the allocator's fragmentation is low (then off again);
+    False if this build cannot (it needs Redis's own jemalloc).
+
+    Done when the sampled ``allocator_frag_ratio`` is under 1.3 and defragmentation has either
+    moved something or is not running. It may keep running at its minimum CPU without ever getting
+    under its own thresholds (a few hundred KB of unavoidable fragmentation), so "running" alone
+    is not a finish line."""
     old = r.config_get("active-defrag-*")
+    start = int(r.info("stats").get("active_defrag_hits", 0))  # before it can start
     try:
         r.config_set("active-defrag-ignore-bytes", "1mb")
         r.config_set("active-defrag-threshold-lower", 5)
-        start = int(r.info("stats").get("active_defrag_hits", 0))
+        try:
+            r.config_set("activedefrag", "yes")
+        except Exception:  # redis.ResponseError: built without Redis's jemalloc
+            return False
 
         def done() -> bool:
             info = r.info()
-            return (int(info.get("active_defrag_hits", 0)) > start and not int(info.get("active_defrag_running", 0))
-                    and float(info["allocator_frag_ratio"]) < 1.3)
+            moved = int(info.get("active_defrag_hits", 0)) > start
+            idle = not int(info.get("active_defrag_running", 0))
+            return float(info["allocator_frag_ratio"]) < 1.3 and (moved or idle)
 
-        wait_until(done, 30, "active defragmentation")
+        wait_until(done, 60, "active defragmentation")
+        _settle(r)
     finally:
         r.config_set("activedefrag", "no")
         for name in ("active-defrag-ignore-bytes", "active-defrag-threshold-lower"):
