@@ -416,6 +416,31 @@ def acknowledgement_table(a: dict[str, Any]) -> Table:
     ], title="What the acknowledgements say")
 
 
+def failover_trial(key: str = "order:2") -> dict[str, Any]:
+    """A primary and one replica. A write confirmed by WAIT 1; the replica's link is cut; a second
+    write acknowledged (WAIT says 0); the primary is killed (kill -9) and the replica promoted.
+    Returns both WAIT replies and what the new primary has."""
+    lab = Replicated(1, name="failover").start()
+    out: dict[str, Any] = {}
+    try:
+        old, replica = lab.primary, lab.replicas[0]
+        c = old.client(socket_timeout=5)
+        for value, step in (("paid", "confirmed"), ("refunded", "partitioned")):
+            if step == "partitioned":
+                lab.link(replica).partition()            # the replica stops hearing the primary
+            with c.pipeline(transaction=False) as pipe:
+                pipe.set(key, value)
+                pipe.wait(1, 300)
+                ok, out[f"wait_{step}"] = pipe.execute()
+            out[f"acked_{step}"] = ok is True
+        c.close()
+        old.kill()
+        out["after_failover"] = lab.promote(replica).r.get(key)
+    finally:
+        lab.stop()
+    return out
+
+
 # -- modelling: a delete killed half-way ---------------------------------------------------------
 
 
@@ -522,3 +547,12 @@ def eviction_table(trials: list[dict[str, Any]]) -> Table:
                   "evicted_keys"],
                  [[t["policy"], t["written"], t["acknowledged"], t["refused"], t["missing"], t["evicted_keys"]]
                   for t in trials], title="The same writes against a full memory")
+
+
+def failover_table(f: dict[str, Any]) -> Table:
+    return Table(["write", "replica link", "reply to SET", "WAIT 1 on that connection", "after the failover"],
+                 [["SET order:2 paid", "up", "OK" if f["acked_confirmed"] else "error", f["wait_confirmed"], ""],
+                  ["SET order:2 refunded", "cut", "OK" if f["acked_partitioned"] else "error", f["wait_partitioned"],
+                   ""],
+                  ["GET order:2 on the promoted replica", "", "", "", repr(f["after_failover"])]],
+                 title="kill -9 of the primary, then the replica promoted")
