@@ -45,8 +45,9 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import redis
 
@@ -201,6 +202,9 @@ class Stamped:
     def new_stamp(self, version=None):
         return Stamp(secrets.token_hex(8), version)  # one random token per logical write
 
+    def repair_stamp(self, seen, version):
+        return self.new_stamp(version)  # the truth's version, never the repairer's own clock
+
     def write(self, entity, parts, stamp):
         for part, r in self.shards.items():  # one SET per instance: the write can tear between them
             r.set(self.key(entity, part), encode(stamp, parts[part]))
@@ -232,7 +236,7 @@ class RollForward:
     def repair(self, seen):
         """Roll `seen` (the torn Read) forward; returns {part: written?}."""
         doc, version = self.truth.load(seen.entity)
-        stamp = self.split.new_stamp(version)
+        stamp = self.split.repair_stamp(seen, version)
         return {part: bool(r.eval(self.LUA_SET_IF_UNCHANGED, 1, self.split.key(seen.entity, part),
                                   seen.raw.get(part) or "", encode(stamp, doc[part])))
                 for part, r in self.split.shards.items()}
@@ -354,7 +358,18 @@ class StampedSplit(_Split, Stamped):
             return Stamp(token, int(self.clock() * 1000))
         return Stamp(token)
 
-    def write(self, entity: Any, parts: Mapping[str, Any], *, actor: str = "writer") -> Stamp:
+    def repair_stamp(self, seen: Read, truth_version: int | None) -> Stamp:
+        """The stamp a roll-forward repair writes. With "timestamp" versions it is not this
+        client's clock (a repairer running ahead would stamp the repair into the future, and every
+        on-time write after it would be refused): it is the newest version the reader saw, so
+        the repair orders like the write it completes and any later write wins."""
+        if self.versions != "timestamp":
+            return self.new_stamp(truth_version)
+        seen_versions = [s.version for s in seen.stamps.values() if s is not None and s.version is not None]
+        return Stamp(secrets.token_hex(self.token_bytes), max(seen_versions, default=0))
+
+    def write(self, entity: Any, parts: Mapping[str, Any], *,  # type: ignore[override]  # makes its own stamp
+              actor: str = "writer") -> Stamp:
         """Save to the truth, then SET every part with one stamp. Returns the stamp.
 
         A failure between the SETs (a hook raising, a dead shard) propagates: the write is torn,

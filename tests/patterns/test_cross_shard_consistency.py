@@ -22,6 +22,7 @@ from redistutor.patterns.cross_shard_consistency import (
     encode,
     verdict,
 )
+from redistutor.race import PausePoint, run_in_thread
 from redistutor.scenarios.cross_shard_consistency import (
     InjectedFault,
     Trial,
@@ -34,7 +35,6 @@ from redistutor.scenarios.cross_shard_consistency import (
     tear_write,
     trial_table,
 )
-from redistutor.race import PausePoint, run_in_thread
 
 FREE = {"profile": {"plan": "free"}, "settings": {"plan": "free", "max_projects": 3}}
 PRO = {"profile": {"plan": "pro"}, "settings": {"plan": "pro", "max_projects": 50}}
@@ -344,3 +344,35 @@ def test_commit_marker_reader_retries_when_parts_were_collected(shards):
     res = m.read(1, retries=2)
     assert res.status == "torn" and m.stats.retries == 3
     assert MarkedSplit(shards).read(2).status == "missing"
+
+
+def test_versions_compare_as_numbers_not_strings(shards, truth):
+    """Version 10 is newer than 9 (as strings "9" > "10"): the shard takes 10 over 9, refuses 9
+    over 10, and the newer side of a 9/10 tear is the one holding 10."""
+    s = StampedSplit(shards, truth=truth, versions="counter")
+    part = s.parts[0]
+    assert s._set(part, 1, Stamp("a", 9), FREE[part]) and s._set(part, 1, Stamp("b", 10), PRO[part])
+    assert s._set(part, 1, Stamp("c", 9), FREE[part]) is False and s.stats.rejected == 1
+    s._set(s.parts[1], 1, Stamp("a", 9), FREE[s.parts[1]])
+    torn = s.read(1)
+    assert torn.status == "torn" and torn.newest() == part and torn.stamps[part] == Stamp("b", 10)
+
+
+def test_timestamp_repair_does_not_trust_the_repairers_clock(shards, truth):
+    """A torn timestamped write is repaired by a client whose clock runs an hour ahead. The repair
+    must not carry that clock: an on-time write right after it has to land on every shard."""
+    on_time = StampedSplit(shards, truth=truth, versions="timestamp")
+    ahead = StampedSplit(shards, truth=truth, versions="timestamp", clock=lambda: time.time() + 3600)
+    on_time.write(1, FREE)
+    on_time.hooks = {"between_sets": fail}
+    with pytest.raises(InjectedFault):
+        on_time.write(1, PRO)
+    on_time.hooks = None
+    torn = ahead.read(1)
+    newest = max(s.version for s in torn.stamps.values())
+    assert torn.status == "torn" and all(ahead.repair(1, seen=torn).values())
+    repaired = on_time.read(1)
+    assert repaired.ok and repaired.parts == PRO and repaired.stamps[on_time.parts[0]].version == newest
+    on_time.write(1, FREE)
+    after = on_time.read(1)
+    assert after.ok and after.parts == FREE and on_time.stats.rejected == 0
