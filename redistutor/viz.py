@@ -393,12 +393,13 @@ class BitmapView(_KeyView):
         return "\n".join(lines)
 
     def _html(self) -> str:
-        head = "<tr><td></td>" + "".join(f"<td>{i}</td>" for i in range(8)) + "</tr>"
+        # Header cells for the bit positions and each row's offset: the grid reads without colour.
+        head = '<tr><th scope="col">offset</th>' + "".join(f'<th scope="col">{i}</th>' for i in range(8)) + "</tr>"
         rows = []
         for n, b in enumerate(self.data[: self.LIMIT]):
             tds = "".join(f'<td class="{"rt-on" if (b >> (7 - i)) & 1 else ""}" title="bit {n * 8 + i}">'
                           f'{(b >> (7 - i)) & 1}</td>' for i in range(8))
-            rows.append(f'<tr><td style="width:auto;border:none">{n * 8}</td>{tds}</tr>')
+            rows.append(f'<tr><th scope="row" style="width:auto;border:none">{n * 8}</th>{tds}</tr>')
         return H.title(self.head()) + f'<table class="rt-bits">{head}{"".join(rows)}</table>'
 
     def to_frame(self):
@@ -631,8 +632,9 @@ def _svg_scatter(points: Sequence[tuple[str, float, float]], xlabel: str, ylabel
             f'<text x="{w / 2:.0f}" y="{h - 8}" font-size="10" text-anchor="middle">{H.esc(xlabel)}</text>'
             f'<text x="10" y="{h / 2:.0f}" font-size="10" transform="rotate(-90 10 {h / 2:.0f})" '
             f'text-anchor="middle">{H.esc(ylabel)}</text>')
-    return (f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" overflow="visible" '
-            f'xmlns="http://www.w3.org/2000/svg">{axes}{dots}</svg>')
+    summary = f"scatter of {len(points)} points, {xlabel} against {ylabel}"
+    return (f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" overflow="visible" role="img" '
+            f'aria-label="{H.esc(summary)}" xmlns="http://www.w3.org/2000/svg">{axes}{dots}</svg>')
 
 
 def _mpl_scatter(points, xlabel, ylabel, title, ax=None):

@@ -273,3 +273,16 @@ def test_geo_labels_stay_inside_the_drawing():
         left = float(x) - len(name) * 6.0 if end else float(x)
         assert 0 <= left and left + len(name) * 6.0 <= width, name  # never clipped at an edge
         assert float(y) >= 10
+
+
+@pytest.mark.parametrize("view, expected", CASES, ids=lambda x: type(x).__name__ if not isinstance(x, str) else "")
+def test_html_views_are_accessible_without_colour(view, expected):
+    """Every HTML table has header cells, and every ✓/✗ of the text is in the HTML too (the state
+    is written, never carried by colour alone)."""
+    with set_options(display="html"):
+        page = view._repr_html_()
+    tables, headers = page.count("<table"), page.count("<th")
+    assert tables == 0 or headers >= tables, "a table without header cells"
+    for mark in ("✓", "✗"):
+        assert (mark in repr(view)) <= (mark in page), f"{mark} shown in text but not in HTML"
+    assert "<svg" not in page or "<title>" in page or "aria-label" in page, "a drawing without a text label"
