@@ -490,3 +490,28 @@ def test_lock_loads_its_scripts_once_per_client(r):
     assert t.names() == ["SCRIPT LOAD"] * 5 and t.round_trips == 1
     shas = [Lock(c, "c")._acquire.sha, Lock(c, "d", fair=True)._release_fair.sha]
     assert r.script_exists(*shas) == [True, True]
+
+
+def test_fair_waiter_keeps_one_subscription_per_thread_and_none_for_a_free_lock(r):
+    import threading
+
+    lock = Lock(r, "subs", fair=True)
+    lease = lock.acquire(timeout=1)
+    assert getattr(lock._local, "sub", None) is None  # a free lock: no pub/sub connection at all
+    assert lock._subscriber() is lock._subscriber()  # kept for the next wait of this thread
+    other: list = []
+    t = threading.Thread(target=lambda: other.append(lock._subscriber()))
+    t.start()
+    t.join(5)
+    assert other and other[0] is not lock._subscriber()  # another thread: its own connection
+    lock.release(lease)
+
+
+def test_fair_waiter_takes_a_lock_that_expired_without_a_release(r):
+    """A holder that dies publishes nothing: the waiter asks again every patience/3 and gets the
+    lock once its TTL ran out (a wait of seconds, not of the whole timeout)."""
+    dead = Lock(r, "expires", fair=True, ttl_ms=300)
+    assert dead.acquire(timeout=1) is not None       # never released
+    waiter = Lock(r, "expires", fair=True, patience_ms=600)
+    got = waiter.acquire(timeout=30)
+    assert got is not None and waiter.holder() == got.token
