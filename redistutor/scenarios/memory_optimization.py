@@ -547,7 +547,7 @@ def _settle(r: Any) -> None:
     wait_until(fresh, 30, "INFO memory's sampled allocator figures")
 
 
-def _purge(r: Any, patience: float = 3.0) -> None:
+def _purge(r: Any, patience: float = 10.0) -> None:
     """MEMORY PURGE (the allocator returns emptied pages to the OS), then give the cron a moment to
     sample the new RSS: poll until it changes, for at most ``patience`` seconds (no failure if not)."""
     before = int(r.info("memory")["used_memory_rss"])
