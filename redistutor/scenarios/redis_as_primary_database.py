@@ -256,32 +256,45 @@ def plot_throughput(tp: dict[str, dict[str, Any]]) -> None:
 # -- restart time: RDB preamble vs plain AOF ----------------------------------------------------
 
 
-def restart_trial(sizes: tuple[int, ...] = (50_000, 100_000, 200_000)) -> list[dict[str, Any]]:
-    """For aof-use-rdb-preamble yes and no: DEBUG POPULATE each size, rewrite the AOF, kill -9,
-    and time the restart until PING answers (loading included). One mode at a time."""
-    rows: list[dict[str, Any]] = []
-    for preamble in ("yes", "no"):
-        node = _node(f"restart-{preamble}", "aof-everysec", **{"aof-use-rdb-preamble": preamble})
-        try:
-            c = node.client(socket_timeout=60)
-            for n in sizes:
+def restart_trial(sizes: tuple[int, ...] = (40_000, 80_000, 160_000), repeats: int = 2) -> list[dict[str, Any]]:
+    """For aof-use-rdb-preamble yes and no (one node each): DEBUG POPULATE each size, rewrite the
+    AOF, then ``repeats`` times for each node in turn: kill -9 and restart until PING answers.
+    Keeps the fastest of the repeats (the least disturbed by other load on the machine), with the
+    loading time the server logs itself."""
+    nodes = {p: _node(f"restart-{p}", "aof-everysec", **{"aof-use-rdb-preamble": p}) for p in ("yes", "no")}
+    best: dict[tuple[str, int], dict[str, Any]] = {}
+    try:
+        for n in sizes:
+            for node in nodes.values():
+                c = node.client(socket_timeout=60)
                 c.execute_command("DEBUG", "POPULATE", n)
                 c.bgrewriteaof()
                 wait_until(lambda n=node: _rewritten(n), 60, "the AOF rewrite", step=0.02)
                 _aof_written(node)
-                base = next((node.data_dir / "appendonlydir").glob("*.base.*"))
-                head = base.read_bytes()[:5]
-                node.kill()
-                t0 = time.perf_counter()
-                node.restart()
-                seconds = time.perf_counter() - t0
-                c = node.client(socket_timeout=60)
-                rows.append({"preamble": preamble, "keys": n, "loaded": int(node.r.dbsize()),
-                             "base_file": base.name, "base_bytes": base.stat().st_size,
-                             "head": head.decode(errors="replace"), "restart_s": seconds})
-        finally:
+                c.close()
+            for _ in range(repeats):
+                for preamble, node in nodes.items():          # alternate, so load spikes hit both
+                    row = _timed_restart(node, preamble, n)
+                    key = (preamble, n)
+                    if key not in best or row["load_s"] < best[key]["load_s"]:
+                        best[key] = row
+    finally:
+        for node in nodes.values():
             node.stop()
-    return rows
+    return [best[p, n] for p in ("yes", "no") for n in sizes]
+
+
+def _timed_restart(node: Node, preamble: str, n: int) -> dict[str, Any]:
+    base = next((node.data_dir / "appendonlydir").glob("*.base.*"))
+    head = base.read_bytes()[:5]
+    node.kill()
+    t0 = time.perf_counter()
+    node.restart()
+    seconds = time.perf_counter() - t0
+    found = re.search(r"DB loaded from append only file: ([\d.]+) seconds", node.server.log_tail(40))
+    return {"preamble": preamble, "keys": n, "loaded": int(node.r.dbsize()), "base_file": base.name,
+            "base_bytes": base.stat().st_size, "head": head.decode(errors="replace"), "restart_s": seconds,
+            "load_s": float(found.group(1)) if found else float("nan")}
 
 
 def _rewritten(node: Node) -> bool:
@@ -290,24 +303,28 @@ def _rewritten(node: Node) -> bool:
 
 
 def restart_table(rows: list[dict[str, Any]]) -> Table:
-    return Table(["aof-use-rdb-preamble", "keys", "loaded", "base file", "holds", "MB", "restart (s)"],
+    return Table(["aof-use-rdb-preamble", "keys", "loaded", "base file", "holds", "MB", "loading (s)",
+                  "restart (s)"],
                  [[r["preamble"], r["keys"], r["loaded"], r["base_file"],
                    "an RDB snapshot" if r["head"] == "REDIS" else "commands (RESP)", r["base_bytes"] / 1e6,
-                   r["restart_s"]] for r in rows],
-                 title="kill -9, then restart until the data is loaded", fmt={"MB": ".1f", "restart (s)": ".2f"})
+                   r["load_s"], r["restart_s"]] for r in rows],
+                 title="kill -9, then restart until the data is loaded",
+                 note="loading: the server's own figure from its log; restart: until PING answers, as a client sees it",
+                 fmt={"MB": ".1f", "loading (s)": ".2f", "restart (s)": ".2f"})
 
 
 def plot_restart(rows: list[dict[str, Any]]) -> None:
     from .. import charts
 
-    fig, ax = charts.figure("Restart time vs dataset size", xlabel="keys (thousands)", ylabel="restart (s)")
+    fig, ax = charts.figure("AOF loading time vs dataset size (the server's own figure)",
+                            xlabel="keys (thousands)", ylabel="loading (s)")
     for preamble, label in (("yes", "RDB preamble + AOF tail"), ("no", "plain AOF (commands)")):
-        pts = [(r["keys"] / 1000, r["restart_s"]) for r in rows if r["preamble"] == preamble]
+        pts = [(r["keys"] / 1000, r["load_s"]) for r in rows if r["preamble"] == preamble]
         ax.plot(*zip(*pts), marker="o", label=label)
     big = max(r["keys"] for r in rows)
-    t = {r["preamble"]: r["restart_s"] for r in rows if r["keys"] == big}
+    t = {r["preamble"]: r["load_s"] for r in rows if r["keys"] == big}
     charts.finish(ax, summary=f"in this run, at {big:,} keys the plain AOF took {t['no'] / t['yes']:.1f}x "
-                  f"as long to restart as the RDB preamble ({t['no']:.2f} s vs {t['yes']:.2f} s)")
+                  f"as long to load as the RDB preamble ({t['no']:.2f} s vs {t['yes']:.2f} s)")
 
 
 # -- a truncated AOF ----------------------------------------------------------------------------
