@@ -23,10 +23,10 @@ from redistutor.scenarios.hash_tag_colocation import (
     answer,
     keys_in_slots,
     keys_per_node,
+    kill_and_fail_over,
     load_keys,
     ops_per_node,
     predicted_keys_per_node,
-    kill_and_fail_over,
     spread,
     wait_demo,
 )
@@ -252,3 +252,23 @@ def test_a_cluster_that_lost_a_master_is_down_not_read_only_and_the_replica_brin
         assert fo["down_read"] == fo["down_write"] == ("CLUSTERDOWN", None)
         assert fo["promoted"] is replica and fo["keys_on_replica"] == 3 and fo["read_after"] == fo["before"]
         assert fo["tx"] == [0, 0, 2] and fo["owner_after_failback"] is owner
+
+
+@pytest.mark.parametrize("error", [redis.exceptions.TryAgainError("TRYAGAIN"),
+                                   redis.exceptions.AskError("5970 127.0.0.1:1"),
+                                   redis.exceptions.MovedError("5970 127.0.0.1:1"),
+                                   redis.exceptions.ClusterDownError("CLUSTERDOWN")])
+def test_retry_redirects_retries_each_redirect_until_it_works(error):
+    """A half-moved slot answers a split multi-key command TRYAGAIN (and moved keys ASK); once the
+    slot has moved the same command works: each of those is retried, and the retries counted."""
+    calls, seen = [], []
+
+    def moving_then_moved():
+        calls.append(1)
+        if len(calls) < 3:
+            raise error
+        return "done"
+
+    assert retry_redirects(moving_then_moved, attempts=3, backoff=0,
+                           on_retry=lambda n, exc: seen.append((n, type(exc)))) == "done"
+    assert seen == [(1, type(error)), (2, type(error))]
