@@ -234,3 +234,36 @@ def test_a_miss_fills_through_the_versioned_write(r, db, ttl):
     assert old["version"] == 1 and reader.stats.rejected_sets == 1
     assert cached(r, "user:11") == db.get_user(11) and cached(r, "user:11")["name"] == "newer"
     assert r.ttl("user:11") == -1 if ttl is None else 0 < r.ttl("user:11") <= 30
+
+
+@pytest.mark.parametrize("versioned", [True, False])
+def test_stored_form_ttls_and_warm_in_both_modes(r, db, versioned):
+    """What other clients read: the committed row as sorted-key JSON, with the TTL in ms (or none);
+    warm() stores the same form and counts what it stored; both fields can be written at once."""
+    wt = WriteThrough(r, db, ttl=60, versioned=versioned)
+    row = wt.write(1, name="Ada", email="ada@example.com")
+    assert row["email"] == "ada@example.com" and db.get_user(1) == row
+    assert r.get("user:1") == json.dumps(row, sort_keys=True) and 59_000 < r.pttl("user:1") <= 60_000
+    assert wt._cache(row) is (not versioned)  # versioned: the same version again is refused
+    r.flushdb()
+    assert wt.warm([1, 2, 3]) == 3 and wt.stats.rejected_sets == (1 if versioned else 0)
+    assert r.get("user:2") == json.dumps(db.get_user(2), sort_keys=True)
+    assert 59_000 < r.pttl("user:2") <= 60_000 and wt.warm([]) == 0
+    forever = WriteThrough(r, db, versioned=versioned)
+    r.flushdb()
+    assert forever.warm([4]) == 1 and r.ttl("user:4") == -1
+    assert forever.write(4, name="x") and r.ttl("user:4") == -1
+
+
+def test_write_refuses_bad_fields_and_names_the_missing_user(r, db):
+    wt = WriteThrough(r, db)
+    for bad in ({}, {"version": 9}, {"name": "x", "id": 2}):
+        with pytest.raises(ValueError):
+            wt.write(1, **bad)
+    with pytest.raises(KeyError) as missing:
+        wt.write(999, name="x")
+    assert missing.value.args == (999,)
+    from redistutor.patterns.write_through import write_through
+    with pytest.raises(KeyError) as missing:
+        write_through(r, db, 998, "x")
+    assert missing.value.args == (998,)
