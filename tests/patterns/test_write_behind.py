@@ -298,3 +298,48 @@ def test_worker_does_not_retry_what_cannot_succeed(r, db, kind):
         sync_forever(wb, interval=0.01, once=True, stop=stop, on_error=on_error)
     assert seen == [] and r.smembers(wb.syncing_key) == {"a"}
 
+
+
+def test_counts_flush_totals_hooks_and_db_writes(r, db):
+    """get() of an unknown page is 0; flush() returns the pages it handled; the hooks see the
+    page; each applied page is one counted DB write; a dirty page whose hash is gone writes nothing."""
+    seen = []
+    wb = WriteBehind(r, db, hooks={"before_apply": lambda *a: seen.append(("before", *a)),
+                                   "after_apply": lambda *a: seen.append(("after", *a))})
+    assert wb.get("nope") == 0
+    for page in ("a", "b", "c"):
+        wb.incr(page, 2)
+    db.reset_counts()
+    assert wb.flush() == 3 and wb.flush() == 0
+    assert db.counts["write"] == 3 and db_views(db) == {"a": 2, "b": 2, "c": 2}
+    assert seen[:2] == [("before", "a", "2", "1"), ("after", "a")]
+    r.sadd(wb.dirty_key, "ghost")  # marked dirty, but its hash is gone (Redis lost it)
+    assert wb.upsert("ghost", None, None) is False and wb.flush() == 1
+    assert db_views(db) == {"a": 2, "b": 2, "c": 2} and wb.stats.applied == 3 and wb.stats.skipped == 0
+
+
+def test_sync_forever_defaults(r, db):
+    """Without ``once`` the loop keeps running while idle until ``stop``; with ``once`` and no
+    ``stop`` it returns when nothing is pending (at once if nothing ever was); the first retry
+    waits the default interval, 50 ms, and on_error gets the exception itself."""
+    import threading
+
+    from redistutor.patterns.write_behind import sync_forever
+    wb = WriteBehind(r, db)
+    sync_forever(wb, once=True)  # nothing pending: returns
+    stop = threading.Event()
+    worker = run_in_thread(sync_forever, wb, stop=stop)
+    wb.incr("a")
+    deadline = time.monotonic() + 5
+    while wb.pending() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert db_views(db) == {"a": 1}
+    time.sleep(0.1)
+    assert not worker.done()  # idle, still running
+    stop.set()
+    worker.result(timeout=5)
+    wb.incr("b")
+    db.fail_next("write")
+    errors = []
+    sync_forever(wb, once=True, on_error=lambda exc, n, delay: errors.append((type(exc), n, delay)))
+    assert errors == [(DatabaseError, 1, 0.05)] and db_views(db) == {"a": 1, "b": 1}
