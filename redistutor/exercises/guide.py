@@ -27,14 +27,11 @@ NEEDS = {
 
 
 def pick(need: str) -> str:
-    return {
-        "count distinct visitors per day within about 1 %, in kilobytes": "20-probabilistic-data-structures",
-        "charge a customer again in 5 minutes if the payment failed": "12-delayed-queue",
-        "every service must see every order event, and a new service replays history": "15-streams-event-sourcing",
-        "at most 100 API calls a minute per key, shared by all app servers": "09-rate-limiting",
-        "one nightly job must run on exactly one of our 6 machines": "07-distributed-locking",
-        "the top 10 players and each player's own rank, live": "23-leaderboards",
-    }[need]
+    # The word in each need that names the pattern, and the notebook that teaches it.
+    clues = [("distinct", "20-probabilistic-data-structures"), ("again in", "12-delayed-queue"),
+             ("replays history", "15-streams-event-sourcing"), ("calls a minute", "09-rate-limiting"),
+             ("exactly one", "07-distributed-locking"), ("rank", "23-leaderboards")]
+    return next(stem for clue, stem in clues if clue in need)
 
 
 def pick_exercise() -> Exercise:
