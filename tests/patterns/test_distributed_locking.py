@@ -467,8 +467,10 @@ def test_fair_hand_off_is_one_round_trip_for_the_woken_waiter(r):
     waiter_client = type(r)(connection_pool=r.connection_pool)
     got = []
     with trace(waiter_client) as t:
-        th = threading.Thread(target=lambda: got.append(Lock(waiter_client, "handoff", fair=True).acquire(timeout=10)),
-                              name="waiter")
+        # patience 60 s: it asks again only every 20 s, so within the join below only the release's
+        # message can wake it (a waiter deaf to its channel would still be asleep)
+        th = threading.Thread(target=lambda: got.append(Lock(waiter_client, "handoff", fair=True, patience_ms=60_000)
+                                                        .acquire()), name="waiter", daemon=True)
         th.start()
         wait_until(lambda: len(r.pubsub_channels(f"{holder.channel}:*")) == 1
                    and t.names(thread="waiter").count("EVALSHA") == 2)
@@ -510,8 +512,13 @@ def test_fair_waiter_keeps_one_subscription_per_thread_and_none_for_a_free_lock(
 def test_fair_waiter_takes_a_lock_that_expired_without_a_release(r):
     """A holder that dies publishes nothing: the waiter asks again every patience/3 and gets the
     lock once its TTL ran out (a wait of seconds, not of the whole timeout)."""
+    import threading
+
     dead = Lock(r, "expires", fair=True, ttl_ms=300)
     assert dead.acquire(timeout=1) is not None       # never released
     waiter = Lock(r, "expires", fair=True, patience_ms=600)
-    got = waiter.acquire(timeout=30)
-    assert got is not None and waiter.holder() == got.token
+    got: list = []
+    th = threading.Thread(target=lambda: got.append(waiter.acquire()), daemon=True)
+    th.start()
+    th.join(10)                                       # no deadline: only its own polling gets it the lock
+    assert got and got[0] is not None and waiter.holder() == got[0].token
