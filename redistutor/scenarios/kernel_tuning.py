@@ -256,7 +256,7 @@ def fork_trial(server: Any, sizes_mb: list[int], *, value_bytes: int = 16384, wr
             for attempt in range(3):      # a machine too loaded to freeze the child in time: save again, slower
                 # µs per key in the save's child (a test knob): the save lasts save_s, long enough to freeze it
                 c.config_set("rdb-key-save-delay", max(20, int(save_s * 2**attempt * 1_000_000) // keys))
-                time.sleep(0.1)                               # quiet probe samples before the fork
+                time.sleep(0.3 if attempt == 0 else 0.05)     # quiet probe samples before the fork
                 offset = server.log_path.stat().st_size
                 start = time.perf_counter() - t0
                 c.bgsave()
@@ -438,7 +438,8 @@ def latency_table(lat: dict[str, Any]) -> Table:
     rows = [[name, e["latest_ms"], e["max_ms"]] for name, e in sorted(lat["events"].items())]
     return Table(["event", "latest (ms)", "max (ms)"], rows,
                  title=f"LATENCY LATEST (threshold {lat['threshold_ms']} ms)",
-                 note="fork: the longest fork() of the saves above; command: the DEBUG SLEEP")
+                 note="fork: the forks of the saves above; command: latest is the DEBUG SLEEP, max may be "
+                 "the notebook's own DEBUG POPULATE or FLUSHALL")
 
 
 # -- opt-in: change the host (never by default, never in CI) ----------------------------------
