@@ -136,8 +136,10 @@ def setup_table(fleet: lab.Fleet, db: ShardedDB) -> Table:
                  title="three cache nodes in front of three database shards, on this machine")
 
 
-def fast_clients(fleet: lab.Fleet, timeout: float = 0.05) -> list[redis.Redis]:
-    """A client per node with a ``timeout`` s socket timeout (a cache call must fail fast)."""
+def fast_clients(fleet: lab.Fleet, timeout: float = 1.0) -> list[redis.Redis]:
+    """A client per node with a ``timeout`` s socket timeout and no retries. A dead node refuses at
+    once whatever the timeout; only a hung node waits for it. The 1 s default keeps a live node on
+    a loaded machine from counting as failed."""
     return [node.client(socket_timeout=timeout, socket_connect_timeout=timeout) for node in fleet]
 
 
@@ -222,12 +224,13 @@ def hot_shard_table(runs: list[dict[str, Any]]) -> Table:
 
 def plot_hot_shard(runs: list[dict[str, Any]]) -> None:
     fig, axes = charts.figure("Load per DB shard after cache node c1 was killed", xlabel="DB shard",
-                              ylabel="queries per pass", ncols=len(runs), width=9)
-    for ax, run in zip(axes, runs):
+                              ylabel="queries per pass", ncols=len(runs), width=9, sharey=True)
+    for n, (ax, run) in enumerate(zip(axes, runs)):
         xs = range(len(run["load"]))
-        ax.bar([x - 0.2 for x in xs], run["before"]["queries"], width=0.4, label="all caches up")
-        ax.bar([x + 0.2 for x in xs], run["load"], width=0.4, label="c1 dead")
-        ax.axhline(run["capacity"], color="black", linestyle="--", linewidth=1, label="capacity")
+        last = n == len(runs) - 1        # one legend, beside the last panel
+        ax.bar([x - 0.2 for x in xs], run["before"]["queries"], width=0.4, label="all caches up" if last else None)
+        ax.bar([x + 0.2 for x in xs], run["load"], width=0.4, label="c1 dead" if last else None)
+        ax.axhline(run["capacity"], color="black", linestyle="--", linewidth=1, label="capacity" if last else None)
         ax.set_xticks(list(xs), [f"d{j + 1}" for j in xs])
         ax.set_title(f"{run['layout']} (max/min {run['ratio']:.1f})")
     charts.finish(list(axes), summary=", ".join(
@@ -263,7 +266,7 @@ class Counted:
         return self.r.get(key)
 
 
-def hung_node(fleet: lab.Fleet, db: ShardedDB, breaker: bool, *, victim: str = "c1", timeout: float = 0.15,
+def hung_node(fleet: lab.Fleet, db: ShardedDB, breaker: bool, *, victim: str = "c1", timeout: float = 0.25,
               step: float = 0.01, threshold: int = 5, cooldown: float = 0.5) -> dict[str, Any]:
     """Requests for keys on ``victim``: 10 healthy, 16 with the node SIGSTOPped, 10 after SIGCONT.
 
@@ -419,8 +422,10 @@ def cdc_run(fleet: lab.Fleet, db: ShardedDB, naive: bool = False) -> dict[str, A
     Phase 1 updates keys 0-59, phase 2 (tailer dead) keys 0-149, phase 3 keys 0-59 again, so keys
     60-149 were last written while no tailer ran.
     """
-    for node in fleet:
-        node.r.flushall()
+    for node in fleet:                 # an empty cache that starts at the log's current end (in
+        node.r.flushall()              # production: a snapshot loaded at that offset)
+        for j in range(db.n):
+            node.r.set(f"cdc:offset:d{j + 1}", db.log_end(j))
     fn = naive_tailer_worker if naive else tailer_worker
     log = lab.EventLog()
     committed: dict[tuple[int, int], float] = {}
@@ -470,8 +475,9 @@ def cdc_table(runs: list[dict[str, Any]]) -> Table:
 
 
 def plot_cdc(run: dict[str, Any]) -> None:
-    fig, ax = charts.figure("CDC lag: DB commit to cache", xlabel="time since the first tailer started (s)",
-                            ylabel="lag (ms)")
+    fig, ax = charts.figure("CDC lag: DB commit to cache", xlabel="time since the run started (s)",
+                            ylabel="lag (ms, log scale)")
+    ax.set_yscale("log")
     ax.plot([t for t, _ in run["lags"]], [ms for _, ms in run["lags"]], marker=".", linestyle="none",
             label="last entry of each applied batch")
     ax.axvspan(*run["down"], alpha=0.12, color="grey", label="no tailer (killed)")
