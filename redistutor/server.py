@@ -437,17 +437,21 @@ class RedisServer(BaseServer):
             # leftover servers can be recognised by their redistutor- temp dir.
             "--set-proc-title", "no",
         ]
+        # Redis *appends* the rules of every "save" it is given, so a config= save replaces the
+        # mode's default instead of being added to it ("1 1" then "3600 1" would be both).
+        save = str(self.config["save"]) if "save" in self.config else None
         if self.persistence == "none":
-            argv += ["--save", "", "--appendonly", "no"]
+            argv += ["--save", save if save is not None else "", "--appendonly", "no"]
         elif self.persistence == "rdb":
-            argv += ["--save", "1 1", "--appendonly", "no"]
+            argv += ["--save", save if save is not None else "1 1", "--appendonly", "no"]
         else:
-            argv += ["--save", "", "--appendonly", "yes",
+            argv += ["--save", save if save is not None else "", "--appendonly", "yes",
                      "--appendfsync", self.persistence.split("-", 1)[1]]
         for module in self.modules.values():
             argv += ["--loadmodule", str(module)]
         for k, v in self.config.items():
-            argv += [f"--{k}", str(v)]
+            if k != "save":
+                argv += [f"--{k}", str(v)]
         return argv
 
     def start(self) -> RedisServer:

@@ -320,3 +320,12 @@ def test_one_fail_fast_client_recipe_for_every_lab_client(redis_server):
         for client in (node.client(), proxied):
             assert client.get_retry().get_retries() == 0 and client.ping()
         proxied.close()
+
+
+def test_a_save_setting_replaces_the_persistence_modes_default():
+    # Before: persistence="rdb" passed --save "1 1" and config's "3600 1" was appended to it,
+    # so the node still snapshotted every second (CONFIG GET save: "1 1 3600 1").
+    with RedisServer(name="save-rules", persistence="rdb", config={"save": "3600 1"}) as server:
+        assert server.client().config_get("save")["save"] == "3600 1"
+    with RedisServer(name="save-default", persistence="rdb") as server:
+        assert server.client().config_get("save")["save"] == "1 1"
