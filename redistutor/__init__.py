@@ -28,6 +28,7 @@ from .server import (  # every notebook's setup cell
     connect,
     start_server,
 )
+from .sink import CommandStats, Sampler, Sink  # queue labs: who did what, invariants sampled, commandstats
 from .tables import Table  # results that are not keys: trials, per-node state, measurements
 from .timeline import Timeline, max_concurrent, run_threads  # race labs: N threads, one timeline
 from .trace import trace  # record commands and round trips: with trace(r) as t: ...
@@ -49,11 +50,14 @@ def load_ipython_extension(ipython: Any) -> None:
 __all__ = [
     "AttachedServer",
     "CheckFailed",
+    "CommandStats",
     "EventLog",
     "Exercise",
     "MissingCapability",
     "RedisServer",
     "RedistutorError",
+    "Sampler",
+    "Sink",
     "Table",
     "Timeline",
     "__version__",
