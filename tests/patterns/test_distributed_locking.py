@@ -522,3 +522,20 @@ def test_fair_waiter_takes_a_lock_that_expired_without_a_release(r):
     th.start()
     th.join(10)                                       # no deadline: only its own polling gets it the lock
     assert got and got[0] is not None and waiter.holder() == got[0].token
+
+
+def test_fair_contract_defaults_lease_and_what_a_plain_lock_does_not_use(r):
+    fair = Lock(r, "contract", fair=True)
+    assert fair.patience_ms == 1000 and fair.queue_key == "lock:{contract}:queue"
+    lease = fair.try_acquire()
+    assert lease.ttl_ms == 10_000 and fair.extend(lease) and 9_000 < r.pttl(fair.key) <= 10_000
+    fair.release(lease)
+    asked = fair.try_acquire(wait_replicas=1, wait_ms=10)  # WAIT asked: the replicated path, not the line
+    assert asked is not None and asked.replicas == 0
+    fair.release(asked)
+    plain = Lock(r, "plain")
+    held = plain.acquire(timeout=1)
+    assert Lock(r, "plain").acquire(timeout=0.05) is None
+    rival = Lock(r, "plain")
+    assert rival.acquire(timeout=0.05) is None and getattr(rival._local, "sub", None) is None  # sleeps, no pub/sub
+    assert plain.waiting() == [] and plain.release(held)
