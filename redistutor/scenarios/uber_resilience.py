@@ -387,21 +387,19 @@ def naive_tailer_worker(ctx: lab.WorkerContext, paths: list[str], salt: str, hel
     """A tailer that keeps its offset in memory and starts "from now", like ``tail -f``."""
     conns = [sqlite3.connect(p, isolation_level=None) for p in paths]
     clients = ctx.clients()
-    offsets = [int(c.execute("SELECT coalesce(max(seq), 0) FROM changelog").fetchone()[0]) for c in conns]
+    offsets = [conn.execute("SELECT coalesce(max(seq), 0) FROM changelog").fetchone()[0]
+               for conn in conns]                   # "from now": whatever came before is skipped
     ctx.record(hello)
     while True:
-        busy = False
         for j, conn in enumerate(conns):
-            rows = conn.execute("SELECT seq, key, value FROM changelog WHERE seq > ? ORDER BY seq LIMIT ?",
-                                (offsets[j], batch)).fetchall()
-            for _seq, key, value in rows:
+            first = offsets[j] + 1
+            for seq, key, value in log_reader(conn)(offsets[j], batch):
                 clients[shard(key, len(clients), salt)].set(key, value)
-            if rows:
+                offsets[j] = seq                    # in this process's memory only
+            if offsets[j] >= first:
                 for i in range(len(clients)):
-                    ctx.record("applied", f"c{i + 1} d{j + 1} {offsets[j] + 1} {rows[-1][0]}")
-                offsets[j], busy = rows[-1][0], True
-        if not busy:
-            time.sleep(0.002)
+                    ctx.record("applied", f"c{i + 1} d{j + 1} {first} {offsets[j]}")
+        time.sleep(0.002)
 
 
 def _updates(db: ShardedDB, keys: list[str], tag: str, committed: dict, log: lab.EventLog) -> None:
