@@ -31,7 +31,8 @@ CLUSTER KEYSLOT: https://redis.io/commands/cluster-keyslot
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from redis.exceptions import AskError, ClusterError, MovedError, TryAgainError, WatchError
 
