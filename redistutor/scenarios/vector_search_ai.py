@@ -359,9 +359,12 @@ def ft_info(r: redis.Redis, index: str) -> dict:
     return {str(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
 
 
-def ft_knn(r: redis.Redis, index: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
-    """FT.SEARCH KNN: (key, cosine distance) best first."""
-    reply = r.execute_command("FT.SEARCH", index, f"*=>[KNN {k} @vec $q AS dist]", "PARAMS", 2, "q", fp32(vector),
+def ft_knn(r: redis.Redis, index: str, vector: np.ndarray, k: int, ef: int = 100) -> list[tuple[str, float]]:
+    """FT.SEARCH KNN: (key, cosine distance) best first. ``ef``: EF_RUNTIME, 100 by default, the
+    breadth VSIM searches with by default (the Search module's own default, 10, finds less and
+    varies from build to build, which made the two stores look unlike for the wrong reason)."""
+    query = f"*=>[KNN {k} @vec $q EF_RUNTIME {ef} AS dist]"
+    reply = r.execute_command("FT.SEARCH", index, query, "PARAMS", 2, "q", fp32(vector),
                               "SORTBY", "dist", "RETURN", 1, "dist", "LIMIT", 0, k, "DIALECT", 2)
     if isinstance(reply, dict):                                     # RESP3
         return [(str(x["id"]), float(x["extra_attributes"]["dist"])) for x in reply["results"]]
