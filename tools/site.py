@@ -104,8 +104,15 @@ def execute_one(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
-def _run_isolated(src: Path, dst: Path, timeout: float) -> str | None:
-    """Execute in a child process group; kill the group (kernel included) at the timeout."""
+def _run_isolated(src: Path, dst: Path, timeout: float) -> tuple[str | None, float]:
+    """Execute in a child process group; kill the group (kernel included) at the timeout.
+    Returns (the problem or None, seconds it ran)."""
+    started = time.monotonic()
+    error = _execute_isolated(src, dst, timeout)
+    return error, time.monotonic() - started
+
+
+def _execute_isolated(src: Path, dst: Path, timeout: float) -> str | None:
     proc = subprocess.Popen([sys.executable, __file__, "--execute-one", str(src), str(dst)],
                             cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -134,11 +141,11 @@ def execute_all(notebooks: list[Path], cache: Path, jobs: int, timeout: float) -
         f"({jobs} at a time, {timeout:g} s each at most)")
     problems = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        started = {pool.submit(_run_isolated, nb, dst, timeout): (nb, time.monotonic()) for nb, dst in todo}
+        started = {pool.submit(_run_isolated, nb, dst, timeout): nb for nb, dst in todo}
         for future in concurrent.futures.as_completed(started):
-            nb, t0 = started[future]
-            error = future.result()
-            say(f"  {nb.stem}: {'FAILED' if error else 'executed'} in {time.monotonic() - t0:.0f} s")
+            nb = started[future]
+            error, seconds = future.result()
+            say(f"  {nb.stem}: {'FAILED' if error else 'executed'} in {seconds:.0f} s")
             if error:
                 problems.append(error)
     for stale in cache.glob("*.ipynb"):  # older versions of the notebooks built here
