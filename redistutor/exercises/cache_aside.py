@@ -17,7 +17,6 @@ import redis
 from ..check import Exercise, expect
 from ..db import Database
 
-
 # -- reference solutions (self-tested in tests/exercises/test_cache_aside.py) ----------------
 
 

@@ -18,8 +18,8 @@ import redis
 
 from ..check import Exercise, expect
 from ..patterns.client_side_caching import InvalidationListener
-from ..scenarios.client_side_caching import command_calls
 from ..race import PausePoint, RaceTimeout, run_in_thread
+from ..scenarios.client_side_caching import command_calls
 
 # -- reference solutions (self-tested in tests/exercises/test_client_side_caching.py) ----------
 

@@ -22,7 +22,6 @@ from ..patterns.cross_shard_consistency import SourceOfTruth, StampedSplit
 from ..scenarios.cross_shard_consistency import stalled_writer
 from ..server import fail_fast_retry, free_port
 
-
 # -- reference solutions (self-tested in tests/exercises/test_cross_shard_consistency.py) -----------
 
 

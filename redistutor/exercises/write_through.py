@@ -16,7 +16,6 @@ import redis
 from ..check import Exercise, expect
 from ..db import Database, DatabaseError
 
-
 # -- reference solutions (self-tested in tests/exercises/test_write_through.py) ---------------
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -18,7 +19,6 @@ from ..check import Exercise, expect
 from ..patterns.client_side_caching import InvalidationListener, TrackedCache
 from ..race import PausePoint, run_in_thread
 from ..tables import Table
-
 
 # -- probes ---------------------------------------------------------------------------------------
 
@@ -89,7 +89,8 @@ def default_vs_bcast(r: redis.Redis, writer: redis.Redis, prefix: str, namespace
         table = tracking_info(r)
         writes = [(f"{prefix}:3", "read by both"), (f"{prefix}:3", "again, no read in between"),
                   (f"{prefix}:5000", "never read"), (namespace + "session:1", "outside the prefix")]
-        rows, got = [], {"default": [], "bcast": []}
+        rows: list[list[str]] = []
+        got: dict[str, list] = {"default": [], "bcast": []}
         for key, why in writes:
             nd, nb = len(default.messages), len(bcast.messages)
             writer.set(key, "new")
@@ -98,7 +99,8 @@ def default_vs_bcast(r: redis.Redis, writer: redis.Redis, prefix: str, namespace
             d, b = default.messages[nd:], bcast.messages[nb:]
             got["default"].append(d)
             got["bcast"].append(b)
-            fmt = lambda ms: "; ".join(", ".join(_strip(k, namespace) for k in m) for m in ms) or "—"
+            def fmt(ms):
+                return "; ".join(", ".join(_strip(k, namespace) for k in m) for m in ms) or "—"
             rows.append([f"SET {_strip(key, namespace)} ({why})", fmt(d), fmt(b)])
     finally:
         default.close()
@@ -133,7 +135,9 @@ def read_invalidate_race(server, r: redis.Redis, writer: redis.Redis, key: str, 
     stored = cache.cached(key)
     later = [cache.get(key) for _ in range(3)]
     k = _strip(key, namespace)
-    fmt = lambda d: repr(d.get(key)) if key in d else "(nothing)"
+    def fmt(d):
+        return repr(d.get(key)) if key in d else "(nothing)"
+
     steps = Table(["step", "who", "does", "local dict holds"], [
         [1, "reader", f"GET {k} → reply 'v1' (not stored yet)", fmt(in_flight)],
         [2, "writer", f"SET {k} v2 → server pushes invalidate [{k}]", fmt(after_push)],
@@ -172,7 +176,9 @@ def own_write_then_foreign(r: redis.Redis, writer: redis.Redis, key: str, *optio
 
 
 def noloop_table(loop, noloop, namespace: str = "") -> Table:
-    fmt = lambda ms: "; ".join(", ".join(_strip(k, namespace) for k in m) for m in ms) or "—"
+    def fmt(ms):
+        return "; ".join(", ".join(_strip(k, namespace) for k in m) for m in ms) or "—"
+
     return Table(["tracking", "after my own write", "after a foreign write", "after re-read + foreign write"],
                  [[" ".join(f.upper() for f in flags), fmt(own), fmt(foreign), fmt(reread)]
                   for flags, own, foreign, reread in (loop, noloop)], title="NOLOOP: pushes received")

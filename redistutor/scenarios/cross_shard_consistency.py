@@ -12,13 +12,21 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import redis
 
 from ..patterns.cross_shard_consistency import (
-    MISSING, OK, TORN, Read, SourceOfTruth, Stamp, StampedSplit, encode,
+    MISSING,
+    OK,
+    TORN,
+    Read,
+    SourceOfTruth,
+    Stamp,
+    StampedSplit,
+    encode,
 )
 from ..race import PausePoint, run_in_thread
 from ..tables import Table

@@ -10,23 +10,25 @@ show the results. Every helper returns plain data (or a view), so a notebook cel
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import redis
 from redis.exceptions import AskError, MovedError, TryAgainError
 
 from ..patterns.hash_tag_colocation import (
-    SLOTS, UserStore, crc16, hashed_part, key_slot, owner_of,
+    SLOTS,
+    UserStore,
+    crc16,
+    hashed_part,
+    key_slot,
+    owner_of,
 )
 from ..tables import Table
-
-
-
 
 # -- the naive way ---------------------------------------------------------------------------------
 
@@ -96,7 +98,8 @@ def flush(masters: Mapping[str, redis.Redis]) -> None:
         c.flushall()
 
 
-def measure_layouts(rc: Any, masters: Mapping[str, redis.Redis], ranges: list, layouts: Mapping[str, list[str]]) -> dict:
+def measure_layouts(rc: Any, masters: Mapping[str, redis.Redis], ranges: list,
+                    layouts: Mapping[str, list[str]]) -> dict:
     """Load each layout's keys (flushing in between) and count keys per master: measured with
     DBSIZE, and predicted by our CRC16 and the slot map."""
     measured, predicted = {}, {}
@@ -468,7 +471,7 @@ def keys_in_slots(nodes: Mapping[str, redis.Redis], ranges: list[tuple[int, int,
     by_node: dict[str, list[int]] = {}
     for slot in slots:
         by_node.setdefault(owner_of(slot, ranges), []).append(slot)
-    out = Counter()
+    out: Counter[str] = Counter()
     for node, wanted in by_node.items():
         p = nodes[node].pipeline(transaction=False)
         for slot in wanted:

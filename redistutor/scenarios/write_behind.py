@@ -28,14 +28,14 @@ import statistics
 import tempfile
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from ..db import Database
 from ..lab import Workers
-from ..patterns.write_behind import (RETRYABLE, WriteBehind, create_table, db_views,
-                                     sync_forever)
+from ..patterns.write_behind import RETRYABLE, WriteBehind, create_table, db_views, sync_forever
 from ..race import PausePoint, call_hook, run_in_thread
 
 # -- the naive design -------------------------------------------------------------------------
@@ -90,7 +90,7 @@ class NaiveQueue:
         return total
 
 
-def without_version(cls: type = WriteBehind) -> type:
+def without_version(cls: type[WriteBehind] = WriteBehind) -> type[WriteBehind]:
     """``cls`` with an upsert that always overwrites (no version check): the broken variant."""
     return type("Unguarded", (cls,), {
         "__doc__": "The same sync with an upsert that always overwrites: no version check. Do not do this.",
@@ -276,7 +276,7 @@ def naive_writes(server: Any, r: redis.Redis, db: Database, views: int = 100) ->
     return db.counts["write"]
 
 
-def late_worker(server: Any, r: redis.Redis, db: Database, truth: Database, cls: type,
+def late_worker(server: Any, r: redis.Redis, db: Database, truth: Database, cls: type[WriteBehind],
                 prefix: str) -> dict[str, Any]:
     """Worker A reads home (count 3, ver 3) and is held before its upsert; two more views; worker
     B resumes A's batch and flushes 5; then A's late upsert of 3 runs. Returns what each saw."""

@@ -43,7 +43,8 @@ def consistency(r, truth: Database, prefix: str, *user_ids: int, title: str = "R
     for uid in user_ids:
         s = state(r, truth, prefix, uid)
         ttl = {-1: "none", -2: "(no key)"}.get(s["ttl"], f"{s['ttl']} s")
-        rows.append([f"{prefix.rsplit(':', 1)[-1]}:{uid}", fmt(s["redis"]), ttl, fmt(s["db"]), "agree" if s["agree"] else "DISAGREE"])
+        rows.append([f"{prefix.rsplit(':', 1)[-1]}:{uid}", fmt(s["redis"]), ttl, fmt(s["db"]),
+                     "agree" if s["agree"] else "DISAGREE"])
     return Table(["key", "Redis holds", "TTL", "database holds", "verdict"], rows, title=title)
 
 
@@ -128,12 +129,14 @@ def live_races(server, r, db: Database, truth: Database, prefix: str, versioned:
 
 
 def live_summary(plain: list[dict], versioned: list[dict]) -> Table:
-    rows = [[name, len(t), sum(not x["agree"] for x in t)] for name, t in (("plain SET", plain), ("versioned", versioned))]
+    rows = [[name, len(t), sum(not x["agree"] for x in t)]
+            for name, t in (("plain SET", plain), ("versioned", versioned))]
     return Table(["cache write", "trials", "trials left Redis ≠ DB"], rows, title="Live two-writer races",
                  note="the plain SET's count depends on this machine's scheduling; the versioned one must be 0")
 
 
-def write_cost(r, db: Database, wt: WriteThrough, prefix: str, *, user_id: int = 4, rounds: int = 40) -> dict[str, float]:
+def write_cost(r, db: Database, wt: WriteThrough, prefix: str, *, user_id: int = 4,
+               rounds: int = 40) -> dict[str, float]:
     """Median ms of: the DB commit alone, the Redis SET alone, the whole write-through, a read after it.
     The four are interleaved, so a burst of load on the machine hits all of them."""
     payload = json.dumps(db.get_user(user_id))

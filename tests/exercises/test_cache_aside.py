@@ -11,7 +11,6 @@ from redistutor.exceptions import CheckFailed
 from redistutor.exercises import cache_aside as ex
 
 
-
 def verdict(exercise, answer):
     return exercise.evaluate(answer)
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 
-
 from redistutor.check import CORRECT, INCORRECT, NOT_ATTEMPTED
 from redistutor.exercises import write_through as ex
-
-
 
 # -- exercise 1: the write path -----------------------------------------------------------------
 
