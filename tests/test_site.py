@@ -97,3 +97,11 @@ def test_the_build_check_fails_on_error_outputs_missing_pages_and_broken_links(t
     assert "ok: cell 0 raised ZeroDivisionError: division by zero" in problems
     assert "missing: no page in the site" in problems
     assert "notebooks/ok.html: broken link gone.html" in problems and len(problems) == 4  # error twice
+
+
+def test_launch_buttons_only_for_a_hosted_repository(monkeypatch):
+    monkeypatch.delenv("GITHUB_REPOSITORY", raising=False)
+    monkeypatch.setenv("REDISTUTOR_REPO_URL", "https://github.com/example/redistutor")
+    assert site.repo_url() == "https://github.com/example/redistutor"
+    monkeypatch.setenv("REDISTUTOR_REPO_URL", "/work/main")  # a clone of a local checkout (CI)
+    assert site.repo_url() is None and "launch_buttons" not in site.theme_options()
