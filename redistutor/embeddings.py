@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from .provision import sha256_file
+
 __all__ = [
     "Embedder",
     "MiniLM",
@@ -153,14 +155,6 @@ def find_minilm() -> Path | None:
         if (d / "model.safetensors").is_file() and (d / "tokenizer.json").is_file():
             return d
     return None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:

@@ -305,7 +305,7 @@ def _download(url: str, dest: Path, sha256: str, timeout: float = 30) -> bool:
         _say(f"  {url}: {type(exc).__name__}: {exc}")
         tmp.unlink(missing_ok=True)
         return False
-    digest = _sha256(tmp)
+    digest = sha256_file(tmp)
     if digest != sha256:
         _say(f"  {url}: checksum mismatch (got {digest[:12]}…, pinned {sha256[:12]}…); rejected")
         tmp.unlink(missing_ok=True)
@@ -314,7 +314,8 @@ def _download(url: str, dest: Path, sha256: str, timeout: float = 30) -> bool:
     return True
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (source tarballs, model weights)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -344,7 +345,7 @@ def fetch_tarball(sources: Iterable[Source] = SOURCES) -> tuple[Source, Path]:
     tried = []
     for source in sources:
         dest = downloads / source.filename
-        if dest.exists() and _sha256(dest) == source.sha256:
+        if dest.exists() and sha256_file(dest) == source.sha256:
             return source, dest
         for url in source_urls(source):
             _say(f"downloading Redis {source.version} source ({source.kind}): {url}")
