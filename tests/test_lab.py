@@ -553,3 +553,15 @@ def test_workers_run_to_completion_under_every_start_method(context):
                 from multiprocessing import forkserver
                 forkserver._forkserver._stop()  # type: ignore[attr-defined]
         assert w.exitcodes == {"w1": 0, "w2": 0} and node.r.get("lab:counter") == "40"
+
+
+def test_wait_for_returns_this_pools_event_not_an_earlier_pools_on_the_same_log():
+    # Before: wait_for searched the whole shared log by worker name, so a second pool named like
+    # the first got the first pool's (long past) event back at once.
+    with lab.Node("two-pools") as node:
+        first = lab.run_workers(lab.counter_worker, 2, nodes=[node], log=node.log, kwargs={"n": 5})
+        earlier = max(e.t for e in node.log.of_kind("write"))
+        with lab.Workers(lab.counter_worker, 2, nodes=[node], log=node.log, kwargs={"n": 5}).start() as second:
+            ev = second.wait_for("write")
+            second.join()
+        assert first.names == second.names and ev.t > earlier

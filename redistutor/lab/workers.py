@@ -272,6 +272,12 @@ class Workers(LabObject):
         self._seen += rows
         return rows
 
+    def _own_events(self) -> set[Event]:
+        """The events this pool's workers reported, as the log holds them."""
+        t0 = self.log.t0
+        return {Event(row["t"] - t0, row["actor"], row["kind"], row.get("detail", ""),
+                      None if row.get("end") is None else row["end"] - t0) for row in self._seen}
+
     def collect(self) -> int:
         """Merge events recorded since the last call into the log; returns how many."""
         rows = self._read_new()
@@ -287,8 +293,11 @@ class Workers(LabObject):
         try:
             while True:
                 self.collect()
-                for ev in self.log.events:
-                    if ev.kind == kind and ev.actor in self.names and (actor is None or ev.actor == actor):
+                # Only this pool's own events: an earlier pool with the same worker names may have
+                # recorded the same kind on the shared log.
+                mine = [e for e in self.log.events if e in self._own_events()]
+                for ev in mine:
+                    if ev.kind == kind and (actor is None or ev.actor == actor):
                         return ev
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no worker recorded {kind!r} within {timeout:g} s")
