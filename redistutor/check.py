@@ -18,9 +18,10 @@ Checkers look at Redis itself (keys, TTLs, command counts), not only at return v
 from __future__ import annotations
 
 import html
+import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import _html as H
@@ -43,6 +44,7 @@ class Result:
     exercise: str
     outcome: str
     message: str = ""
+    progress: str = field(default="", compare=False)  # why a workshop report failed (redistutor.progress)
 
     @property
     def passed(self) -> bool:
@@ -85,10 +87,16 @@ class Exercise:
         hints: from gentle to nearly-the-answer.
         solution: the reference solution's source code, and ``reference`` the object itself
             (the self-tests check that it passes).
+        notebook: the notebook's slug for workshop progress reports; by default the module that
+            built the exercise names it (``redistutor.exercises.cache_aside`` -> ``cache-aside``).
     """
 
     def __init__(self, name: str, checker: Callable[[Any], None], *, hints: list[str],
-                 solution: str, reference: Any = None) -> None:
+                 solution: str, reference: Any = None, notebook: str | None = None) -> None:
+        from .progress import origin
+
+        # Where progress reports file it: notebook, exercise (the factory's name) and its place.
+        self.notebook, self.exercise_id, self.position = origin(sys._getframe(1), notebook, name)
         self.name = name
         self.checker = checker
         self.hints = hints
@@ -96,7 +104,16 @@ class Exercise:
         self.reference = reference
 
     def evaluate(self, answer: Any) -> Result:
-        """Run the checker and return the outcome without displaying or raising."""
+        """Run the checker and return the outcome without displaying or raising; when workshop
+        progress is on (``$REDISTUTOR_PROGRESS_URL``), report it (a failed report is noted in
+        ``result.progress``, never raised)."""
+        from .progress import report
+
+        result = self._evaluate(answer)
+        note = report(self, result.outcome)
+        return replace(result, progress=note) if note else result
+
+    def _evaluate(self, answer: Any) -> Result:
         if answer is None or answer is Ellipsis:
             return Result(self.name, NOT_ATTEMPTED, "Replace the starter code, then run this cell again.")
         try:
@@ -115,6 +132,8 @@ class Exercise:
         """Show ✓ / ✗ / ○; raise CheckFailed when the answer is wrong (``evaluate`` only returns)."""
         result = self.evaluate(answer)
         _display(result)
+        if result.progress:
+            print(result.progress)
         if result.outcome == INCORRECT:
             raise _Failed(result)
 
@@ -123,9 +142,15 @@ class Exercise:
         n = max(1, min(n, len(self.hints)))
         return Hint(f"Hint {n}/{len(self.hints)}: {self.hints[n - 1]}")
 
-    def solution(self) -> Listing:
+    def solution(self) -> Listing | Hint:
         """The reference solution, highlighted (the last line of a cell shows it once);
-        ``str(ex.solution())`` is its code."""
+        ``str(ex.solution())`` is its code. In a workshop whose facilitator holds solutions back,
+        one sentence saying so instead."""
+        from .progress import held_back
+
+        held = held_back(self)
+        if held:
+            return Hint(held)
         return Listing(self.solution_code, title=f"{self.name}: a reference solution")
 
     def __repr__(self) -> str:
