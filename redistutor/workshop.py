@@ -74,7 +74,9 @@ def rules(name: str, password: str) -> list[str]:
     """The learner's ACL SETUSER rules: their password, their prefix for keys and channels, the
     commands above."""
     root = learner_root(name)
-    return ["reset", "on", f">{password}", f"~{root}*", "resetchannels", f"&{root}*", *LEARNER_COMMANDS]
+    # %R~rt:workshop:*: read (never write) the facilitator's flags, e.g. held-back solutions (redistutor.progress).
+    return ["reset", "on", f">{password}", f"~{root}*", "%R~rt:workshop:*", "resetchannels", f"&{root}*",
+            *LEARNER_COMMANDS]
 
 
 def add(admin: redis.Redis, admin_url: str, names: Iterable[str]) -> list[Learner]:
@@ -156,6 +158,7 @@ def sheet(learners_: Sequence[Learner]) -> str:
 # -- command line ---------------------------------------------------------------------------------
 
 USAGE = """usage: python -m redistutor workshop add LEARNERS.csv | list | reset NAME | remove NAME
+       python -m redistutor workshop board [--csv FILE] | solutions [hold|release] [NOTEBOOK]
 
 The facilitator's REDIS_URL names the shared server and a user allowed to run ACL commands."""
 
@@ -165,6 +168,10 @@ def main(args: list[str], admin_url: str | None) -> int:
         print("redistutor: the workshop commands work on the server named by REDIS_URL: set it to the "
               "shared server's URL with an admin user.", file=sys.stderr)
         return 2
+    if args[:1] in (["board"], ["solutions"]) or args[1:2] in (["--progress"], ["--report-only"]):
+        from .progress import main as progress_main  # the progress board, held-back solutions
+
+        return progress_main(args, admin_url)
     if not args or args[0] not in ("add", "list", "reset", "remove") or (args[0] != "list" and len(args) != 2):
         print(USAGE, file=sys.stderr)
         return 2
