@@ -166,10 +166,13 @@ class Redlock:
         drift_factor: the drift allowance is ``int(ttl * drift_factor) + 2`` ms.
         retries: rounds :meth:`acquire` tries before giving up.
         retry_delay: random sleep between rounds, seconds (min, max).
-        parallel: send the N SETs from N threads at once instead of one after another, and
-            end the round as soon as a majority said OK (the nodes that have not answered yet
-            are :attr:`Attempt.pending`; the release still goes to them). A node whose previous
-            request is still waiting (frozen) is skipped: its answer could not come in time.
+        parallel: (default) send the N SETs from N threads at once, and end the round as soon
+            as a majority said OK (the nodes that have not answered yet are
+            :attr:`Attempt.pending`; the release still goes to them), so a round costs the
+            third-fastest node's round trip, as in ``pottery``. A node whose previous request is
+            still waiting (frozen) is skipped: its answer could not come in time. ``False``: one
+            node after another, each answer waited for; the notebook's experiments use it to
+            show every node's answer, and a frozen node then costs its whole timeout.
     """
 
     # KEYS[1] = lock key, ARGV[1] = our token
@@ -185,7 +188,7 @@ class Redlock:
                  names: Sequence[str] | None = None, ttl_ms: int = 10_000,
                  clock: Callable[[], float] = time.monotonic, drift_factor: float = 0.01,
                  retries: int = 3, retry_delay: tuple[float, float] = (0.05, 0.2),
-                 parallel: bool = False, node_timeout: float | None = NODE_TIMEOUT) -> None:
+                 parallel: bool = True, node_timeout: float | None = NODE_TIMEOUT) -> None:
         if not clients:
             raise ValueError("Redlock needs at least one node")
         self.node_timeout = node_timeout

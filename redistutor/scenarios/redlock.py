@@ -85,8 +85,8 @@ def two_down(fleet: Any) -> dict:
     """n4 and n5 killed; client A then client B try. Both attempts, A's keys, A released after."""
     fleet["n4"].kill()
     fleet["n5"].kill()
-    a = Redlock(clients(fleet), "report", ttl_ms=TTL_MS, node_timeout=None)
-    b = Redlock(clients(fleet), "report", ttl_ms=TTL_MS, node_timeout=None)
+    a = Redlock(clients(fleet), "report", ttl_ms=TTL_MS, node_timeout=None, parallel=False)
+    b = Redlock(clients(fleet), "report", ttl_ms=TTL_MS, node_timeout=None, parallel=False)
     lease_a, att_a = a.try_acquire()
     lease_b, att_b = b.try_acquire()
     table = lock_table(a.names, a.clients, a.key, {lease_a.token: "client-A"} if lease_a else {})
@@ -99,7 +99,8 @@ def two_down(fleet: Any) -> dict:
 def three_down(fleet: Any) -> dict:
     """n3 killed as well: one round, then ``acquire()`` with 3 rounds; nodes restarted after."""
     fleet["n3"].kill()
-    c = Redlock(clients(fleet), "report", ttl_ms=TTL_MS, retries=3, retry_delay=(0.01, 0.05), node_timeout=None)
+    c = Redlock(clients(fleet), "report", ttl_ms=TTL_MS, retries=3, retry_delay=(0.01, 0.05), node_timeout=None,
+                parallel=False)
     t0 = time.monotonic()
     lease, att = c.try_acquire()
     after_round = [fleet[n].r.exists(c.key) for n in ("n1", "n2")]
@@ -120,7 +121,7 @@ def frozen_node(fleet: Any, node: str = "n5") -> dict:
     for c in cs:
         c.ping()                                   # connect (and authenticate) before the freeze
     fleet[node].pause()                            # SIGSTOP
-    dlm = Redlock(cs, "report", ttl_ms=TTL_MS, node_timeout=None)
+    dlm = Redlock(cs, "report", ttl_ms=TTL_MS, node_timeout=None, parallel=False)
     lease, att = dlm.try_acquire()
     fleet[node].resume()                           # SIGCONT: the node reads the waiting SET and runs it
     wait_until(lambda: fleet[node].r.get(dlm.key) == lease.token)
@@ -138,8 +139,9 @@ def frozen_rounds(fleet: Any, frozen: Sequence[str] = ("n4", "n5")) -> dict:
     Releases after the nodes woke. The attempts and a Table."""
     flush(fleet)
     given = fleet.clients
-    dlms = {"lab clients as given (1 s per node)": Redlock(given, "frozen-1", ttl_ms=TTL_MS, node_timeout=None),
-            "default timeout (50 ms per node)": Redlock(given, "frozen-2", ttl_ms=TTL_MS),
+    dlms = {"lab clients as given (1 s per node)": Redlock(given, "frozen-1", ttl_ms=TTL_MS, node_timeout=None,
+                                                          parallel=False),
+            "default timeout (50 ms per node)": Redlock(given, "frozen-2", ttl_ms=TTL_MS, parallel=False),
             "parallel, ends at the majority": Redlock(given, "frozen-3", ttl_ms=TTL_MS, parallel=True,
                                                       node_timeout=None)}   # 1 s: not what saves it
     for dlm in dlms.values():
@@ -172,8 +174,8 @@ def restart_scenario(fleet: Any, log: EventLog, *, delay_restart: bool, ttl_ms: 
     fail); n3 restarts (at once, or only after client 1's lock is over); client 2 tries again."""
     log.clear()
     flush(fleet)
-    one = Redlock(clients(fleet), "report", ttl_ms=ttl_ms, node_timeout=None)
-    two = Redlock(clients(fleet), "report", ttl_ms=ttl_ms, retries=1, node_timeout=None)
+    one = Redlock(clients(fleet), "report", ttl_ms=ttl_ms, node_timeout=None, parallel=False)
+    two = Redlock(clients(fleet), "report", ttl_ms=ttl_ms, retries=1, node_timeout=None, parallel=False)
     fleet["n4"].kill()
     fleet["n5"].kill()
     lease1 = one.acquire()
@@ -241,8 +243,8 @@ def persistence_scenario(fleet: Any, log: EventLog, node_factory: Callable[..., 
     names = ["n1", "n2", "n3-aof", "n4", "n5"]
     try:
         flush(nodes)
-        one = Redlock(clients(nodes), "report", names=names, ttl_ms=TTL_MS, node_timeout=None)
-        two = Redlock(clients(nodes), "report", names=names, ttl_ms=TTL_MS, node_timeout=None)
+        one = Redlock(clients(nodes), "report", names=names, ttl_ms=TTL_MS, node_timeout=None, parallel=False)
+        two = Redlock(clients(nodes), "report", names=names, ttl_ms=TTL_MS, node_timeout=None, parallel=False)
         fleet["n4"].kill()
         fleet["n5"].kill()
         lease1 = one.acquire()
@@ -269,8 +271,8 @@ def clock_jump(fleet: Any, missed: Sequence[str]) -> dict:
     """Client 1 locks while ``missed`` nodes are down; n3's clock then jumps (its key expires
     early: PEXPIRE 1); client 2 tries."""
     flush(fleet)
-    one = Redlock(clients(fleet), "jump", ttl_ms=TTL_MS, node_timeout=None)
-    two = Redlock(clients(fleet), "jump", ttl_ms=TTL_MS, node_timeout=None)
+    one = Redlock(clients(fleet), "jump", ttl_ms=TTL_MS, node_timeout=None, parallel=False)
+    two = Redlock(clients(fleet), "jump", ttl_ms=TTL_MS, node_timeout=None, parallel=False)
     for n in missed:
         fleet[n].kill()
     lease1 = one.acquire()
@@ -292,14 +294,15 @@ def slow_clock(fleet: Any, *, rate: float = 0.5, ttl_ms: int = 1000) -> dict:
     ``rate``; once every key of both is gone, each says how much validity it thinks it has left,
     and a third client takes the slow client's lock."""
     flush(fleet)
-    honest = Redlock(clients(fleet), "honest", ttl_ms=ttl_ms, node_timeout=None)
-    slow = Redlock(clients(fleet), "slow", ttl_ms=ttl_ms, clock=SkewedClock(rate), node_timeout=None)
+    honest = Redlock(clients(fleet), "honest", ttl_ms=ttl_ms, node_timeout=None, parallel=False)
+    slow = Redlock(clients(fleet), "slow", ttl_ms=ttl_ms, clock=SkewedClock(rate), node_timeout=None,
+                   parallel=False)
     h_lease, s_lease = honest.acquire(), slow.acquire()
     t0 = time.monotonic()
     wait_until(lambda: not any(c.exists(honest.key) or c.exists(slow.key) for c in honest.clients))
     keys_gone_ms = (time.monotonic() - t0) * 1000
     h_left, s_left = honest.remaining_ms(h_lease), slow.remaining_ms(s_lease)
-    intruder = Redlock(clients(fleet), "slow", ttl_ms=ttl_ms, node_timeout=None).acquire()
+    intruder = Redlock(clients(fleet), "slow", ttl_ms=ttl_ms, node_timeout=None, parallel=False).acquire()
     s_left_now = slow.remaining_ms(s_lease)
     honest.release(h_lease)
     slow.release(s_lease)
@@ -314,7 +317,8 @@ def contention(fleet: Any, *, threads: int = 5, rounds: int = 10) -> tuple[Event
     shared = clients(fleet)
 
     def contender(actor: str, log: EventLog) -> None:
-        mine = Redlock(shared, "busy", ttl_ms=5000, retries=1000, retry_delay=(0.001, 0.01), node_timeout=None)
+        mine = Redlock(shared, "busy", ttl_ms=5000, retries=1000, retry_delay=(0.001, 0.01), node_timeout=None,
+                       parallel=False)
         for _ in range(rounds):
             lease = mine.acquire()
             log.record(actor, "acquire", " ".join(lease.nodes))

@@ -49,25 +49,25 @@ def test_validity_arithmetic():
 
 
 def test_acquire_on_all_and_validity_matches_formula(nodes):
-    dlm = Redlock(clients(nodes), "job", ttl_ms=10_000)
+    dlm = Redlock(clients(nodes), "job", ttl_ms=10_000, parallel=False)
     lease = dlm.acquire()
     att = lease.attempt
     assert lease.nodes == ["n1", "n2", "n3", "n4", "n5"] and dlm.quorum == 3
     assert att.validity_ms == pytest.approx(10_000 - att.elapsed_ms - 102)
     assert len(lease.token) == 40
     assert all(n.r.get(dlm.key) == lease.token for n in nodes)
-    other = Redlock(clients(nodes), "job", ttl_ms=10_000, retries=1)
+    other = Redlock(clients(nodes), "job", ttl_ms=10_000, retries=1, parallel=False)
     assert other.acquire() is None
     assert dlm.release(lease) == 5 and not any(n.r.exists(dlm.key) for n in nodes)
 
 
 def test_two_nodes_down_still_safe(nodes):
     nodes["n4"].kill(), nodes["n5"].kill()
-    dlm = Redlock(clients(nodes), "job", ttl_ms=5000)
+    dlm = Redlock(clients(nodes), "job", ttl_ms=5000, parallel=False)
     lease = dlm.acquire()
     assert lease is not None and lease.nodes == ["n1", "n2", "n3"]
     assert set(lease.attempt.failed) == {"n4", "n5"}
-    second, att = Redlock(clients(nodes), "job", ttl_ms=5000).try_acquire()
+    second, att = Redlock(clients(nodes), "job", ttl_ms=5000, parallel=False).try_acquire()
     assert second is None and att.refused == ["n1", "n2", "n3"]
     assert all(nodes[n].r.get(dlm.key) == lease.token for n in ("n1", "n2", "n3"))  # untouched
     assert att.failed == {"n4": "ConnectionError", "n5": "ConnectionError"}
@@ -78,7 +78,7 @@ def test_two_nodes_down_still_safe(nodes):
 def test_three_nodes_down_unavailable_and_no_key_left(nodes):
     for n in ("n3", "n4", "n5"):
         nodes[n].kill()
-    dlm = Redlock(clients(nodes), "job", ttl_ms=5000, retries=2, retry_delay=(0.01, 0.02))
+    dlm = Redlock(clients(nodes), "job", ttl_ms=5000, retries=2, retry_delay=(0.01, 0.02), parallel=False)
     lease, att = dlm.try_acquire()
     assert lease is None and att.ok == ["n1", "n2"]
     assert not nodes["n1"].r.exists(dlm.key) and not nodes["n2"].r.exists(dlm.key)  # released
@@ -88,7 +88,7 @@ def test_three_nodes_down_unavailable_and_no_key_left(nodes):
 def test_failed_round_does_not_release_someone_elses_keys(nodes):
     for n in ("n1", "n2", "n3"):
         nodes[n].r.set("redlock:job", "other", px=5000)
-    lease, att = Redlock(clients(nodes), "job", ttl_ms=5000).try_acquire()
+    lease, att = Redlock(clients(nodes), "job", ttl_ms=5000, parallel=False).try_acquire()
     assert lease is None and att.ok == ["n4", "n5"]
     assert [nodes[n].r.get("redlock:job") for n in ("n1", "n2", "n3")] == ["other"] * 3
     assert not nodes["n4"].r.exists("redlock:job")
@@ -96,25 +96,25 @@ def test_failed_round_does_not_release_someone_elses_keys(nodes):
 
 def test_node_restarted_empty_grants_a_second_holder(nodes):
     nodes["n4"].kill(), nodes["n5"].kill()
-    first = Redlock(clients(nodes), "job", ttl_ms=10_000).acquire()
+    first = Redlock(clients(nodes), "job", ttl_ms=10_000, parallel=False).acquire()
     assert first.nodes == ["n1", "n2", "n3"]
     nodes["n4"].restart(), nodes["n5"].restart()
     nodes["n3"].kill()
     nodes["n3"].restart()  # no persistence: comes back empty
-    second = Redlock(clients(nodes), "job", ttl_ms=10_000).acquire()
+    second = Redlock(clients(nodes), "job", ttl_ms=10_000, parallel=False).acquire()
     assert second is not None and second.nodes == ["n3", "n4", "n5"]
-    client1 = Redlock(clients(nodes), "job", ttl_ms=10_000)
+    client1 = Redlock(clients(nodes), "job", ttl_ms=10_000, parallel=False)
     assert client1.remaining_ms(first) > 0  # both believe they hold it
 
 
 def test_delayed_restart_prevents_the_second_holder(nodes):
     nodes["n4"].kill(), nodes["n5"].kill()
     # 3 s: the restarts below must finish well inside the TTL even on a loaded machine
-    dlm = Redlock(clients(nodes), "job", ttl_ms=3000)
+    dlm = Redlock(clients(nodes), "job", ttl_ms=3000, parallel=False)
     first = dlm.acquire()
     nodes["n4"].restart(), nodes["n5"].restart()
     nodes["n3"].kill()
-    rival = Redlock(clients(nodes), "job", ttl_ms=3000, retries=1)
+    rival = Redlock(clients(nodes), "job", ttl_ms=3000, retries=1, parallel=False)
     assert rival.acquire() is None  # A, B hold it, C is down: 2 of 5 at most
     wait_until(lambda: dlm.remaining_ms(first) <= 0 and not nodes["n1"].r.exists(dlm.key))
     nodes["n3"].restart()  # only after the TTL
@@ -128,19 +128,19 @@ def test_aof_always_node_keeps_the_lock_across_kill(nodes):
               nodes["n4"].client(socket_timeout=0.2), nodes["n5"].client(socket_timeout=0.2)]
         names = ["n1", "n2", "c", "n4", "n5"]
         nodes["n4"].kill(), nodes["n5"].kill()
-        first = Redlock(cs, "job", names=names, ttl_ms=10_000).acquire()
+        first = Redlock(cs, "job", names=names, ttl_ms=10_000, parallel=False).acquire()
         assert first.nodes == ["n1", "n2", "c"]
         nodes["n4"].restart(), nodes["n5"].restart()
         c.kill()
         c.restart()
         assert c.r.get("redlock:job") == first.token and c.r.pttl("redlock:job") > 0
-        second, att = Redlock(cs, "job", names=names, ttl_ms=10_000).try_acquire()
+        second, att = Redlock(cs, "job", names=names, ttl_ms=10_000, parallel=False).try_acquire()
         assert second is None and att.ok == ["n4", "n5"]
 
 
 def test_slow_clock_believes_in_a_lock_whose_keys_expired(nodes):
-    slow = Redlock(clients(nodes), "job", ttl_ms=500, clock=SkewedClock(0.5))
-    honest = Redlock(clients(nodes), "job", ttl_ms=500)
+    slow = Redlock(clients(nodes), "job", ttl_ms=500, clock=SkewedClock(0.5), parallel=False)
+    honest = Redlock(clients(nodes), "job", ttl_ms=500, parallel=False)
     slow_lease = slow.acquire()
     t_real = time.monotonic()
     wait_until(lambda: not any(n.r.exists(slow.key) for n in nodes))
@@ -163,14 +163,14 @@ def test_parallel_round_ends_at_the_majority_and_releases_everywhere(nodes):
     par.close()
     assert par._pools is None
     par.close()  # idempotent
-    Redlock(clients(nodes), "p").close()  # nothing to close for a sequential one
+    Redlock(clients(nodes), "p", parallel=False).close()  # nothing to close for a sequential one
 
 
 def test_short_node_timeouts_by_default(nodes):
     """The lab's clients wait 1 s for a node; a Redlock reaches each node with at most 50 ms
     (a copy of the client: the caller's keeps its settings); None keeps the clients as given."""
     given = [n.r for n in nodes]
-    dlm = Redlock(given, "job")
+    dlm = Redlock(given, "job", parallel=False)     # every node's answer waited for
     assert dlm.node_timeout == 0.05
     for mine, theirs in zip(dlm.clients, given):
         kw = mine.connection_pool.connection_kwargs
@@ -197,7 +197,7 @@ def test_frozen_nodes_cost_their_timeout_sequentially_and_nothing_in_parallel(no
     nodes[3].pause()
     nodes[4].pause()
     try:
-        seq = Redlock(given, "seq", ttl_ms=10_000)
+        seq = Redlock(given, "seq", ttl_ms=10_000, parallel=False)
         for c in seq.clients[:3]:
             c.ping()
         lease, att = seq.try_acquire()
@@ -212,6 +212,14 @@ def test_frozen_nodes_cost_their_timeout_sequentially_and_nothing_in_parallel(no
         assert second is not None and att2.failed == {"n4": "TimeoutError", "n5": "TimeoutError"}
         assert not att2.pending and par.release(second) == 3
         seq.release(lease)
+        default = Redlock(given, "default", ttl_ms=10_000, node_timeout=1.0)   # parallel unless told
+        for c in default.clients[:3]:
+            c.ping()
+        third, att3 = default.try_acquire()
+        assert third is not None and att3.ok == ["n1", "n2", "n3"] and att3.pending == ["n4", "n5"]
+        assert att3.failed == {}
+        default.release(third)
+        default.close()
     finally:
         nodes[3].resume()
         nodes[4].resume()
@@ -224,7 +232,7 @@ def test_contending_clients_never_overlap(nodes):
     cs = clients(nodes, timeout=1.0)
 
     def worker(actor, log):
-        dlm = Redlock(cs, "busy", ttl_ms=5000, retries=200, retry_delay=(0.001, 0.01))
+        dlm = Redlock(cs, "busy", ttl_ms=5000, retries=200, retry_delay=(0.001, 0.01), parallel=False)
         for _ in range(5):
             lease = dlm.acquire()
             assert lease is not None
@@ -256,7 +264,7 @@ def test_shown_acquire_and_release_agree_with_the_class(nodes):
     assert validity is not None and 0 < validity <= 10_000 - 102
     assert all(n.r.get("redlock:job") == "tok-1" for n in nodes)
     assert all(0 < n.r.pttl("redlock:job") <= 10_000 for n in nodes)  # SET ... PX: the keys expire
-    rival, att = Redlock(cs, "job", ttl_ms=10_000).try_acquire()   # the class, same key
+    rival, att = Redlock(cs, "job", ttl_ms=10_000, parallel=False).try_acquire()   # the class, same key
     assert rival is None and att.refused == ["n1", "n2", "n3", "n4", "n5"]
     assert redlock_acquire(cs, "redlock:job", "tok-2", 10_000) is None
     assert redlock_release(cs, "redlock:job", "tok-2") == 0          # not ours: nothing deleted
@@ -297,7 +305,7 @@ def test_elapsed_and_validity_are_in_milliseconds(nodes):
     milliseconds (or the reverse) give 9,897.75 or a negative validity."""
     from redistutor.patterns.redlock import redlock_acquire, redlock_release
 
-    dlm = Redlock(clients(nodes), "job", ttl_ms=10_000, clock=stepping_clock(100.0, 100.25, 101.0))
+    dlm = Redlock(clients(nodes), "job", ttl_ms=10_000, clock=stepping_clock(100.0, 100.25, 101.0), parallel=False)
     lease, att = dlm.try_acquire()
     assert att.elapsed_ms == pytest.approx(250) and att.validity_ms == pytest.approx(9648)
     assert lease.valid_until() == pytest.approx(100.25 + 9.648)
@@ -307,7 +315,8 @@ def test_elapsed_and_validity_are_in_milliseconds(nodes):
     cs = clients(nodes)
     assert redlock_acquire(cs, "redlock:job", "t", 10_000, clock=stepping_clock(7.0, 7.25)) == pytest.approx(9648)
     assert redlock_release(cs, "redlock:job", "t") == 5
-    wide = Redlock(clients(nodes), "job", ttl_ms=10_000, drift_factor=0.05, clock=stepping_clock(0.0, 0.25))
+    wide = Redlock(clients(nodes), "job", ttl_ms=10_000, drift_factor=0.05, clock=stepping_clock(0.0, 0.25),
+                   parallel=False)
     assert wide.attempt().validity_ms == pytest.approx(10_000 - 250 - 502)
 
 
@@ -330,7 +339,8 @@ def test_validity_boundary(nodes, shown, ttl, granted):
     if shown:
         got = redlock_acquire(clients(nodes), "redlock:job", "t", ttl, clock=stepping_clock(0.0, 0.25))
     else:
-        got, _ = Redlock(clients(nodes), "job", ttl_ms=ttl, clock=stepping_clock(0.0, 0.25)).try_acquire()
+        one_by_one = Redlock(clients(nodes), "job", ttl_ms=ttl, clock=stepping_clock(0.0, 0.25), parallel=False)
+        got, _ = one_by_one.try_acquire()
     assert (got is not None) is granted
 
 
@@ -344,7 +354,7 @@ def test_a_majority_whose_validity_is_used_up_is_no_lock(nodes, shown):
         assert redlock_acquire(clients(nodes), "redlock:job", "t", 10_000,
                                clock=stepping_clock(0.0, 10.5)) is None
     else:
-        dlm = Redlock(clients(nodes), "job", ttl_ms=10_000, clock=stepping_clock(0.0, 10.5))
+        dlm = Redlock(clients(nodes), "job", ttl_ms=10_000, clock=stepping_clock(0.0, 10.5), parallel=False)
         lease, att = dlm.try_acquire()
         assert lease is None and len(att.ok) == 5 and att.validity_ms < 0
     assert not any(n.r.exists("redlock:job") for n in nodes)
@@ -378,7 +388,7 @@ def test_a_failed_round_releases_the_nodes_that_timed_out_too(nodes, shown):
         if shown:
             assert redlock_acquire(cs, "redlock:job", "mine", 30_000, clock=clock) is None
         else:
-            dlm = Redlock(cs, "job", ttl_ms=30_000, clock=clock)
+            dlm = Redlock(cs, "job", ttl_ms=30_000, clock=clock, parallel=False)
             dlm.new_token = lambda: "mine"
             lease, att = dlm.try_acquire()
             assert lease is None and att.ok == ["n3", "n4"] and list(att.failed) == ["n5"]
@@ -392,7 +402,7 @@ def test_release_sends_the_script_once_per_node_then_only_its_sha(nodes):
     from redistutor import trace
 
     cs = clients(nodes)
-    dlm = Redlock(cs, "job", ttl_ms=10_000)
+    dlm = Redlock(cs, "job", ttl_ms=10_000, parallel=False)
     dlm.release(dlm.acquire())
     lease = dlm.acquire()
     with trace(dlm.clients[0]) as t:
@@ -405,10 +415,10 @@ def test_release_sends_the_script_once_per_node_then_only_its_sha(nodes):
 
 def test_defaults_ten_second_ttl_and_three_rounds(nodes):
     cs = clients(nodes)
-    lease = Redlock(cs, "job").acquire()
+    lease = Redlock(cs, "job", parallel=False).acquire()
     assert all(9_000 < n.r.pttl("redlock:job") <= 10_000 for n in nodes)
     assert lease.validity_ms == pytest.approx(10_000 - lease.attempt.elapsed_ms - 102)
     for n in nodes:
         n.r.config_resetstat()
-    assert Redlock(cs, "job", retry_delay=(0, 0.001)).acquire() is None
+    assert Redlock(cs, "job", retry_delay=(0, 0.001), parallel=False).acquire() is None
     assert all(n.r.info("commandstats")["cmdstat_set"]["calls"] == 3 for n in nodes)  # 3 rounds
