@@ -99,6 +99,31 @@ def test_the_build_check_fails_on_error_outputs_missing_pages_and_broken_links(t
     assert "notebooks/ok.html: broken link gone.html" in problems and len(problems) == 4  # error twice
 
 
+def test_widgets_become_their_saved_html_or_their_text_and_the_check_finds_any_left(tmp_path):
+    """A static page has no kernel: the live key view (an HTML widget) shows the HTML it last
+    showed, another widget its text, and a page that still needs the widget manager fails the check."""
+    view = site.WIDGET_VIEW
+    nb = {"metadata": {"widgets": {site.WIDGET_STATE: {"state": {
+        "m1": {"model_name": "HTMLModel", "state": {"value": "<table><tr><th>key</th></tr></table>"}},
+        "m2": {"model_name": "IntSliderModel", "state": {"value": 3}}}}}},
+        "cells": [{"cell_type": "code", "source": "w", "metadata": {}, "outputs": [
+            {"output_type": "display_data", "metadata": {}, "data": {view: {"model_id": "m1"}, "text/plain": "user:1"}},
+            {"output_type": "execute_result", "metadata": {}, "data": {view: {"model_id": "m2"}}},
+            {"output_type": "stream", "name": "stdout", "text": "plain\n"}]}]}
+    executed = tmp_path / "w.ipynb"
+    executed.write_text(json.dumps(nb))
+    outputs = site.site_notebook(executed)["cells"][0]["outputs"]
+    assert outputs[0]["data"] == {"text/html": "<table><tr><th>key</th></tr></table>", "text/plain": "user:1"}
+    assert list(outputs[1]["data"]) == ["text/plain"] and "widget" in outputs[1]["data"]["text/plain"]
+    assert outputs[2] == {"output_type": "stream", "name": "stdout", "text": "plain\n"}
+    assert "widgets" not in site.site_notebook(executed)["metadata"]   # no widget manager on the page
+    out = tmp_path / "out"
+    (out / "notebooks").mkdir(parents=True)
+    (out / "notebooks" / "w.html").write_text(f'<script type="{view}">{{"model_id": "m1"}}</script>')
+    assert site.check(out, {"w": executed}) == [
+        "notebooks/w.html: a widget that only JavaScript can show (Loading widget...)"]
+
+
 def test_launch_buttons_only_for_a_hosted_repository(monkeypatch):
     monkeypatch.delenv("GITHUB_REPOSITORY", raising=False)
     monkeypatch.setenv("REDISTUTOR_REPO_URL", "https://github.com/example/redistutor")

@@ -258,8 +258,30 @@ docs/troubleshooting
 """
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def freeze_widgets(nb: dict) -> None:
+    """Widgets become their saved state or their text: a static page has no kernel, and the widget
+    manager it would load from a CDN shows "Loading widget..." offline. An HTML widget (the live key
+    views) becomes the HTML it last showed; any other widget, the text its output carries."""
+    state = nb.get("metadata", {}).pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            view = data.pop(WIDGET_VIEW, None)
+            if view is None:
+                continue
+            model = state.get(view.get("model_id"), {})
+            if model.get("model_name") == "HTMLModel" and model.get("state", {}).get("value"):
+                data["text/html"] = model["state"]["value"]
+            data.setdefault("text/plain", "(an interactive widget: run the notebook to use it)")
+
+
 def site_notebook(executed: Path) -> dict:
     nb = json.loads(executed.read_text())
+    freeze_widgets(nb)
     for cell in nb["cells"]:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if ASSERT_TAG in tags and "hide-input" not in tags:
@@ -313,8 +335,11 @@ def check(out: Path, executed: dict[str, Path]) -> list[str]:
     for page in out.rglob("*.html"):
         if "_static" in page.relative_to(out).parts:  # the theme's own templates, not pages
             continue
+        html_text = page.read_text(errors="replace")
+        if WIDGET_VIEW in html_text:
+            problems.append(f"{page.relative_to(out)}: a widget that only JavaScript can show (Loading widget...)")
         parser = _Links()
-        parser.feed(page.read_text(errors="replace"))
+        parser.feed(html_text)
         for link in parser.links:
             parsed = urlparse(link)
             if parsed.scheme or parsed.netloc or link.startswith(("#", "mailto:", "data:", "javascript:")):
