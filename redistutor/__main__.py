@@ -6,7 +6,9 @@
 * ``commands``: regenerate ``docs/commands.md`` (the commands index) from a fresh local server's
   ``COMMAND DOCS`` and the notebooks' code.
 * ``workshop add LEARNERS.csv | list | reset NAME | remove NAME``: one ACL user per learner on the
-  shared server named by ``$REDIS_URL`` (redistutor.workshop).
+  shared server named by ``$REDIS_URL`` (redistutor.workshop); ``workshop board [--csv FILE]`` and
+  ``workshop solutions [hold|release] [NOTEBOOK]``: the progress board and held-back solutions
+  (redistutor.progress).
 """
 
 from __future__ import annotations
