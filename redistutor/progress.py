@@ -262,6 +262,12 @@ def holds(admin: redis.Redis) -> dict[str, str]:
     return dict(sorted(cast(dict[str, str], admin.hgetall(HOLD_KEY)).items()))
 
 
+def describe_holds(state: dict[str, str]) -> str:
+    """One line for people: ``solutions: cache-aside held, every notebook released`` or ``all released``."""
+    parts = [f"{'every notebook' if k == '*' else k} {v}" for k, v in state.items()]
+    return "solutions: " + (", ".join(parts) or "all released")
+
+
 def reporter_rules(name: str, password: str) -> list[str]:
     """ACL SETUSER rules for a learner who only reports (a hub learner with a private Redis): their
     own progress hash, read access to the hold flags, and the few commands reporting sends."""
@@ -389,7 +395,7 @@ class Board(H.Renderable):
     def rule(self) -> str:
         return (f"✓ correct · ✗ N: incorrect after N attempts · ○ not attempted · blank: not checked · "
                 f"! stuck: last check incorrect and {self.stuck_attempts} incorrect in a row, or first attempt "
-                f"{self.stuck_minutes:g} min ago")
+                f"≥ {self.stuck_minutes:g} min ago")
 
     def _summary(self) -> str:
         done = sum(c.outcome == CORRECT for c in self.cells.values())
@@ -592,9 +598,7 @@ def main(args: list[str], admin_url: str) -> int:
         else:
             if len(args) > 1:
                 (hold if args[1] == "hold" else release)(admin, args[2] if len(args) == 3 else None)
-            state = holds(admin)
-            print("solutions: " + (", ".join(f"{'every notebook' if k == '*' else k} {v}" for k, v in state.items())
-                                   or "all released"))
+            print(describe_holds(holds(admin)))
         return 0
     except ConfigError as exc:
         print(f"redistutor: {exc.message}", file=sys.stderr)
