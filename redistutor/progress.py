@@ -128,8 +128,11 @@ class Reporter:
 
     def __init__(self, url: str, learner: str | None = None) -> None:
         self.url = url
-        parsed = urllib.parse.urlparse(url)
-        user = urllib.parse.unquote(parsed.username) if parsed.username else ""
+        try:
+            parsed = urllib.parse.urlparse(url)
+            user = urllib.parse.unquote(parsed.username) if parsed.username else ""
+        except ValueError:  # e.g. "redis://[::1": reported by record(), never raised from a check
+            user = ""
         self.learner = (user if user and user != "default" else (learner or os.environ.get(ENV_LEARNER, ""))).lower()
         self.where = _redact(url)
         self._client: redis.Redis | None = None

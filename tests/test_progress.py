@@ -236,6 +236,12 @@ def test_reporting_is_off_unless_configured(room, monkeypatch):
     a.close()
 
 
+def room_url(admin) -> str:
+    """The facilitator's URL with the default user: no learner name in it."""
+    kw = admin.connection_pool.connection_kwargs
+    return f"redis://:{kw['password']}@{kw['host']}:{kw['port']}"
+
+
 def _closed_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -244,18 +250,23 @@ def _closed_port() -> int:
     return port
 
 
-@pytest.mark.parametrize("why", ["down", "wrong password"])
+@pytest.mark.parametrize("why", ["down", "wrong password", "not a URL", "no learner"])
 def test_a_failed_report_never_changes_the_check(room, capsys, why):
     admin, ada, _ = room
     a = Learner(ada)
-    url = (f"redis://ada:x@127.0.0.1:{_closed_port()}" if why == "down"
-           else ada.url.replace(ada.password, "not-the-password"))
+    url, start, reason = {
+        "down": (f"redis://ada:x@127.0.0.1:{_closed_port()}", "redis://***@127.0.0.1:",
+                 "cannot reach the progress server"),
+        "wrong password": (ada.url.replace(ada.password, "not-the-password"), "redis://***@127.0.0.1:",
+                           "refused the learner's user"),
+        "not a URL": ("redis://[::1", "redis://[::1", "is not a workshop name"),
+        "no learner": (room_url(admin), "redis://***@127.0.0.1:", "learner name '' is not a workshop name"),
+    }[why]
     with progress.reporting(url):
         a.visits.check(tour.add_visits)  # correct: no exception
         out = capsys.readouterr().out.splitlines()
         assert out[0].startswith("✓ a batch of visits") and len(out) == 2
-        assert out[1].startswith("[redistutor] progress not recorded at redis://***@127.0.0.1:")
-        assert ("cannot reach the progress server" if why == "down" else "refused the learner's user") in out[1]
+        assert out[1].startswith(f"[redistutor] progress not recorded at {start}") and reason in out[1], out[1]
         with pytest.raises(CheckFailed):
             a.visits.check(visits_in_two_trips)  # incorrect stays incorrect
         assert capsys.readouterr().out.count("progress not recorded") == 1
@@ -368,3 +379,35 @@ def test_the_facilitator_notebook_runs_on_a_demo_room(monkeypatch, tmp_path):
     with (tmp_path / "board.csv").open() as f:
         rows = [r[:7] for r in csv.reader(f)][1:]
     assert rows[3] == ["bob", "tour", "lock_exercise", "incorrect", "3", "3", "yes"] and len(rows) == 6
+
+
+def test_a_url_without_a_user_reports_as_the_named_learner(room, monkeypatch):
+    admin, _, _ = room
+    monkeypatch.setenv(progress.ENV_LEARNER, "Ada")
+    with progress.reporting(room_url(admin)) as reporter:
+        assert reporter.learner == "ada"
+        assert tour.visits_exercise(admin, prefix="own").evaluate(starter).progress == ""
+    assert json.loads(admin.hget("u:ada:progress", "tour/visits_exercise"))["outcome"] == "not attempted"
+
+
+def test_live_rereads_the_board_each_round(room, monkeypatch, capsys):
+    admin, ada, bob = room
+    board = progress.Board(admin)
+    assert board.learners == ["ada", "bob"] and board.columns == []
+    reads = []
+    real = progress.Board.refresh
+
+    def counted(self):
+        reads.append(1)
+        if len(reads) == 2:  # a learner checks between the first and second refresh
+            a = redis.Redis.from_url(ada.url, decode_responses=True)
+            with progress.reporting(ada.url):
+                tour.visits_exercise(a, prefix="u:ada:live").evaluate(tour.add_visits)
+            a.close()
+        return real(self)
+
+    monkeypatch.setattr(progress.Board, "refresh", counted)
+    assert board.live(every=0, rounds=3) is board
+    assert len(reads) == 3 and board.grid() == [["ada", "✓"], ["bob", ""]]
+    shown = capsys.readouterr().out.split("Progress board: ")[1:]
+    assert len(shown) == 4 and "0 correct" in shown[1] and "1 correct" in shown[2]
