@@ -357,6 +357,14 @@ class RedisServer(BaseServer):
         self._binary_arg = Path(binary) if binary else None
         self._build = build
         self.config = dict(config or {})
+        # A hub's per-learner settings (workshop/): a memory cap for servers that set none of their
+        # own, and a Unix socket in the server's private (0700) dir, reachable only by this OS user.
+        self._maxmemory = os.environ.get("REDISTUTOR_MAXMEMORY", "").strip()
+        if self._maxmemory and not re.fullmatch(r"\d+(b|k|kb|m|mb|g|gb)?", self._maxmemory, re.IGNORECASE):
+            raise ConfigError(
+                f"REDISTUTOR_MAXMEMORY={self._maxmemory!r} is not a memory size: set it like 256mb, or unset it."
+            )
+        self._unixsocket = os.environ.get("REDISTUTOR_UNIXSOCKET", "").lower() in ("1", "true", "yes")
         self._tmp: Path | None = None
         self._data_dir_arg = Path(data_dir) if data_dir else None
         self.proc: subprocess.Popen | None = None
@@ -380,6 +388,12 @@ class RedisServer(BaseServer):
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def unix_socket(self) -> Path | None:
+        """The server's Unix socket when ``$REDISTUTOR_UNIXSOCKET=1`` was set at construction: in its
+        private 0700 temp dir, so only this OS user can reach it (the password still applies)."""
+        return self._tmp / "redis.sock" if self._unixsocket and self._tmp is not None else None
 
     @property
     def data_dir(self) -> Path:
@@ -452,6 +466,10 @@ class RedisServer(BaseServer):
         for k, v in self.config.items():
             if k != "save":
                 argv += [f"--{k}", str(v)]
+        if self._maxmemory and "maxmemory" not in self.config:
+            argv += ["--maxmemory", self._maxmemory]
+        if self.unix_socket is not None:
+            argv += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
         return argv
 
     def start(self) -> RedisServer:
