@@ -1,0 +1,204 @@
+"""A workshop on a real JupyterHub (issue #17, section 1), and the hub settings of the local server.
+
+The hub is jupyterhub from the package registry with its proxy, configurable-http-proxy, from the
+npm registry (pinned; installed once into the per-user cache by redistutor.hub.proxy_command), on
+127.0.0.1, with a shared-password login and the local-process spawner. Five learners log in through
+the login form at the same time, each starts a server through the hub's REST API, opens a kernel on
+notebooks/01-cache-aside.ipynb through the proxy and runs it over the kernel's websocket. Then, from
+inside the learners' own kernels: each one's Redis refuses the others (learner B, knowing A's port,
+gets NOAUTH, and WRONGPASS for a guessed password), an exercise check passes with the reference
+answer, and a restarted kernel (as after culling) rebuilds its state from the setup cell. Last, the
+hub is stopped and no process of any learner (server, kernel, Redis, guardian) is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from redistutor import hub as H
+from redistutor.exceptions import ConfigError
+from redistutor.server import RedisServer
+
+from .helpers import wait_gone
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "01-cache-aside.ipynb"
+LEARNERS = [f"learner-{c}" for c in "abcde"]
+NOBODY = 65534
+
+# Run in a learner's kernel: what the server looks like from there (its own view, with its password).
+WHOAMI = """
+import json, os
+print(json.dumps({"port": server.port, "pid": server.pid, "socket": str(server.unix_socket),
+                  "maxmemory": r.config_get("maxmemory")["maxmemory"], "cwd": os.getcwd(),
+                  "keys": r.dbsize()}))
+"""
+# Run in learner B's kernel against learner A's port: the server's own replies on a raw connection.
+KNOCK = """
+import json, socket
+def knock(port, line):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(line)
+        return s.recv(200).decode().strip()
+print(json.dumps([knock({port}, b"PING\\r\\n"), knock({port}, b"AUTH guessed-password\\r\\n"),
+                  knock({port}, b"GET user:1\\r\\n")]))
+"""
+# The exercise the notebook leaves for the learner, answered with its reference solution.
+SOLVE = """
+import redis  # the reference solution names redis.Redis in its signature
+before = ex1.evaluate(get_users).outcome
+exec(str(ex1.solution()), globals())
+print(json.dumps([before, ex1.evaluate(get_users).outcome]))
+"""
+
+
+def last_json(text: str):
+    return json.loads(text.strip().splitlines()[-1])
+
+
+@pytest.mark.timeout(600)
+def test_five_learners_run_a_notebook_on_a_real_hub_isolated_and_nothing_outlives_it(tmp_path):
+    H.proxy_command()  # installs the pinned proxy from the npm registry on first use (or says how)
+    seen: dict[str, dict] = {}
+    knocks: dict[str, list[str]] = {}
+    solved: dict[str, list[str]] = {}
+    restart: dict[str, object] = {}
+    all_in = asyncio.Barrier(len(LEARNERS))
+
+    async def after(learner: H.HubLearner, kernel_id: str, channel: H.KernelChannel) -> None:
+        me = await channel.run(WHOAMI)
+        assert me.status == "ok", me.error
+        seen[learner.name] = mine = last_json(me.text)
+        sock = Path(mine["socket"])  # looked at from outside, while the server is up
+        mine["socket_modes"] = [stat.S_ISSOCK(sock.stat().st_mode), oct(stat.S_IMODE(sock.stat().st_mode)),
+                                oct(stat.S_IMODE(sock.parent.stat().st_mode))]
+        async with asyncio.timeout(300):
+            await all_in.wait()  # every learner's server is up: now each one knocks on the next one's
+        target = LEARNERS[(LEARNERS.index(learner.name) + 1) % len(LEARNERS)]
+        knock = await channel.run(KNOCK.replace("{port}", str(seen[target]["port"])))
+        assert knock.status == "ok", knock.error
+        knocks[learner.name] = last_json(knock.text)
+        solve = await channel.run(SOLVE)
+        assert solve.status == "ok", solve.error
+        solved[learner.name] = last_json(solve.text)
+        if learner.name == LEARNERS[0]:
+            # A culled (or restarted) kernel loses every variable and its Redis; the setup cell
+            # brings both back, so the notebook reruns from the top.
+            await learner.restart_kernel(kernel_id)
+            restart["old_redis_gone"] = not wait_gone({seen[learner.name]["pid"]}, timeout=30)
+            fresh = await learner.channel(kernel_id)
+            lost = await fresh.run("server")
+            restart["lost"] = lost.error
+            setup = await fresh.run(H.notebook_cells(NOTEBOOK)[0][0])
+            assert setup.status == "ok", setup.error
+            again = await fresh.run(WHOAMI)
+            assert again.status == "ok", again.error
+            restart["again"] = last_json(again.text)
+
+    root = tmp_path / "hub"
+    with H.LoopbackHub(root) as hub:
+        for name in LEARNERS:
+            hub.seed(name, [NOTEBOOK])
+        # every code cell but the last (server.stop()): the learners' servers stay up for the checks
+        cells = len(H.notebook_cells(NOTEBOOK)) - 1
+        runs = asyncio.run(H.run_learners(hub.url, LEARNERS, hub.password, NOTEBOOK, cells=cells, after=after))
+        text, go = H.report(runs, max_spawn_s=1e9, max_first_cell_s=1e9)
+        print(text)
+        assert [r.failure for r in runs] == [None] * len(LEARNERS), text + "\n" + hub.log_tail()
+        assert go and all(len(r.cells) == cells for r in runs)
+
+        # Each learner: its own server (own port and process), capped, in its own home.
+        assert len({s["port"] for s in seen.values()}) == len({s["pid"] for s in seen.values()}) == len(LEARNERS)
+        for name, s in seen.items():
+            assert s["cwd"] == str(hub.home(name)) and s["maxmemory"] == str(256 * 2**20) and s["keys"] > 0
+            assert s["socket_modes"] == [True, "0o700", "0o700"]  # a socket, in a dir only its OS user enters
+        # ... and refuses every other learner: no command without the password, a guessed one refused.
+        for name, replies in knocks.items():
+            assert replies[0].startswith("-NOAUTH") and replies[1].startswith("-WRONGPASS"), (name, replies)
+            assert replies[2].startswith("-NOAUTH"), (name, replies)
+        assert solved == {name: ["not attempted", "correct"] for name in LEARNERS}
+        assert restart["old_redis_gone"] and "NameError" in str(restart["lost"])
+        again = restart["again"]
+        assert isinstance(again, dict) and again["pid"] != seen[LEARNERS[0]]["pid"] and again["keys"] == 0
+
+        learner_procs = H.marked_processes(hub.marker)
+        kinds = sorted(learner_procs.values())
+        assert kinds.count("singleuser") == kinds.count("kernel") == len(LEARNERS), kinds
+        assert kinds.count("redis-server") >= len(LEARNERS), kinds
+        assert hub.proc is not None
+        hub_family = {p.pid for p in psutil.Process(hub.proc.pid).children(recursive=True)} | {hub.proc.pid}
+        print(H.memory_line(hub.marker, len(LEARNERS)))
+    # The hub stopped every learner's server, each server its kernel, each kernel its Redis.
+    assert not wait_gone(set(learner_procs) | hub_family, timeout=60)
+    assert H.marked_processes(hub.marker) == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# The hub's settings for each learner's private server (read by redistutor.server.RedisServer)
+
+
+def test_hub_settings_cap_memory_and_add_a_private_unix_socket(monkeypatch):
+    monkeypatch.setenv("REDISTUTOR_MAXMEMORY", "64mb")
+    monkeypatch.setenv("REDISTUTOR_UNIXSOCKET", "1")
+    with RedisServer(modules=()) as capped, RedisServer(modules=(), config={"maxmemory": "10mb"}) as own:
+        c = capped.client()
+        assert c.config_get("maxmemory") == {"maxmemory": str(64 * 2**20)}
+        assert own.client().config_get("maxmemory") == {"maxmemory": str(10 * 2**20)}  # a notebook's own wins
+        sock = capped.unix_socket
+        assert sock is not None and stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o700
+        over_socket = redis.Redis(unix_socket_path=str(sock), password=capped.password, decode_responses=True)
+        assert over_socket.set("k", "v") and c.get("k") == "v"  # the same server, over the socket
+        over_socket.close()
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(unix_socket_path=str(sock)).ping()  # the socket does not skip the password
+        tmp = capped._tmp
+    assert tmp is not None and not tmp.exists()  # stop() removes the socket's dir
+
+
+def test_without_the_hub_settings_no_socket_and_no_cap(monkeypatch):
+    monkeypatch.delenv("REDISTUTOR_MAXMEMORY", raising=False)
+    monkeypatch.delenv("REDISTUTOR_UNIXSOCKET", raising=False)
+    with RedisServer(modules=()) as plain:
+        assert plain.unix_socket is None
+        assert plain.client().config_get("maxmemory") == {"maxmemory": "0"}
+        assert "--unixsocket" not in plain._argv() and "--maxmemory" not in plain._argv()
+
+
+def test_a_bad_memory_cap_says_how_to_write_it(monkeypatch):
+    monkeypatch.setenv("REDISTUTOR_MAXMEMORY", "lots")
+    with pytest.raises(ConfigError, match=r"REDISTUTOR_MAXMEMORY='lots' is not a memory size: set it like 256mb"):
+        RedisServer(modules=())
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to act as nobody")
+def test_another_os_user_cannot_reach_the_private_socket(monkeypatch):
+    """On a hub with a Unix user per learner (TLJH, LocalProcessSpawner): the socket's 0700 dir keeps
+    every other user out before the password is even asked; TCP still asks for the password."""
+    monkeypatch.setenv("REDISTUTOR_UNIXSOCKET", "1")
+    probe = """
+import socket, sys
+try:
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"PING\\r\\n"); unix = s.recv(100).decode()
+except OSError as e:
+    unix = type(e).__name__
+t = socket.create_connection(("127.0.0.1", int(sys.argv[2]))); t.sendall(b"PING\\r\\n")
+print(unix, "|", t.recv(100).decode().strip())
+"""
+    with RedisServer(modules=()) as server:
+        assert server.unix_socket is not None
+        as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "/usr/bin/python3",
+                     "-I", "-c", probe, str(server.unix_socket), str(server.port)]
+        out = subprocess.run(as_nobody, capture_output=True, text=True, timeout=30, cwd="/")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["PermissionError", "|", "-NOAUTH", "Authentication", "required."], out.stdout
