@@ -343,3 +343,159 @@ def test_any_reconnect_drops_cached_values_and_tracks_again(r, tracked, listener
     assert cache.cached("a") is None and cache.stats.flushes == 1
     info = cache.r.execute_command("CLIENT", "TRACKINGINFO")
     assert "on" in info["flags"] and info["redirect"] == listener.client_id
+
+
+# -- the contract, pinned (survivors of the mutation run: docs/mutation-testing.md) ------------
+
+
+def test_listener_sync_counts_pushes_and_the_thread_owns_the_connection(r):
+    """sync() answers "how many pushes since" without a timeout; once the thread runs, the
+    connection is the thread's: a command on it is refused instead of racing the reader."""
+    lis = InvalidationListener(r)
+    try:
+        assert repr(lis) == "InvalidationListener(messages=0)"
+        lis.tracking("ON")
+        lis.command("GET", "a")
+        lis.command("GET", "b")
+        assert lis.sync() == 0  # nothing written yet
+        r.set("a", "1")
+        r.set("a", "2")  # a was not read again: default mode is silent the second time
+        assert lis.sync() == 1 and lis.messages == [["a"]]
+        r.set("b", "1")
+        r.flushdb()  # a null invalidation ("drop everything") names no key
+        assert lis.sync() == 2 and lis.messages == [["a"], ["b"], None]
+        assert lis.invalidated_keys() == 2
+        assert len(lis.received_at) == 3 and lis.received_at == sorted(lis.received_at)
+        assert all(isinstance(t, float) for t in lis.received_at)
+        lis.start()
+        with pytest.raises(RuntimeError, match="listener thread"):
+            lis.command("PING")
+    finally:
+        lis.close()
+
+
+def test_listener_and_cache_on_a_bytes_client(redis_server, r):
+    """Without decode_responses the server's replies are bytes: keys are still delivered as str,
+    and CLIENT TRACKING's b"OK" is accepted."""
+    raw = redis_server.client(decode_responses=False)
+    lis = InvalidationListener(raw)
+    assert lis.trackinginfo() == {"flags": [b"off"], "redirect": -1, "prefixes": []}  # str names
+    cache = TrackedCache(redis_server.client(single_connection_client=True, decode_responses=False), lis)
+    try:
+        r.set("k", "v1")
+        assert cache.get("k") == b"v1" and cache.cached("k") == b"v1"
+        r.set("k", "v2")
+        assert lis.wait_for(1) and lis.messages == [["k"]] and cache.cached("k") is None
+    finally:
+        cache.close()
+        lis.close()
+
+
+def test_resp2_invalidations_need_a_named_resp2_client(redis_server):
+    with pytest.raises(ValueError, match="client_name"):
+        Resp2Invalidations(redis_server.client(protocol=2))  # unnamed
+    with pytest.raises(ValueError, match="client_name"):
+        Resp2Invalidations(redis_server.client(protocol=3, client_name="named-but-resp3"))
+
+
+def test_tracked_cache_needs_one_connection(redis_server, listener):
+    with pytest.raises(ValueError, match="single-connection"):
+        TrackedCache(redis_server.client(), listener)  # a pooled client: reads on any connection
+
+
+def test_default_mode_tracks_what_was_read_and_nothing_else(r, tracked, listener):
+    """The default cache is default-mode tracking (no BCAST, no prefix): a write to a key it never
+    read sends nothing; a write to one it holds drops exactly that entry (counted once)."""
+    cache = tracked()
+    info = cache.r.execute_command("CLIENT", "TRACKINGINFO")
+    assert info["flags"] == ["on"] and info["prefixes"] == []
+    r.set("held", "1")
+    assert cache.get("held") == "1" and cache.stats.invalidated == 0
+    n = len(listener.messages)
+    r.set("never-read", "x")
+    r.set("held", "2")
+    assert listener.wait_for(n + 1)
+    listener_messages = listener.messages[n:]
+    assert listener_messages == [["held"]]  # pushes arrive in order: none came before held's
+    assert cache.stats.invalidated == 1 and cache.cached("held") is None
+
+
+def test_a_missing_key_is_not_cached(r, tracked, listener):
+    """GET of a key that does not exist returns None and leaves nothing in the dict (not even the
+    in-flight mark): the next read asks again, and sees the key once someone creates it."""
+    cache = tracked()
+    assert cache.get("nope") is None and cache.local == {}
+    assert cache.get("nope") is None and cache.stats.misses == 2 and cache.stats.hits == 0
+    r.set("nope", "now")  # a read of a missing key is tracked too: the server says it changed
+    assert listener.wait_for(1) and listener.messages == [["nope"]]
+    assert cache.get("nope") == "now" and cache.local == {"nope": "now"}
+    assert repr(cache) == "TrackedCache(placeholder, 1 local entries)"
+
+
+def test_every_invalidation_during_a_read_discards_its_reply(r, redis_server, tracked, listener):
+    """The default cache (placeholder on): a write to the key and a FLUSHALL that land between a
+    GET's reply and its storage both remove the in-flight mark, so neither stale reply is kept."""
+    if redis_server.namespace:
+        pytest.skip("FLUSHALL would remove other users' keys on an attached server")
+    pause = PausePoint("after_reply")
+    cache = tracked(hooks={"after_reply": pause})
+    for step, (invalidate, count) in enumerate([(lambda: r.set("k", "v2"), ["k"]),
+                                                (r.flushall, None)]):
+        r.set("k", "v1")
+        reader = run_in_thread(cache.get, "k")
+        assert pause.wait_reached() == ("k", "v1")
+        n = len(listener.messages)
+        invalidate()
+        assert listener.wait_for(n + 1) and listener.messages[-1] == count
+        pause.release()
+        assert reader.result(timeout=5) == "v1"
+        assert cache.cached("k") is None and cache.stats.discarded == step + 1
+        pause = PausePoint("after_reply")
+        cache.hooks = {"after_reply": pause}
+    assert cache.stats.invalidated == 0  # marks were dropped, never a value
+
+
+def test_reconnect_keeps_the_read_that_caused_it(r, tracked, listener):
+    """An empty cache whose connection was killed: its next read reconnects (redis-py retries),
+    the reconnect flush keeps that read's in-flight mark, so the reply is stored and tracked."""
+    cache = tracked()
+    r.set("a", "1")
+    r.client_kill_filter(_id=cache.r.client_id())
+    assert cache.get("a") == "1" and cache.cached("a") == "1"
+    assert (cache.stats.flushes, cache.stats.discarded) == (1, 0)  # one flush: the reconnect's
+    r.set("a", "2")
+    assert listener.wait_for(1) and listener.messages == [["a"]] and cache.get("a") == "2"
+
+
+def test_a_disconnected_cache_does_not_serve_its_copies(r, tracked, listener):
+    """After the client drops its own connection (no socket at all), the server has forgotten the
+    reads: the next get flushes and reads again instead of serving a copy nobody will invalidate."""
+    cache = tracked()
+    r.set("a", "1")
+    cache.get("a")
+    gone = cache.r.client_id()
+    cache.r.connection.disconnect()
+    wait_until(lambda: str(gone) not in {c["id"] for c in r.client_list()}, 10, "the server to drop it")
+    r.set("a", "2")  # no invalidation: the server forgot the connection and what it read
+    assert cache.get("a") == "2" and cache.stats.flushes == 2  # get's flush, then the reconnect's
+
+
+def test_in_flight_mark_shows_as_such():
+    from redistutor.patterns.client_side_caching import InFlight
+
+    assert repr(InFlight()) == "<in flight>"
+
+
+def test_local_cache_ignores_invalidations_of_keys_it_does_not_hold(redis_server, r):
+    from redistutor.patterns.client_side_caching import LocalCache
+
+    listener = InvalidationListener(r)
+    data = redis_server.client(single_connection_client=True)
+    cache = LocalCache(data, listener)
+    try:
+        cache.on_invalidate(["never-read"])  # e.g. a BCAST prefix or an evicted table entry
+        r.set("lc:3", "v1")
+        assert cache.get("lc:3") == "v1" and cache.local == {"lc:3": "v1"}
+    finally:
+        listener.close()
+        data.close()
