@@ -9,6 +9,9 @@
   shared server named by ``$REDIS_URL`` (redistutor.workshop); ``workshop board [--csv FILE]`` and
   ``workshop solutions [hold|release] [NOTEBOOK]``: the progress board and held-back solutions
   (redistutor.progress).
+* ``workshop link --hub URL --tag TAG --repo URL``: the nbgitpuller link for a JupyterHub, pinned to a
+  release tag; ``workshop loadtest (--hub URL --password P | --local) --users N``: the pre-workshop
+  load test (redistutor.hub).
 """
 
 from __future__ import annotations
@@ -73,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         return clean()
     if args[:1] == ["commands"] and len(args) == 1:
         return commands()
+    if args[:2] == ["workshop", "link"]:  # JupyterHub workshops (redistutor.hub): no REDIS_URL needed
+        from .hub import link_main
+
+        return link_main(args[2:])
+    if args[:2] == ["workshop", "loadtest"]:
+        from .hub import loadtest_main
+
+        return loadtest_main(args[2:])
     if args[:1] == ["workshop"]:
         from .workshop import main as workshop_main
 

@@ -202,3 +202,115 @@ print(unix, "|", t.recv(100).decode().strip())
         out = subprocess.run(as_nobody, capture_output=True, text=True, timeout=30, cwd="/")
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == ["PermissionError", "|", "-NOAUTH", "Authentication", "required."], out.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# workshop/: the configurations parse, and agree with each other and with the runtime
+
+WORKSHOP = ROOT / "workshop"
+LEARNER_ENV = {
+    "REDISTUTOR_REDIS_SERVER": "/opt/redistutor/bin/redis-server", "REDISTUTOR_CACHE": "/opt/redistutor/cache",
+    "REDISTUTOR_NO_BUILD": "1", "REDISTUTOR_MAXMEMORY": "256mb", "REDISTUTOR_UNIXSOCKET": "1",
+}
+
+
+def load_hub_config(path: Path, monkeypatch) -> dict:
+    """The file read by traitlets' own loader, as `jupyterhub -f` reads it."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    monkeypatch.setenv("REDISTUTOR_WORKSHOP_PASSWORD", "a-test-password")
+    return PyFileConfigLoader(path.name, path=str(path.parent)).load_config()
+
+
+def test_single_host_config_sets_limits_culler_and_learner_settings(monkeypatch):
+    c = load_hub_config(WORKSHOP / "jupyterhub_config.py", monkeypatch)
+    assert c.JupyterHub.authenticator_class == "shared-password"
+    assert c.SharedPasswordAuthenticator.user_password == "a-test-password"
+    assert c.JupyterHub.spawner_class == "systemdspawner.SystemdSpawner" and c.SystemdSpawner.dynamic_users
+    assert (c.SystemdSpawner.mem_limit, c.SystemdSpawner.cpu_limit) == ("1G", 1.0)
+    assert dict(c.Spawner.environment) == LEARNER_ENV
+    (culler,) = c.JupyterHub.services
+    assert culler["command"][1:] == ["-m", "jupyterhub_idle_culler", "--timeout=3600", "--cull-every=300"]
+    (role,) = c.JupyterHub.load_roles
+    assert role["services"] == ["idle-culler"] and "delete:servers" in role["scopes"]
+
+
+def test_single_host_config_without_a_password_names_the_variable(monkeypatch):
+    from traitlets.config.loader import PyFileConfigLoader
+
+    monkeypatch.delenv("REDISTUTOR_WORKSHOP_PASSWORD", raising=False)
+    with pytest.raises(KeyError, match="REDISTUTOR_WORKSHOP_PASSWORD"):
+        PyFileConfigLoader("jupyterhub_config.py", path=str(WORKSHOP)).load_config()
+
+
+def test_tljh_setup_and_config_agree_with_the_other_hubs(monkeypatch):
+    c = load_hub_config(WORKSHOP / "tljh" / "redistutor_config.py", monkeypatch)
+    assert dict(c.Spawner.environment) == LEARNER_ENV
+    script = (WORKSHOP / "tljh" / "setup.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(WORKSHOP / "tljh" / "setup.sh")]).returncode == 0
+    settings = dict(line.split()[2:4] for line in script.splitlines() if line.startswith("tljh-config set "))
+    assert settings == {"limits.memory": "1G", "limits.cpu": "1", "services.cull.timeout": "3600",
+                        "services.cull.every": "300", "user_environment.default_app": "jupyterlab"}
+    assert "/opt/tljh/config/jupyterhub_config.d/redistutor.py" in script
+    assert os.access(WORKSHOP / "tljh" / "setup.sh", os.X_OK)
+
+
+def test_z2jh_values_and_image_agree_with_the_other_hubs():
+    import yaml
+
+    from redistutor import provision
+
+    values = yaml.safe_load((WORKSHOP / "z2jh" / "values.yaml").read_text())
+    user = values["singleuser"]
+    assert (user["memory"], user["cpu"]) == ({"limit": "1G", "guarantee": "512M"}, {"limit": 1, "guarantee": 0.25})
+    assert user["extraEnv"] == LEARNER_ENV
+    assert values["cull"] == {"enabled": True, "timeout": 3600, "every": 300}
+    dockerfile = (WORKSHOP / "z2jh" / "Dockerfile").read_text()
+    # the image builds the release provision.py pins first, and the env names where it links it
+    assert f"ARG REDIS_VERSION={provision.SOURCES[0].version}\n" in dockerfile
+    assert provision.SOURCES[0].kind == "upstream"
+    for key in ("REDISTUTOR_CACHE", "REDISTUTOR_REDIS_SERVER"):
+        assert f"{key}={LEARNER_ENV[key]}" in dockerfile
+
+
+def test_nbgitpuller_link_is_pinned_to_a_tag_and_url_encoded():
+    import urllib.parse
+
+    link = H.nbgitpuller_link("https://hub.example.org/", "v1.0+rc 2", repo="https://github.com/o/redistutor.git",
+                              path="notebooks/01-cache-aside.ipynb")
+    base, _, query = link.partition("?")
+    assert base == "https://hub.example.org/hub/user-redirect/git-pull"
+    assert "v1.0%2Brc%202" in query and "https%3A%2F%2Fgithub.com%2Fo%2Fredistutor.git" in query
+    assert urllib.parse.parse_qs(query) == {"repo": ["https://github.com/o/redistutor.git"], "branch": ["v1.0+rc 2"],
+                                            "urlpath": ["lab/tree/redistutor/notebooks/01-cache-aside.ipynb"]}
+    for tag in ("main", ""):
+        with pytest.raises(ConfigError, match="is not a release tag: pass a tag such as v1.0"):
+            H.nbgitpuller_link("https://hub.example.org", tag, repo="https://github.com/o/redistutor")
+    with pytest.raises(ConfigError, match="is not a hub URL: pass it as https://hub.example.org"):
+        H.nbgitpuller_link("hub.example.org", "v1.0", repo="https://github.com/o/redistutor")
+
+
+def test_link_and_loadtest_commands_say_what_is_missing(capsys):
+    from redistutor.__main__ import main
+
+    link = ["workshop", "link", "--hub", "https://h.example", "--tag", "v2", "--repo", "https://g.example/o/r"]
+    assert main(link) == 0
+    assert capsys.readouterr().out.strip() == ("https://h.example/hub/user-redirect/git-pull?repo=https%3A%2F%2F"
+                                               "g.example%2Fo%2Fr&branch=v2&urlpath=lab%2Ftree%2Fr%2Fnotebooks%2F"
+                                               "00-guide.ipynb")
+    assert main(["workshop", "loadtest", "--users", "3"]) == 2
+    assert "needs --hub URL --password PASSWORD" in capsys.readouterr().err
+    assert main(["workshop", "loadtest", "--local", "--notebook", "nope.ipynb"]) == 2
+    assert "no notebook at nope.ipynb" in capsys.readouterr().err
+
+
+def test_loadtest_report_says_no_go_on_a_failure_or_a_slow_spawn():
+    ok = [H.LearnerRun("a", 10.0, 2.0), H.LearnerRun("b", 20.0, 3.0)]
+    text, go = H.report(ok, max_spawn_s=60)
+    assert go and text.splitlines()[-1] == "GO: all 2 learners spawned and ran the setup cell"
+    assert text.splitlines()[-2] == "spawn: median 20.0 s, slowest 20.0 s; first cell: median 3.0 s, slowest 3.0 s"
+    failed = [*ok, H.LearnerRun("c", failure="could not spawn a server: TimeoutError: ")]
+    text, go = H.report(failed)
+    assert not go and text.splitlines()[-1] == "NO-GO: 1 of 3 learners failed"
+    text, go = H.report(ok, max_spawn_s=15)
+    assert not go and text.splitlines()[-1].startswith("NO-GO: slowest spawn over 15 s")
