@@ -16,6 +16,7 @@ from redistutor.patterns.cache_stampede_prevention import (
     LockedCache,
     XFetchCache,
     refresh_probability,
+    warm,
     xfetch_should_refresh,
 )
 from redistutor.race import PausePoint, run_in_thread
@@ -216,7 +217,6 @@ def test_xfetch_run_counts_db_calls_per_bucket(r):
 
 
 def test_jitter_spreads_the_expiries_of_keys_loaded_together(r):
-    from redistutor.patterns.cache_stampede_prevention import warm
     from redistutor.scenarios.cache_stampede_prevention import expiries_per_bucket
     keys = [f"batch:{i}" for i in range(100)]
     warm(r, {k: "v" for k in keys}, ttl=60)
@@ -334,3 +334,163 @@ def test_coalescing_new_leader_double_checks_the_cache(r, db, loader):
     value = cache.get("top")  # A: miss, leader, rebuild, store
     pause.release()
     assert b.result(timeout=5) == value and cache.stats.rebuilds == 1 and db.counts["read"] == 1
+
+
+# -- the waiters' contract, the XFetch clock and hooks, coalescing's settings, warm's TTLs --------
+
+
+def test_waiter_takes_the_value_as_soon_as_it_is_stored_not_when_the_lock_goes(r, db, loader):
+    """Another client holds the lock (no expiry here) and stores the value: the waiter returns it
+    at its next read, having waited once and queried nothing, and leaves that client's lock alone.
+    A waiter that read the wrong key, or waited only for the lock to go, times out instead; one
+    that went back to SET NX while the lock is held counts a wait per round."""
+    from redistutor.race import wait_until
+    r.set("hot:lock:top", "other-holder")
+    cache = LockedCache(r, loader, prefix="hot", wait_timeout=3)
+    fut = run_in_thread(cache.get, "top")
+    wait_until(lambda: cache.stats.waits == 1, 5, "the reader to start waiting")
+    r.set("hot:top", "stored by the holder")
+    assert fut.result(timeout=10) == "stored by the holder"
+    assert (cache.stats.misses, cache.stats.waits, cache.stats.rebuilds, db.counts["read"]) == (1, 1, 0, 0)
+    assert r.get("hot:lock:top") == "other-holder"
+
+
+@pytest.mark.parametrize("make", [
+    lambda r, loader: LockedCache(r, loader, prefix="hot", wait_timeout=0.3),
+    lambda r, loader: CoalescingCache(r, loader, prefix="hot", lock=True, wait_timeout=0.3),
+], ids=["locked", "coalescing+lock"])
+def test_waiter_gives_up_after_wait_timeout_when_the_holder_never_stores(r, db, loader, make):
+    """A holder that hangs (its lock stays, no value comes): the waiter raises TimeoutError after
+    ``wait_timeout`` instead of waiting for ever, and queries nothing (coalescing passes its
+    ``wait_timeout`` on to the Redis lock behind its leader)."""
+    r.set("hot:lock:top", "hung-holder")
+    cache = make(r, loader)
+    exc = run_in_thread(cache.get, "top").exception(timeout=10)
+    assert isinstance(exc, TimeoutError) and "no value for 'hot:top'" in str(exc)
+    assert cache.stats.rebuilds == 0 and db.counts["read"] == 0 and r.get("hot:lock:top") == "hung-holder"
+
+
+def test_refresh_probability_values_and_edges():
+    """exp(-tte / (delta*beta)): beta and delta both stretch the window; at or past the expiry it
+    is 1 (a miss) even with beta 0; with beta 0 (or delta 0) no early refresh before it."""
+    assert refresh_probability(1.0, 0.5, 1.0) == pytest.approx(math.exp(-2))
+    assert refresh_probability(1.0, 1.0, 2.0) == pytest.approx(math.exp(-0.5))
+    assert refresh_probability(3.0, 2.0, 0.5) == pytest.approx(math.exp(-3))
+    assert refresh_probability(0.0, 0.0, 1.0) == 1.0 and refresh_probability(-1.0, 1.0, 0.0) == 1.0
+    assert refresh_probability(1.0, 1.0, 0.0) == 0.0 and refresh_probability(1.0, 0.0, 1.0) == 0.0
+
+
+def test_xfetch_reads_its_clock_and_fires_after_miss_only_on_a_miss(r, db, loader):
+    """Without ``now`` every read asks the clock: the second read, 1 s later, is a hit. The
+    ``after_miss`` hook fires for the cold miss and the miss at the logical expiry, never for a hit
+    or an early refresh."""
+    clock, missed = [1000.0], []
+
+    def timed(name):
+        clock[0] += 0.5  # each rebuild takes 0.5 s of the clock: delta = 0.5
+        return loader(name)
+
+    cache = XFetchCache(r, timed, prefix="x", ttl=10, beta=0, clock=lambda: clock[0],
+                        hooks={"after_miss": missed.append})
+    assert cache.get("top") == loader("top")                  # cold: a miss
+    clock[0] += 1
+    assert cache.get("top") == loader("top")                  # 1 s later on the clock: a hit
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.rebuilds) == (1, 1, 1) and missed == ["top"]
+    eager = XFetchCache(r, timed, prefix="x", ttl=10, beta=1e9, clock=lambda: clock[0],
+                        hooks={"after_miss": missed.append})
+    eager.get("top", now=clock[0] + 1)                        # before the expiry: an early refresh
+    assert eager.stats.early_refreshes == 1 and missed == ["top"]
+    clock[0] += 100
+    cache.get("top")                                          # past the expiry: a miss
+    assert missed == ["top", "top"] and cache.stats.misses == 2
+
+
+def test_xfetch_refresh_lock_has_the_lock_ttl(r, loader):
+    """The refresh lock expires after ``lock_ttl`` seconds (PX in ms), so a refresher that dies
+    does not block refreshes for ever, nor for longer than asked."""
+    seen = []
+    cache = XFetchCache(r, lambda n: seen.append(r.pttl("x:refreshing:k")) or "v", prefix="x", ttl=10,
+                        beta=1e9, refresh_lock=True, lock_ttl=1000, clock=lambda: 0.0)
+    cache.store("k", "old", 1.0, 10.0)
+    assert cache.get("k", now=5.0) == "v" and cache.stats.early_refreshes == 1
+    assert 990_000 < seen[0] <= 1_000_000 and r.exists("x:refreshing:k") == 0
+
+
+def test_coalescing_defaults_and_settings_reach_redis(r, loader):
+    """Defaults: prefix "hot", TTL 60 s, no Redis lock (strategy "coalesce"). A prefix and TTL
+    passed in are the ones the value is stored under, with or without the lock; with ``lock=True``
+    the leader rebuilds while holding ``<prefix>:lock:<name>`` (a token with PX ``lock_ttl``)."""
+    plain = CoalescingCache(r, loader)
+    assert (plain.strategy, plain.locked, plain.key("top")) == ("coalesce", None, "hot:top")
+    assert plain.get("top") == loader("top") and 59_000 < r.pttl("hot:top") <= 60_000
+    assert repr(plain) == "CoalescingCache(prefix='hot', ttl=60s)"
+
+    locks = []
+
+    def watching(name):
+        locks.append((r.get(f"{prefix}:lock:{name}"), r.pttl(f"{prefix}:lock:{name}")))
+        return loader(name)
+
+    for prefix, lock, lock_ttl, ms in [("cc", False, 2.0, None), ("cl", True, 2.0, 2000), ("cd", True, None, 5000)]:
+        locks.clear()
+        kwargs = {} if lock_ttl is None else {"lock_ttl": lock_ttl}
+        cache = CoalescingCache(r, watching, prefix=prefix, ttl=10, lock=lock, **kwargs)
+        assert cache.get("top") == loader("top") and cache.stats.rebuilds == 1
+        assert 9_000 < r.pttl(f"{prefix}:top") <= 10_000 and r.exists(f"{prefix}:lock:top") == 0
+        (token, pttl), = locks
+        if ms is None:
+            assert token is None and cache.locked is None
+        else:
+            assert len(token) == 32 and ms - 1000 < pttl <= ms
+
+
+def test_coalescing_counts_hits_and_misses_and_calls_before_rebuild_once(r, loader):
+    called = []
+    cache = CoalescingCache(r, loader, prefix="hot", hooks={"before_rebuild": called.append})
+    assert cache.get("top") == cache.get("top") == loader("top")
+    assert (cache.stats.misses, cache.stats.hits, cache.stats.rebuilds) == (1, 1, 1) and called == ["top"]
+
+
+def test_coalescing_waiter_gives_up_after_wait_timeout(r, loader):
+    """The leader's rebuild hangs: a waiter in the same process raises TimeoutError after its
+    ``wait_timeout`` rather than hanging with it; the leader still finishes and stores."""
+    go, leading = threading.Event(), threading.Event()
+
+    def stuck(name):
+        assert go.wait(10)
+        return loader(name)
+
+    cache = CoalescingCache(r, stuck, prefix="hot", wait_timeout=0.2,
+                            hooks={"before_rebuild": lambda n: leading.set()})
+    leader = run_in_thread(cache.get, "top")
+    assert leading.wait(5)
+    waiter = run_in_thread(cache.get, "top")
+    exc = waiter.exception(timeout=5)
+    go.set()
+    assert isinstance(exc, TimeoutError) and cache.stats.waits == 1
+    assert leader.result(timeout=10) == loader("top") == r.get("hot:top")
+
+
+def test_warm_sets_the_asked_ttl_and_spreads_it_symmetrically(r):
+    """Without jitter every key gets the TTL asked (PX = ttl * 1000); with jitter 0.1 each key's
+    TTL is ttl * (1 + its seeded draw), in [0.9, 1.1] x ttl. A jitter of 1 or more (TTLs down to 0)
+    or below 0 is refused. (PTTL is read just after the SETs: up to 1 s is allowed to pass.)"""
+    keys = [f"batch:{i}" for i in range(100)]
+    warm(r, {k: "v" for k in keys}, ttl=60)
+    with r.pipeline(transaction=False) as p:
+        for k in keys:
+            p.pttl(k)
+        pttls = p.execute()
+    assert all(59_000 < ms <= 60_000 for ms in pttls)
+    warm(r, {k: "v" for k in keys}, ttl=60, jitter=0.1, rng=random.Random(7))
+    with r.pipeline(transaction=False) as p:
+        for k in keys:
+            p.pttl(k)
+        pttls = p.execute()
+    draws = random.Random(7)
+    asked = [int(60 * (1 + draws.uniform(-0.1, 0.1)) * 1000) for _ in keys]
+    assert all(a - 1000 < ms <= a for ms, a in zip(pttls, asked, strict=True))
+    assert 54_000 <= min(asked) < 55_000 and 65_000 < max(asked) <= 66_000
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError):
+            warm(r, {}, ttl=1, jitter=bad)

@@ -272,3 +272,101 @@ def test_retry_redirects_retries_each_redirect_until_it_works(error):
     assert retry_redirects(moving_then_moved, attempts=3, backoff=0,
                            on_retry=lambda n, exc: seen.append((n, type(exc)))) == "done"
     assert seen == [(1, type(error)), (2, type(error))]
+
+
+# -- names, the slot map, the retry defaults, and the optimistic reserve's contract --------------
+
+
+def test_entity_keys_defaults_and_bytes_keys():
+    """``EntityKeys()`` is the ``user`` prefix, tagged: the lesson's ``user:{123}:profile``.
+    ``hashed_part`` takes bytes as the server does, and a ``}`` with no ``{`` before it is no tag."""
+    assert EntityKeys().keys(123, "profile", "settings") == ["user:{123}:profile", "user:{123}:settings"]
+    assert EntityKeys(tagged=False).key(123, "profile") == "user:123:profile"
+    assert UserStore(None).key(123, "profile") == "user:{123}:profile"
+    assert UserStore(None, prefix="acct", tagged=False).key(7, "balance") == "acct:7:balance"
+    assert hashed_part(b"x{y}z") == b"y" and hashed_part("a}b") == b"a}b" and hashed_part("a}b{}") == b"a}b{}"
+    assert key_slot(b"user:{123}:profile") == key_slot("123") == crc16(b"123") % 16384
+
+
+def test_parse_ranges_and_owner_of_at_the_range_edges():
+    """A range "a-b" or a single slot "a", sorted by start whatever the node order; the owner of
+    each first and last slot of a range, and KeyError for a slot nobody serves."""
+    from redistutor.patterns.hash_tag_colocation import owner_of
+    ranges = parse_ranges({"m3": ["10923-16381", "16383"], "m1": ["0-5460"], "m2": ["5461-10922"]})
+    assert ranges == [(0, 5460, "m1"), (5461, 10922, "m2"), (10923, 16381, "m3"), (16383, 16383, "m3")]
+    owners = [owner_of(s, ranges) for s in (0, 5460, 5461, 10922, 10923, 16381, 16383)]
+    assert owners == ["m1", "m1", "m2", "m2", "m3", "m3", "m3"]
+    with pytest.raises(KeyError):
+        owner_of(16382, ranges)
+
+
+def test_retry_defaults_five_tries_and_the_store_three_counted():
+    """``retry_redirects`` tries 5 times by default; a ``UserStore`` 3 times (``attempts``),
+    counting each retry (not the first try) in ``retries``."""
+    calls = []
+
+    def always_moved():
+        calls.append(1)
+        raise redis.exceptions.MovedError("5970 127.0.0.1:1")
+
+    with pytest.raises(redis.exceptions.MovedError):
+        retry_redirects(always_moved, backoff=0)
+    assert len(calls) == 5
+    calls.clear()
+    store = UserStore(None)
+    with pytest.raises(redis.exceptions.MovedError):
+        store._retry(always_moved)
+    assert len(calls) == 3 and store.retries == 2
+    calls.clear()
+
+    def moved_once():
+        if not calls:
+            always_moved()
+        return len(calls)
+
+    once = UserStore(None, attempts=4)
+    assert once._retry(moved_once) == 1 and once.retries == 1
+
+
+def test_read_returns_every_part_and_sessions_move_in_order(cluster, masters):
+    rc = cluster.rc
+    store = UserStore(rc)
+    store.update(3, {"plan": "pro"}, {"max_projects": 50})
+    assert store.read(3) == {"profile": {"plan": "pro"}, "settings": {"max_projects": "50"}, "updates": "1"}
+    rc.rpush(store.key(3, "sessions:pending"), "s1", "s2")
+    assert [store.activate_session(3), store.activate_session(3), store.activate_session(3)] == ["s1", "s2", None]
+    assert rc.lrange(store.key(3, "sessions:active"), 0, -1) == ["s1", "s2"]
+
+
+def test_reserve_of_a_missing_balance_and_a_write_to_either_watched_key(cluster, masters):
+    """No balance key is a balance of 0: nothing is reserved. A concurrent write to ``pending``
+    alone (or to ``balance`` alone) between WATCH and EXEC aborts the EXEC: both keys are watched;
+    the retry re-reads and moves the amount on top of that write."""
+    rc = cluster.rc
+    assert UserStore(rc).reserve(8, 1) is None and rc.exists("user:{8}:balance", "user:{8}:pending") == 0
+    for key, after in [("user:{8}:pending", (70, 55)), ("user:{8}:balance", (120, 5))]:
+        rc.set("user:{8}:balance", 100)
+        rc.set("user:{8}:pending", 0)
+        first = [True]
+
+        def write_once(user_id, balance, key=key, first=first):
+            if first[0]:
+                first[0] = False
+                rc.incrby(key, 25)
+
+        store = UserStore(cluster.client(), hooks={"after_watch": write_once})
+        assert store.reserve(8, 5 if key.endswith("balance") else 30) == after
+        assert store.conflicts == 1
+
+
+def test_reserve_gives_up_after_max_tries_of_lost_races(cluster, masters):
+    """A writer that changes the balance after every WATCH: each EXEC aborts, counted in
+    ``conflicts``; after ``max_tries`` (10 by default) reserve raises WatchError, nothing moved."""
+    rc = cluster.rc
+    rc.set("user:{9}:balance", 100)
+    for kwargs, tries in [({}, 10), ({"max_tries": 2}, 2)]:
+        store = UserStore(cluster.client(), hooks={"after_watch": lambda uid, bal: rc.incr("user:{9}:balance")})
+        with pytest.raises(redis.exceptions.WatchError):
+            store.reserve(9, 1, **kwargs)
+        assert store.conflicts == tries
+    assert rc.get("user:{9}:pending") is None and rc.get("user:{9}:balance") == str(100 + 12)
