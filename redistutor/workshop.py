@@ -103,12 +103,15 @@ def learners(admin: redis.Redis) -> list[str]:
     return sorted(found)
 
 
-def reset(admin: redis.Redis, name: str) -> int:
-    """Delete every key under the learner's prefix; returns how many."""
+def reset(admin: redis.Redis, name: str, *, keep_progress: bool = True) -> int:
+    """Delete every key under the learner's prefix (but their progress-board row, unless
+    ``keep_progress=False``); returns how many."""
     root = learner_root(_check_name(name))
     removed = 0
     batch: list[str] = []
     for key in admin.scan_iter(match=f"{root}*", count=1000):
+        if keep_progress and key == f"{root}progress":  # redistutor.progress.row_key
+            continue
         batch.append(key)
         if len(batch) >= 500:
             removed += admin.unlink(*batch)
@@ -124,7 +127,7 @@ def remove(admin: redis.Redis, name: str) -> int:
     if name not in learners(admin):
         raise ConfigError(f"{name!r} is not a learner on this server: `python -m redistutor workshop list` "
                           "shows who is.")
-    removed = reset(admin, name)
+    removed = reset(admin, name, keep_progress=False)
     admin.acl_deluser(name)
     return removed
 
