@@ -411,3 +411,14 @@ def test_live_rereads_the_board_each_round(room, monkeypatch, capsys):
     assert len(reads) == 3 and board.grid() == [["ada", "✓"], ["bob", ""]]
     shown = capsys.readouterr().out.split("Progress board: ")[1:]
     assert len(shown) == 4 and "0 correct" in shown[1] and "1 correct" in shown[2]
+
+
+def test_reset_keeps_a_learners_board_row_and_remove_drops_it(room):
+    admin, ada, bob = room
+    run_the_class(ada, bob)
+    admin.set("u:ada:scratch", "1")
+    before = admin.hgetall("u:ada:progress")
+    assert workshop.reset(admin, "ada") >= 1 and not admin.exists("u:ada:scratch")
+    assert admin.hgetall("u:ada:progress") == before and progress.Board(admin).grid()[0][1] == "✓"
+    workshop.remove(admin, "ada")
+    assert not admin.exists("u:ada:progress") and progress.Board(admin).learners == ["bob"]
