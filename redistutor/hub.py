@@ -251,6 +251,7 @@ class Cell:
 class LearnerRun:
     name: str
     spawn_s: float | None = None
+    kernel_s: float | None = None  # from the server being ready to its kernel answering
     first_cell_s: float | None = None
     cells: list[Cell] = field(default_factory=list)
     failure: str | None = None  # the first thing that went wrong, in one sentence
@@ -425,7 +426,9 @@ async def run_learner(learner: HubLearner, notebook: Path, *, cells: int | None 
         await learner.spawn(spawn_timeout)
         run.spawn_s = time.monotonic() - started
         step = "start a kernel"
+        started = time.monotonic()
         kernel_id, channel = await learner.open_kernel(Path(notebook).name)
+        run.kernel_s = time.monotonic() - started
         for i, (source, tags) in enumerate(notebook_cells(notebook)[:cells]):
             step = f"run cell {i + 1}"
             started = time.monotonic()
@@ -462,11 +465,13 @@ LIGHT_NOTEBOOK = "01-cache-aside.ipynb"
 
 def report(runs: Sequence[LearnerRun], *, max_spawn_s: float = 120, max_first_cell_s: float = 60) -> tuple[str, bool]:
     """The table of per-learner times and failures, and the go/no-go line."""
-    lines = [f"{'learner':<14} {'spawn s':>8} {'first cell s':>13}  result"]
+    def seconds(value: float | None) -> str:
+        return f"{value:.1f}" if value is not None else "-"
+
+    lines = [f"{'learner':<14} {'spawn s':>8} {'kernel s':>9} {'first cell s':>13}  result"]
     for r in runs:
-        spawn = f"{r.spawn_s:.1f}" if r.spawn_s is not None else "-"
-        first = f"{r.first_cell_s:.1f}" if r.first_cell_s is not None else "-"
-        lines.append(f"{r.name:<14} {spawn:>8} {first:>13}  {'ok' if r.ok else r.failure}")
+        lines.append(f"{r.name:<14} {seconds(r.spawn_s):>8} {seconds(r.kernel_s):>9} {seconds(r.first_cell_s):>13}  "
+                     f"{'ok' if r.ok else r.failure}")
     failed = [r for r in runs if not r.ok]
     spawns = sorted(r.spawn_s for r in runs if r.spawn_s is not None)
     firsts = sorted(r.first_cell_s for r in runs if r.first_cell_s is not None)

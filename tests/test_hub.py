@@ -305,7 +305,7 @@ def test_link_and_loadtest_commands_say_what_is_missing(capsys):
 
 
 def test_loadtest_report_says_no_go_on_a_failure_or_a_slow_spawn():
-    ok = [H.LearnerRun("a", 10.0, 2.0), H.LearnerRun("b", 20.0, 3.0)]
+    ok = [H.LearnerRun("a", spawn_s=10.0, first_cell_s=2.0), H.LearnerRun("b", spawn_s=20.0, first_cell_s=3.0)]
     text, go = H.report(ok, max_spawn_s=60)
     assert go and text.splitlines()[-1] == "GO: all 2 learners spawned and ran the setup cell"
     assert text.splitlines()[-2] == "spawn: median 20.0 s, slowest 20.0 s; first cell: median 3.0 s, slowest 3.0 s"
