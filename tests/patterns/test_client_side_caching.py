@@ -499,3 +499,102 @@ def test_local_cache_ignores_invalidations_of_keys_it_does_not_hold(redis_server
     finally:
         listener.close()
         data.close()
+
+
+def test_wait_for_returns_false_at_its_deadline_and_stops_at_its_count(redis_server, r):
+    """wait_for gives up (False) when the pushes never come, and reads no further than asked:
+    RESP3 pushes read on the listener itself, RESP2 messages from the Pub/Sub connection."""
+    lis = InvalidationListener(r)
+    raw2 = redis_server.client(protocol=2, client_name="test-inval-bytes", decode_responses=False)
+    inv = Resp2Invalidations(raw2)
+    data = redis_server.client(protocol=2, single_connection_client=True)
+    try:
+        lis.tracking("ON")
+        assert lis.wait_for(1, timeout=0.1) is False and lis.messages == []
+        lis.command("GET", "a")
+        lis.command("GET", "b")
+        r.set("a", "1")
+        assert lis.read_pending(timeout=5) == 1 and lis.messages == [["a"]]
+        r.set("b", "1")
+        assert lis.read_pending(timeout=5) == 1 and lis.messages == [["a"], ["b"]]  # counts new ones
+        lis.start()
+        assert lis.wait_for(3, timeout=0.1) is False
+
+        assert inv.wait_for(1, timeout=0.1) is False and inv.messages == []
+        inv.track(data)
+        data.get("u:1")
+        data.get("u:2")
+        r.set("u:1", "x")
+        r.set("u:2", "x")
+        assert inv.wait_for(1) and inv.messages == [["u:1"]]  # str keys from a bytes client
+        assert inv.wait_for(2) and inv.messages == [["u:1"], ["u:2"]]
+    finally:
+        lis.close()
+        inv.close()
+        data.close()
+
+
+def test_one_bcast_message_for_several_keys_drops_each_held_one(r, tracked, listener):
+    """BCAST batches the keys a command changed under a prefix into one message, held or not:
+    the cache drops those it holds and passes over the others (it never read user:1)."""
+    cache = tracked(bcast=True, prefixes=("user:",))
+    r.set("user:2", "old")
+    assert listener.wait_for(1)
+    assert cache.get("user:2") == "old" and cache.cached("user:2") == "old"
+    r.mset({"user:1": "x", "user:2": "new"})
+    assert listener.wait_for(2) and sorted(listener.messages[1]) == ["user:1", "user:2"]
+    assert cache.cached("user:2") is None and cache.stats.invalidated == 1
+    assert cache.get("user:2") == "new"
+
+
+def test_local_cache_drops_only_the_named_keys(redis_server, r):
+    from redistutor.patterns.client_side_caching import LocalCache
+
+    listener = InvalidationListener(r)
+    data = redis_server.client(single_connection_client=True)
+    cache = LocalCache(data, listener)
+    try:
+        r.mset({"lc:a": "1", "lc:b": "2"})
+        assert (cache.get("lc:a"), cache.get("lc:b")) == ("1", "2")
+        r.set("lc:a", "changed")
+        assert listener.wait_for(1) and listener.messages == [["lc:a"]]
+        assert cache.local == {"lc:b": "2"}
+    finally:
+        listener.close()
+        data.close()
+
+
+def test_close_detaches_the_cache_from_its_client(r, tracked):
+    """After close(), reusing the client reconnects without the cache: no flush is counted and
+    tracking is not switched back on behind the caller's back."""
+    cache = tracked()
+    r.set("a", "1")
+    cache.get("a")
+    cache.close()
+    flushes = cache.stats.flushes
+    assert cache.r.execute_command("CLIENT", "TRACKINGINFO")["flags"] == ["off"]
+    assert cache.stats.flushes == flushes
+
+
+LEFT_OPEN = """
+import os, redis
+from redistutor.patterns.client_side_caching import InvalidationListener
+lis = InvalidationListener(redis.Redis.from_url(os.environ["CSC_TEST_URL"], protocol=3)).start()
+print("started", lis.client_id > 0, flush=True)
+"""
+
+
+def test_a_listener_left_open_does_not_keep_the_program_alive(redis_server):
+    """The listener's thread is a daemon: a program that forgets close() still exits."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import redistutor
+
+    env = {**os.environ, "CSC_TEST_URL": redis_server.url,
+           "PYTHONPATH": str(Path(redistutor.__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", LEFT_OPEN], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stdout) == (0, "started True\n"), done.stderr
