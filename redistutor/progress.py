@@ -92,8 +92,10 @@ def origin(frame: Any, notebook: str | None, name: str) -> tuple[str, str, int]:
 
 # KEYS[1] = the learner's progress hash, ARGV[1] = "<notebook>/<exercise>", ARGV[2] = the outcome,
 # ARGV[3] = the exercise's position in its notebook. Updates that exercise's record on the server's
-# clock (laptop clocks disagree) and returns it as JSON. A "not attempted" after an attempt changes
-# only the last-seen time: running the starter code again does not undo a verdict.
+# clock (laptop clocks disagree) and returns it as JSON: outcome (the last verdict), attempts,
+# incorrect (in a row), first (first report), tried (first attempt), since (first of the current
+# incorrect run), last (last report), pos. A "not attempted" after an attempt changes only the
+# last-seen time: running the starter code again does not undo a verdict.
 LUA_RECORD = """
 local now = tonumber(redis.call('TIME')[1])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
@@ -103,7 +105,12 @@ if raw then row = cjson.decode(raw) else
 end
 if ARGV[2] ~= 'not attempted' then
   row.attempts = row.attempts + 1
-  if ARGV[2] == 'incorrect' then row.incorrect = row.incorrect + 1 else row.incorrect = 0 end
+  if ARGV[2] == 'incorrect' then
+    row.incorrect = row.incorrect + 1
+    if row.incorrect == 1 then row.since = now end
+  else
+    row.incorrect = 0
+  end
   if row.tried == 0 then row.tried = now end
   row.outcome = ARGV[2]
 end
@@ -290,6 +297,7 @@ class Cell:
     attempts: int = 0
     incorrect: int = 0  # incorrect checks since the last correct one
     tried: int = 0  # first attempt (0 = none)
+    since: int = 0  # first check of the current run of incorrect ones (0 = none)
     last: int = 0
     pos: int = 0
     stuck: bool = False
@@ -332,10 +340,10 @@ def _learners_on(admin: redis.Redis) -> list[str]:
 class Board(H.Renderable):
     """Learners × exercises, read from the facilitator's server (``admin`` may read every ``u:*``).
 
-    Cells: ✓ correct · ✗ N incorrect after N attempts · ○ not attempted (starter code) · blank:
+    Cells: ✓ correct · ✗ N last check incorrect, N attempts in all · ○ not attempted (starter code) · blank:
     never checked. A cell is **stuck** (! in text, red in HTML) when its last check was incorrect
-    and either ``stuck_attempts`` checks in a row were incorrect or its first attempt is
-    ``stuck_minutes`` old on the server's clock. Rows are learners by name, columns exercises in
+    and either its last ``stuck_attempts`` checks were incorrect or the first of its current run of
+    incorrect checks is ``stuck_minutes`` old on the server's clock. Rows are learners by name, columns exercises in
     notebook order (``notebooks`` keeps only those notebooks). ``refresh()`` re-reads,
     ``to_csv(path)`` exports, ``live()`` refreshes in place in a notebook.
     """
@@ -370,11 +378,11 @@ class Board(H.Renderable):
                     continue  # not a record this module wrote: ignored, not fatal
                 column = f"{notebook}/{exercise}"
                 outcome = rec.get("outcome", "")
-                tried = int(rec.get("tried") or 0)
+                tried, since = int(rec.get("tried") or 0), int(rec.get("since") or 0)
                 stuck = outcome == INCORRECT and (int(rec.get("incorrect", 0)) >= self.stuck_attempts or (
-                    tried > 0 and now - tried >= self.stuck_minutes * 60))
+                    since > 0 and now - since >= self.stuck_minutes * 60))
                 cells[(name, column)] = Cell(name, notebook, exercise, outcome, int(rec.get("attempts", 0)),
-                                             int(rec.get("incorrect", 0)), tried, int(rec.get("last", 0)),
+                                             int(rec.get("incorrect", 0)), tried, since, int(rec.get("last", 0)),
                                              int(rec.get("pos", 0)), stuck)
                 positions.setdefault(column, int(rec.get("pos", 0)))
         order = _course_order()
@@ -396,9 +404,9 @@ class Board(H.Renderable):
         return [self.cell(n, c) for n in self.learners for c in self.columns if self.cell(n, c).stuck]
 
     def rule(self) -> str:
-        return (f"✓ correct · ✗ N: incorrect after N attempts · ○ not attempted · blank: not checked · "
-                f"! stuck: last check incorrect and {self.stuck_attempts} incorrect in a row, or first attempt "
-                f"≥ {self.stuck_minutes:g} min ago")
+        return (f"✓ correct · ✗ N: incorrect, N attempts in all · ○ not attempted · blank: not checked · "
+                f"! stuck: {self.stuck_attempts} incorrect in a row, or incorrect since "
+                f"≥ {self.stuck_minutes:g} min")
 
     def _summary(self) -> str:
         done = sum(c.outcome == CORRECT for c in self.cells.values())

@@ -147,8 +147,9 @@ def test_the_board_shows_exactly_what_each_learner_checked(room, tmp_path, capsy
 def test_stuck_is_n_incorrect_in_a_row_or_minutes_since_the_first_attempt(room):
     admin, ada, bob = room
     run_the_class(ada, bob)
-    tried = json.loads(admin.hget("u:ada:progress", COLUMNS[1]))["tried"]
-    assert tried > 0
+    record = json.loads(admin.hget("u:ada:progress", COLUMNS[1]))
+    tried = record["tried"]
+    assert tried > 0 and record["since"] == tried  # the run of incorrect checks began with the first attempt
     assert not progress.Board(admin, now=tried + 599).cell("ada", COLUMNS[1]).stuck  # 2 < 3 in a row
     late = progress.Board(admin, now=tried + 600)
     assert [(c.learner, c.exercise) for c in late.stuck()] == [("ada", "visits_exercise"), ("bob", "lock_exercise")]
@@ -161,9 +162,16 @@ def test_stuck_is_n_incorrect_in_a_row_or_minutes_since_the_first_attempt(room):
     a = Learner(ada)
     with progress.reporting(ada.url):
         a.visits.check(tour.add_visits)
-    a.close()
     after = progress.Board(admin, now=tried + 3600, stuck_attempts=2).cell("ada", COLUMNS[1])
     assert (after.outcome, after.attempts, after.incorrect, after.stuck) == ("correct", 3, 0, False)
+    # A new incorrect check starts a new run: ✗ shows all attempts, the run is 1 long.
+    with progress.reporting(ada.url):
+        a.visits.evaluate(visits_in_two_trips)
+    record = json.loads(admin.hget("u:ada:progress", COLUMNS[1]))
+    again = progress.Board(admin, now=record["since"] + 599, stuck_attempts=2).cell("ada", COLUMNS[1])
+    assert (again.mark, again.incorrect, again.tried, again.stuck) == ("✗ 4", 1, tried, False)
+    assert progress.Board(admin, now=record["since"] + 600).cell("ada", COLUMNS[1]).stuck
+    a.close()
 
 
 def test_only_the_notebooks_asked_for(room):
@@ -211,6 +219,9 @@ def test_held_solutions_say_so_until_released_and_hints_still_work(room):
         assert str(a.rename.solution()) == progress.HELD_SENTENCE
         progress.hold(admin, "tour")
         assert str(a.lock.solution()) == progress.HELD_SENTENCE
+        progress.release(admin, "tour")
+        progress.hold(admin)  # holding every notebook again forgets the earlier releases
+        assert progress.holds(admin) == {"*": "held"} and str(a.lock.solution()) == progress.HELD_SENTENCE
         progress.release(admin)
         assert str(a.rename.solution()).startswith("def update_user_name")
         assert progress.holds(admin) == {}
@@ -291,6 +302,7 @@ def test_the_exercise_names_its_notebook_from_its_module_or_an_argument():
 def test_a_report_only_learner_reports_and_reads_the_flags_and_nothing_else(room, shared):
     admin, _, _ = room
     (cy,) = progress.add_reporters(admin, shared.url, ["cy"])
+    assert progress.Board(admin).grid() == [["ada"], ["bob"], ["cy"]]  # listed from the ACL before any report
     c = redis.Redis.from_url(cy.url, decode_responses=True)
     for call in (lambda: c.set("u:cy:other", "1"), lambda: c.get("u:ada:progress"), lambda: c.hset(
             "u:ada:progress", "x", "1"), lambda: c.hset(progress.HOLD_KEY, "*", "released")):
