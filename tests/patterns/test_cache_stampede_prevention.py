@@ -494,3 +494,46 @@ def test_warm_sets_the_asked_ttl_and_spreads_it_symmetrically(r):
     for bad in (1.0, 1.5, -0.1):
         with pytest.raises(ValueError):
             warm(r, {}, ttl=1, jitter=bad)
+
+
+def test_locked_cache_defaults_and_its_hooks_arguments(r, loader):
+    """Defaults: prefix "hot", value TTL 60 s, lock PX 5 s. The hooks get the name and the token
+    of the lock the rebuild runs under (the same one before the rebuild and before the release);
+    a TTL passed in is the value's PX (ttl * 1000 ms)."""
+    events = []
+    hooks = {"before_rebuild": lambda n, t: events.append((n, t, r.get("hot:lock:top"), r.pttl("hot:lock:top"))),
+             "before_release": lambda n, t: events.append((n, t))}
+    cache = LockedCache(r, loader, hooks=hooks)
+    assert cache.get("top") == loader("top") and repr(cache) == "LockedCache(prefix='hot', ttl=60s)"
+    assert 59_000 < r.pttl("hot:top") <= 60_000 and r.exists("hot:lock:top") == 0
+    (name, token, held, lock_pttl), released = events
+    assert name == "top" and held == token and len(token) == 32 and 4_000 < lock_pttl <= 5_000
+    assert released == ("top", token)
+    LockedCache(r, loader, prefix="long", ttl=1000).get("top")
+    assert 999_000 < r.pttl("long:top") <= 1_000_000
+
+
+def test_xfetch_defaults_and_an_unlocked_early_refresh(r, loader):
+    """Defaults: prefix "hot", logical TTL 60 s, beta 1 (what the check is given), no refresh lock
+    (a reader that draws "refresh" rebuilds even while a refresh lock is held), lock PX 5 s when
+    the lock is on. A hit takes no lock: ``begin`` returns no token. The check fires at the
+    expiry itself even when the draw adds nothing (rand = 1)."""
+    betas, draw = [], [True]
+
+    def check(now, delta, beta, expiry, rand):
+        betas.append(beta)
+        return draw[0]
+
+    cache = XFetchCache(r, loader, clock=lambda: 50.0, check=check)
+    assert cache.get("top") == loader("top") and cache.read("top")[2] == 110.0 and r.exists("hot:top")
+    r.set("hot:refreshing:top", "another-reader", px=10_000)
+    cache.get("top")
+    assert cache.stats.early_refreshes == 1 and betas == [1.0]
+    draw[0] = False
+    assert cache.begin("top", 60.0) == ("hit", cache.read("top"), None)
+    r.delete("hot:refreshing:top")
+    draw[0], pttls = True, []
+    locked = XFetchCache(r, lambda n: pttls.append(r.pttl("hot:refreshing:top")) or "v", clock=lambda: 50.0,
+                         check=check, refresh_lock=True)
+    assert locked.get("top") == "v" and locked.stats.early_refreshes == 1 and 4_000 < pttls[0] <= 5_000
+    assert xfetch_should_refresh(100.0, 1.0, 1.0, 100.0, 1.0)
