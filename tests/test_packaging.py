@@ -11,6 +11,7 @@ CONDA_NAMES = {"redis": "redis-py"}  # PyPI name -> conda-forge name where they 
 
 
 def _split(req: str) -> tuple[str, str]:
+    req = req.split(";")[0]  # an environment marker (pyproject's platform-only wheels) is not a version
     m = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*(.*)", req)
     assert m, req
     return m.group(1).lower(), m.group(2).replace(" ", "")
