@@ -212,7 +212,7 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, redis.exceptions.NoPermissionError):
         return f"the learner's user may not write there ({exc})"
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)):
-        return f"cannot reach the progress server ({exc})"
+        return f"cannot reach the progress server ({str(exc).rstrip('.')})"
     return f"{type(exc).__name__}: {exc}"
 
 
