@@ -3,10 +3,12 @@ kill -9 mid-batch (pattern vs the naive queue), a paused worker waking late, AOF
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
+from redistutor import trace
 from redistutor.db import DatabaseError
 from redistutor.patterns.write_behind import WriteBehind, db_views
 from redistutor.race import PausePoint, run_in_thread
@@ -343,3 +345,96 @@ def test_sync_forever_defaults(r, db):
     errors = []
     sync_forever(wb, once=True, on_error=lambda exc, n, delay: errors.append((type(exc), n, delay)))
     assert errors == [(DatabaseError, 1, 0.05)] and db_views(db) == {"a": 1, "b": 1}
+
+
+class RecordingStop(threading.Event):
+    """A stop event that records each wait the loop asks for and returns at once (no sleeping),
+    and ends the loop after ``limit`` waits, should a broken loop never return."""
+
+    def __init__(self, limit=100):
+        super().__init__()
+        self.limit, self.waits = limit, []
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        if len(self.waits) >= self.limit:
+            self.set()
+        return self.is_set()
+
+
+def test_creating_the_table_is_not_a_counted_write(r, db):
+    """The CREATE TABLE is labelled "ddl": the DB writes the notebook counts for coalescing are
+    the syncs' upserts only, and a write failure injected for the sync is not spent on it."""
+    db.reset_counts()
+    db.fail_next("write")
+    wb = WriteBehind(r, db)
+    assert db.counts == {"ddl": 1}
+    wb.incr("a")
+    with pytest.raises(DatabaseError):
+        wb.sync_once()
+    assert wb.flush() == 1 and db.counts == {"ddl": 1, "write": 2} and db_views(db) == {"a": 1}
+
+
+def test_a_hundred_pages_per_sync_by_default(r, db):
+    """sync_once, flush and sync_forever take 100 pages a round; flush returns every page it
+    handled over all its rounds; the loop syncs again at once after a full batch and waits one
+    interval (50 ms by default) only after a partial one."""
+    from redistutor.patterns.write_behind import sync_forever
+    wb = WriteBehind(r, db)
+    pages = [f"p{i:03d}" for i in range(101)]
+    for page in pages:
+        wb.incr(page)
+    assert wb.sync_once() == 100 and wb.pending() == 1 and wb.stats.syncs == 1
+    assert wb.flush() == 1
+    for page in pages:
+        wb.incr(page)
+    assert wb.flush() == 101 and wb.stats.syncs == 4  # 100 + 1
+    for page in pages:
+        wb.incr(page)
+    stop = RecordingStop()
+    sync_forever(wb, once=True, stop=stop)
+    assert wb.stats.syncs == 6 and stop.waits == [0.05]  # 100 pages, no wait; 1 page, then a tick
+    assert db_views(db) == wb.counts() == {page: 3 for page in pages} and wb.pending() == 0
+
+
+def test_backoff_doubles_from_the_interval_up_to_two_seconds_by_default(r, db):
+    """With the default interval and cap, eight failures in a row wait 50 ms, doubling, then
+    2 s; the success after them resets the wait to one interval."""
+    from redistutor.patterns.write_behind import sync_forever
+    wb = WriteBehind(r, db)
+    wb.incr("a")
+    db.fail_next("write", 8)
+    stop, delays = RecordingStop(), []
+    sync_forever(wb, once=True, stop=stop, on_error=lambda exc, n, delay: delays.append(delay))
+    assert delays == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert stop.waits == [*delays, 0.05] and db_views(db) == {"a": 1} and wb.pending() == 0
+
+
+def test_counts_reads_a_small_keyspace_in_one_scan(r, db):
+    """counts() asks SCAN for up to 1000 keys a call: 50 pages come back in one SCAN (SCAN's
+    default of 10 a call would take several round trips)."""
+    wb = WriteBehind(r, db)
+    for i in range(50):
+        wb.incr(f"p{i}", i)
+    with trace(r) as t:
+        got = wb.counts()
+    assert got == {f"p{i}": i for i in range(50)}
+    assert t.names().count("SCAN") == 1
+
+
+def test_flush_gives_up_after_ten_thousand_rounds(r, db):
+    """A flush that never sees the backlog settle (here a sync that always reports a page) stops
+    after 10,000 rounds with an error naming what is still pending, instead of looping forever."""
+
+    class NeverSettles(WriteBehind):
+        rounds = 0
+
+        def sync_once(self, batch=100):
+            self.rounds += 1
+            return 1
+
+    wb = NeverSettles(r, db)
+    wb.incr("hot")
+    with pytest.raises(RuntimeError, match="still 1 pages pending after 10000 syncs"):
+        wb.flush()
+    assert wb.rounds == 10_000
