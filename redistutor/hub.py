@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -255,6 +256,7 @@ class LearnerRun:
     first_cell_s: float | None = None
     cells: list[Cell] = field(default_factory=list)
     failure: str | None = None  # the first thing that went wrong, in one sentence
+    reconnects: int = 0  # kernel websockets that closed before the kernel answered, and were reopened
 
     @property
     def ok(self) -> bool:
@@ -293,7 +295,8 @@ class KernelChannel:
             while reply is None or not idle:
                 raw = await self.ws.receive()
                 if raw.type.name not in ("TEXT", "BINARY"):
-                    raise ConnectionError(f"the kernel's websocket closed ({raw.type.name})")
+                    why = f": {raw.data!r}" if raw.data is not None else ""
+                    raise ConnectionError(f"the kernel's websocket closed ({raw.type.name}{why})")
                 if raw.type.name == "BINARY":
                     continue
                 m = json.loads(raw.data)
@@ -335,6 +338,7 @@ class HubLearner:
         self.password = password
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         self.token = ""
+        self.reconnects = 0
 
     def _xsrf(self) -> str:
         import yarl
@@ -394,12 +398,22 @@ class HubLearner:
         return kernel_id, await self.channel(kernel_id)
 
     async def channel(self, kernel_id: str) -> KernelChannel:
-        """A websocket to the kernel (through the hub's proxy, with the learner's token), once it answers."""
+        """A websocket to the kernel (through the hub's proxy, with the learner's token), once it answers.
+        A websocket closed before the kernel answered is opened once more, as JupyterLab does (and
+        counted in ``reconnects``: a sign of an overloaded host)."""
         ws_url = f"{self.hub}/user/{self.name}/api/kernels/{kernel_id}/channels".replace("http", "ws", 1)
-        ws = await self.http.ws_connect(ws_url, headers=self.auth, max_msg_size=0)
-        channel = KernelChannel(ws)
-        await channel.ready()
-        return channel
+        for attempt in range(2):
+            ws = await self.http.ws_connect(ws_url, headers=self.auth, max_msg_size=0)
+            channel = KernelChannel(ws)
+            try:
+                await channel.ready()
+                return channel
+            except ConnectionError:
+                await ws.close()
+                if attempt == 1:
+                    raise
+                self.reconnects += 1
+        raise AssertionError("unreachable")
 
     async def restart_kernel(self, kernel_id: str) -> None:
         url = f"{self.hub}/user/{self.name}/api/kernels/{kernel_id}/restart"
@@ -444,6 +458,8 @@ async def run_learner(learner: HubLearner, notebook: Path, *, cells: int | None 
             await after(learner, kernel_id, channel)
     except Exception as exc:
         run.failure = f"could not {step}: {type(exc).__name__}: {exc}"
+    finally:
+        run.reconnects = learner.reconnects
     return run
 
 
@@ -470,8 +486,9 @@ def report(runs: Sequence[LearnerRun], *, max_spawn_s: float = 120, max_first_ce
 
     lines = [f"{'learner':<14} {'spawn s':>8} {'kernel s':>9} {'first cell s':>13}  result"]
     for r in runs:
+        note = f" (kernel websocket reopened {r.reconnects}x)" if r.reconnects else ""
         lines.append(f"{r.name:<14} {seconds(r.spawn_s):>8} {seconds(r.kernel_s):>9} {seconds(r.first_cell_s):>13}  "
-                     f"{'ok' if r.ok else r.failure}")
+                     f"{'ok' if r.ok else r.failure}{note}")
     failed = [r for r in runs if not r.ok]
     spawns = sorted(r.spawn_s for r in runs if r.spawn_s is not None)
     firsts = sorted(r.first_cell_s for r in runs if r.first_cell_s is not None)
@@ -484,6 +501,10 @@ def report(runs: Sequence[LearnerRun], *, max_spawn_s: float = 120, max_first_ce
     why = (f"{len(failed)} of {len(runs)} learners failed" if failed else
            f"slowest spawn over {max_spawn_s:.0f} s or first cell over {max_first_cell_s:.0f} s" if slow else
            f"all {len(runs)} learners spawned and ran the setup cell")
+    reopened = sum(1 for r in runs if r.reconnects)
+    if reopened:
+        lines.append(f"note: {reopened} learner(s)' kernel websocket closed before the kernel answered, reopened "
+                     "(JupyterLab reopens it too): a sign the host is near its limit")
     lines.append(f"{'GO' if go else 'NO-GO'}: {why}")
     return "\n".join(lines), bool(go)
 
@@ -534,6 +555,12 @@ def loadtest_main(args: list[str]) -> int:
                         hub.seed(n, [notebook])
                     print(f"[redistutor] loopback hub at {hub.url}; {o.users} learners", file=sys.stderr)
                     runs, memory = _timed_runs(hub.url, names, hub.password, notebook, o.cells, hub.marker)
+                    # the hub's errors and the exceptions its learners' servers and kernels printed
+                    errors = [ln for ln in hub.log_tail(100_000).splitlines()
+                              if ln.startswith("[E ") or re.match(r"[\w.]+(Error|Exception): ", ln)]
+                    if errors and not all(r.ok for r in runs):
+                        print("the hub's last errors (its log, with every learner server's):", *errors[-10:],
+                              sep="\n  ", file=sys.stderr)
             finally:
                 shutil.rmtree(root, ignore_errors=True)
         else:

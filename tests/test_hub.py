@@ -314,3 +314,6 @@ def test_loadtest_report_says_no_go_on_a_failure_or_a_slow_spawn():
     assert not go and text.splitlines()[-1] == "NO-GO: 1 of 3 learners failed"
     text, go = H.report(ok, max_spawn_s=15)
     assert not go and text.splitlines()[-1].startswith("NO-GO: slowest spawn over 15 s")
+    reopened = [H.LearnerRun("a", spawn_s=10.0, first_cell_s=2.0, reconnects=1)]
+    text, go = H.report(reopened)
+    assert go and "note: 1 learner(s)' kernel websocket closed before the kernel answered" in text
