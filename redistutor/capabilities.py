@@ -7,13 +7,20 @@ A notebook declares its needs in its setup cell::
 The same literal is read by the test plugin (without running the notebook), so that under a test
 run a notebook whose needs are not met is skipped with the reason instead of failing cell after
 cell. ``requires`` keys: ``version`` ("8.0"), ``modules`` (MODULE LIST names), ``commands``
-(command names, ``container|sub`` for subcommands) and ``features`` (names in :data:`FEATURES`).
+(command names, ``container|sub`` for subcommands), ``features`` (names in :data:`FEATURES`) and
+``own-servers`` (names in :data:`OWN_SERVERS`: why the notebook needs Redis servers it starts, kills
+or reconfigures itself, which a workshop learner attached to a shared server does not get; such a
+notebook stops at its setup cell there, naming the notebooks that do run).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from . import _html as H
@@ -36,6 +43,17 @@ FEATURES: dict[str, tuple[str, str]] = {
     "hash-field-ttl": ("hexpire", "hash-field expiry needs Redis 7.4 or newer"),
     "client-tracking": ("client|tracking", "client tracking needs Redis 6.0 or newer"),
 }
+
+# Why a notebook needs Redis servers of its own (``requires={"own-servers": [...]}``): servers it
+# starts, kills or reconfigures, which a learner on a shared server (REDIS_URL) cannot have.
+OWN_SERVERS: dict[str, str] = {
+    "fleet": "several servers: a fleet, replicas or a cluster",
+    "kill": "to kill -9, pause or restart a server",
+    "config": "server-wide settings: CONFIG GET/SET, DEBUG, FLUSHALL",
+    "persistence": "RDB/AOF files to restart a server from",
+    "private": "a private, empty server to measure on",
+}
+OWN_SERVERS_GAP = "Redis servers of its own"
 
 # The card lists these, in this order, with short labels.
 CARD_FEATURES = (
@@ -64,6 +82,9 @@ class Capabilities:
     modules: Mapping[str, str]  # name -> version string
     commands: frozenset[str]  # lower case; subcommands as "container|sub"
     backend: str
+    # Why this runtime cannot start Redis servers of its own ("" = it can): set on attach for a
+    # workshop learner, or when this machine has no Redis 8 (redistutor.server.no_own_servers).
+    no_own_servers: str = ""
 
     @classmethod
     def probe(cls, client, backend: str) -> Capabilities:
@@ -121,10 +142,11 @@ class Capabilities:
         """(what is missing, how to get it) for each unmet requirement."""
         if not requires:
             return []
-        unknown = set(requires) - {"version", "modules", "commands", "features"}
+        unknown = set(requires) - {"version", "modules", "commands", "features", "own-servers"}
         if unknown:
             raise ConfigError(
-                f"Unknown requirement key(s) {sorted(unknown)}: use version, modules, commands or features."
+                f"Unknown requirement key(s) {sorted(unknown)}: use version, modules, commands, features "
+                "or own-servers."
             )
         out: list[tuple[str, str]] = []
         if "version" in requires:
@@ -143,6 +165,9 @@ class Capabilities:
         for feature in requires.get("features", ()):
             if not self.has(feature):
                 out.append((feature, FEATURES[feature][1]))
+        own = own_server_needs(requires)
+        if own and self.no_own_servers:
+            out.append((f"{OWN_SERVERS_GAP} ({'; '.join(OWN_SERVERS[n] for n in own)})", self.no_own_servers))
         return out
 
     def require(self, requires: Mapping[str, Any] | None, *, where: str) -> None:
@@ -150,6 +175,10 @@ class Capabilities:
         gaps = self.missing(requires)
         if not gaps:
             return
+        own = [g for g in gaps if g[0].startswith(OWN_SERVERS_GAP)]
+        if own:  # nothing else matters until the notebook has servers of its own
+            raise MissingCapability(own_servers_message(own[0][0], own[0][1], shared_server_notebooks(caps=self)),
+                                    missing=[own[0][0]])
         what = "; ".join(g[0] for g in gaps)
         how = "; ".join(dict.fromkeys(g[1] for g in gaps))
         hint = " or unset REDIS_URL to use redistutor's own Redis 8" if self.backend == "attached" else ""
@@ -157,6 +186,60 @@ class Capabilities:
             f"This notebook needs {what}, which {where} lacks: {how}{hint}.",
             missing=[g[0] for g in gaps],
         )
+
+
+def own_server_needs(requires: Mapping[str, Any] | None) -> list[str]:
+    """The notebook's ``own-servers`` reasons, checked against :data:`OWN_SERVERS`."""
+    own = list((requires or {}).get("own-servers", ()))
+    for need in own:
+        if need not in OWN_SERVERS:
+            raise ConfigError(f"Unknown own-servers reason {need!r}: use one of {', '.join(OWN_SERVERS)}.")
+    return own
+
+
+def own_servers_message(what: str, why_not: str, instead: list[str] | None) -> str:
+    """The one sentence a notebook that needs servers of its own stops with on a shared server."""
+    run = (f"on this server run {', '.join(instead)} instead" if instead else
+           "on this server run the notebooks that the pattern guide's last table marks ✓ instead")
+    return (f"This notebook needs {what}, which {why_not}: {run}, and run this one where Redis 8 runs on "
+            "your own machine, with REDIS_URL unset.")
+
+
+def notebook_requirements(path: str | os.PathLike) -> dict | None:
+    """The ``requires=`` literal of a notebook's ``start_server`` call (None if it has none).
+
+    A notebook that never calls ``start_server`` runs only on servers it starts itself (a lab fleet),
+    so it reads as ``{"own-servers": ["fleet"]}``. Same reading as the test plugin's gate, without
+    pytest (a laptop's light install has none).
+    """
+    nb = json.loads(Path(path).read_text())
+    for cell in nb.get("cells", []):
+        src = "".join(cell.get("source", []))
+        if cell.get("cell_type") != "code" or "start_server(" not in src:
+            continue
+        lines = [ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            name = getattr(node.func, "id", getattr(node.func, "attr", None)) if isinstance(node, ast.Call) else None
+            if name == "start_server":
+                assert isinstance(node, ast.Call)
+                found = [kw.value for kw in node.keywords if kw.arg == "requires"]
+                return ast.literal_eval(found[0]) if found else None
+    return {"own-servers": ["fleet"]}
+
+
+def shared_server_notebooks(folder: str | os.PathLike | None = None, caps: Capabilities | None = None) -> list[str]:
+    """The notebooks in ``folder`` (the kernel's, by default: Jupyter runs it in the notebooks'
+    folder) that need no servers of their own, and whose other needs ``caps`` meets if given."""
+    out = []
+    for path in sorted(Path(folder or Path.cwd()).glob("[0-9][0-9]-*.ipynb")):
+        try:
+            requires = notebook_requirements(path)
+            if own_server_needs(requires) or (caps is not None and caps.missing(requires)):
+                continue
+        except (OSError, ValueError, SyntaxError, ConfigError):
+            continue
+        out.append(path.stem)
+    return out
 
 
 def _s(x) -> str:
