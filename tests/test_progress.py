@@ -434,3 +434,23 @@ def test_reset_keeps_a_learners_board_row_and_remove_drops_it(room):
     assert admin.hgetall("u:ada:progress") == before and progress.Board(admin).grid()[0][1] == "✓"
     workshop.remove(admin, "ada")
     assert not admin.exists("u:ada:progress") and progress.Board(admin).learners == ["bob"]
+
+
+def test_a_real_notebook_on_a_private_server_reports_as_a_hub_learner(room, shared, monkeypatch):
+    """The hub path: REDIS_URL unset (the tour starts its own Redis), only REDISTUTOR_PROGRESS_URL set,
+    to a report-only user on the facilitator's server. Its exercises keep their starter code: ○."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    admin, _, _ = room
+    (cy,) = progress.add_reporters(admin, shared.url, ["cy"])
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv(progress.ENV_URL, cy.url)
+    monkeypatch.setenv("REDISTUTOR_DISPLAY", "text")
+    nb = nbformat.read(ROOT / "notebooks" / "00-tour.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    board = progress.Board(admin, notebooks=["tour"])
+    assert board.columns == ["tour/lock_exercise", "tour/trace_prediction", "tour/visits_exercise"]
+    assert board.grid() == [["ada", "", "", ""], ["bob", "", "", ""], ["cy", "○", "○", "○"]]
+    outputs = [o.get("text", "") for c in nb.cells for o in c.get("outputs", [])]
+    assert not [t for t in outputs if "progress not recorded" in t]
