@@ -17,6 +17,7 @@ session, so Jupyter's Interrupt (SIGINT to the kernel's process group) stops the
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import itertools
 import os
 import re
@@ -42,6 +43,7 @@ from .capabilities import Capabilities
 from .exceptions import (
     ConfigError,
     ConnectError,
+    MissingCapability,
     NoServerError,
     PortInUseError,
     RedistutorError,
@@ -75,7 +77,7 @@ def fail_fast_options(**overrides: Any) -> dict[str, Any]:
 
 def check_requires(requires: Mapping[str, Any] | None) -> None:
     """``requires={"features": "json"}`` would be read letter by letter: say so instead."""
-    for key in ("modules", "commands", "features"):
+    for key in ("modules", "commands", "features", "own-servers"):
         value = (requires or {}).get(key)
         if isinstance(value, str):
             raise ConfigError(
@@ -475,6 +477,7 @@ class RedisServer(BaseServer):
     def start(self) -> RedisServer:
         if self.running:
             return self
+        refuse_learner_servers()
         self._stopped = False
         try:
             if self.binary is None:
@@ -681,6 +684,35 @@ def learner_root(username: str | None) -> str:
     return f"u:{username}:" if username and username != "default" else ""
 
 
+def no_own_servers(username: str | None) -> str:
+    """Why a notebook attached with REDIS_URL cannot start Redis servers of its own ("" = it can):
+    a workshop learner (an ACL user) never does, on the shared server's terms, and a machine with no
+    Redis 8 cannot (a lab would otherwise try to build one mid-notebook)."""
+    if learner_root(username):
+        return f"a workshop learner on a shared server does not get (REDIS_URL logs in as {username!r})"
+    if os.name == "nt":
+        return "Windows cannot start (redis-server does not run natively on Windows; it does in WSL 2)"
+    if provision.find_binary().found is None:
+        return "this machine cannot start (REDIS_URL is set and no Redis 8 is installed here)"
+    return ""
+
+
+def refuse_learner_servers() -> None:
+    """A workshop learner's kernel (REDIS_URL names an ACL user) starts no server of its own: say so
+    in one sentence, naming the notebooks that run on the shared server, instead of starting one."""
+    from .capabilities import OWN_SERVERS_GAP, own_servers_message, shared_server_notebooks
+
+    url = os.environ.get("REDIS_URL", "")
+    try:
+        user = urllib.parse.urlparse(url).username if url else None
+    except ValueError:
+        return  # a malformed REDIS_URL is start_server's to report
+    why_not = no_own_servers(urllib.parse.unquote(user)) if user and learner_root(urllib.parse.unquote(user)) else ""
+    if why_not:
+        raise MissingCapability(own_servers_message(OWN_SERVERS_GAP, why_not, shared_server_notebooks()),
+                                missing=[OWN_SERVERS_GAP])
+
+
 def _root_of(namespace: str) -> str:
     m = re.match(r"^u:[^:]+:", namespace)
     return m.group(0) if m else ""
@@ -816,7 +848,7 @@ class AttachedServer(BaseServer):
                 f"Cannot reach the Redis server at {where} named by REDIS_URL ({reason}): start it, "
                 "fix REDIS_URL, or unset REDIS_URL to use a local Redis 8."
             ) from None
-        caps = Capabilities.probe(c, self.backend)
+        caps = dataclasses.replace(Capabilities.probe(c, self.backend), no_own_servers=no_own_servers(self._username))
         if caps.version[:2] < provision.MIN_VERSION:
             raise ConnectError(
                 f"The Redis server at {where} is version {caps.version_str}, too old for redistutor "
