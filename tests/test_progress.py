@@ -373,6 +373,7 @@ def test_the_command_line_prints_the_board_exports_csv_and_holds_solutions(room,
     admin.acl_deluser("dee")
 
 
+@pytest.mark.slow  # a real kernel: about 10-15 s on 2 cores
 def test_the_facilitator_notebook_runs_on_a_demo_room(monkeypatch, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -436,6 +437,7 @@ def test_reset_keeps_a_learners_board_row_and_remove_drops_it(room):
     assert not admin.exists("u:ada:progress") and progress.Board(admin).learners == ["bob"]
 
 
+@pytest.mark.slow  # a real kernel: about 10-15 s on 2 cores
 def test_a_real_notebook_on_a_private_server_reports_as_a_hub_learner(room, shared, monkeypatch):
     """The hub path: REDIS_URL unset (the tour starts its own Redis), only REDISTUTOR_PROGRESS_URL set,
     to a report-only user on the facilitator's server. Its exercises keep their starter code: ○."""
