@@ -444,11 +444,13 @@ def test_coalescing_defaults_and_settings_reach_redis(r, loader):
             assert len(token) == 32 and ms - 1000 < pttl <= ms
 
 
-def test_coalescing_counts_hits_and_misses_and_calls_before_rebuild_once(r, loader):
+def test_coalescing_counts_hits_and_misses_and_calls_its_hooks_with_the_name(r, loader):
     called = []
-    cache = CoalescingCache(r, loader, prefix="hot", hooks={"before_rebuild": called.append})
+    cache = CoalescingCache(r, loader, prefix="hot", hooks={"before_rebuild": lambda n: called.append(("rebuild", n)),
+                                                           "after_miss": lambda n: called.append(("miss", n))})
     assert cache.get("top") == cache.get("top") == loader("top")
-    assert (cache.stats.misses, cache.stats.hits, cache.stats.rebuilds) == (1, 1, 1) and called == ["top"]
+    assert (cache.stats.misses, cache.stats.hits, cache.stats.rebuilds) == (1, 1, 1)
+    assert called == [("miss", "top"), ("rebuild", "top")]
 
 
 def test_coalescing_waiter_gives_up_after_wait_timeout(r, loader):
@@ -509,8 +511,26 @@ def test_locked_cache_defaults_and_its_hooks_arguments(r, loader):
     (name, token, held, lock_pttl), released = events
     assert name == "top" and held == token and len(token) == 32 and 4_000 < lock_pttl <= 5_000
     assert released == ("top", token)
+    assert cache.get("top") == loader("top")  # now a hit
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.rebuilds, cache.stats.waits) == (1, 1, 1, 0)
     LockedCache(r, loader, prefix="long", ttl=1000).get("top")
     assert 999_000 < r.pttl("long:top") <= 1_000_000
+    naive = NaiveCache(r, loader)  # the scenario's naive cache: CacheBase's own defaults
+    assert naive.get("other") == loader("other") and 59_000 < r.pttl("hot:other") <= 60_000
+
+
+def test_release_reports_whose_lock_it_was_and_counts_every_foreign_one(r, loader):
+    """The token release deletes only its own lock (True); on someone else's it leaves it, returns
+    False and counts each such release. The "del" variant deletes whatever is there and says True."""
+    cache = LockedCache(r, loader, prefix="hot")
+    r.set("hot:lock:top", "token-b")
+    assert [cache.release("top", "token-a"), cache.release("top", "token-a")] == [False, False]
+    assert cache.foreign_releases == 2 and r.get("hot:lock:top") == "token-b"
+    assert cache.release("top", "token-b") is True and r.exists("hot:lock:top") == 0
+    assert cache.foreign_releases == 2
+    r.set("hot:lock:top", "token-b")
+    plain = LockedCache(r, loader, prefix="hot", release="del")
+    assert plain.release("top", "token-a") is True and r.exists("hot:lock:top") == 0
 
 
 def test_xfetch_defaults_and_an_unlocked_early_refresh(r, loader):
