@@ -596,5 +596,38 @@ def test_a_listener_left_open_does_not_keep_the_program_alive(redis_server):
     env = {**os.environ, "CSC_TEST_URL": redis_server.url,
            "PYTHONPATH": str(Path(redistutor.__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-c", LEFT_OPEN], env=env, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=30)
     assert (done.returncode, done.stdout) == (0, "started True\n"), done.stderr
+
+
+def test_resp2_track_passes_its_options(redis_server, r):
+    """track(data, "BCAST", "PREFIX", "b:") tracks by prefix: a write to a key nobody read is published."""
+    inv = Resp2Invalidations(redis_server.client(protocol=2, client_name="test-inval-bcast"))
+    data = redis_server.client(protocol=2, single_connection_client=True)
+    try:
+        inv.track(data, "BCAST", "PREFIX", "b:")
+        r.set("b:never-read", "x")
+        assert inv.wait_for(1) and inv.messages == [["b:never-read"]]
+    finally:
+        inv.close()
+        data.close()
+
+
+def test_listener_survives_idle_periods_longer_than_the_socket_timeout(redis_server, r):
+    """A listener built from a client with socket_timeout (common in production) reads each push as
+    a push: it never sits in a blocking read between pushes that the timeout would break."""
+    lis = InvalidationListener(redis_server.client(socket_timeout=0.2))
+    cache = TrackedCache(redis_server.client(single_connection_client=True), lis)
+    try:
+        r.mset({"a": "1", "b": "1"})
+        cache.get("a")
+        cache.get("b")
+        r.set("a", "2")
+        assert lis.wait_for(1) and lis.messages == [["a"]]
+        time.sleep(0.5)  # idle for longer than the socket timeout (the condition, not an assertion)
+        r.set("b", "2")
+        assert lis.wait_for(2) and lis.messages == [["a"], ["b"]] and cache.cached("b") is None
+        assert not lis.broken
+    finally:
+        cache.close()
+        lis.close()
