@@ -272,3 +272,28 @@ def test_sleep_loop_does_not_sleep_for_an_overdue_head_and_caps_a_far_one():
     soon = CountingStop(1)
     sleep_loop(FakeQueue([], head=[("t", time.time() * 1000 + 600)]), lambda task: None, soon)
     assert overdue.waits == [0] and far.waits == [0.25] and 0 < soon.waits[0] <= 0.6
+
+
+def test_a_reaped_task_is_due_exactly_when_it_was_reaped(r):
+    """The reaper puts a task back due *now* on the server's clock (no lease added), so the next
+    claim takes it. TIME, reap() and TIME again go in one MULTI/EXEC (reap given a queue whose
+    client is that transaction); in a round where both TIMEs fall in the same millisecond, the
+    script's clock read that millisecond too, and the task's new due time must be exactly it."""
+    q = DelayedQueue(r, "q", lease_ms=60_000)
+    task = q.schedule("dead", 0)
+    q.claim()
+    for _ in range(200):
+        r.zrem(q.key, task)
+        r.zadd(q.processing, {task: 0})                  # its lease ran out long ago
+        with r.pipeline(transaction=True) as p:
+            p.time()
+            reap(DelayedQueue(p, "q"))
+            p.time()
+            (s0, us0), reaped, (s1, us1) = p.execute()
+        now = s0 * 1000 + us0 // 1000
+        if now == s1 * 1000 + us1 // 1000:
+            break
+    else:
+        pytest.fail("no round had both TIMEs in one millisecond")
+    assert reaped == [task] and r.zscore(q.key, task) == now and r.zcard(q.processing) == 0
+    assert q.claim() == [task]
