@@ -5,6 +5,7 @@
     python tools/measure.py 01-cache-aside 13-reliable-queue   # only these (merged into the file)
     python tools/measure.py --server                 # also an idle ``jupyter lab`` server's memory
     python tools/measure.py --markdown               # only rewrite the table from the data file
+    python tools/measure.py --sizing                 # only rewrite docs/workshop-sizing.md's table
 
 Each notebook runs top to bottom in a fresh kernel (nbclient, text display mode as the tests run
 it), alone, in its own process session with a hard timeout (``--timeout``). While it runs, the
@@ -37,6 +38,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import secrets
 import signal
 import socket
@@ -410,6 +412,96 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- workshop sizing (docs/workshop-sizing.md) --------------------------------------------------
+
+SIZING = ROOT / "docs" / "workshop-sizing.md"
+HOSTS = [(2, 4), (4, 16), (8, 32), (16, 64)]  # (vCPU, GB)
+RESERVE_GB = 1.0      # the OS, JupyterHub and its proxy: once per host, not per learner
+HEADROOM = 0.8        # plan to 80 % of the host's memory and CPU
+RUNS = 2              # Run All of a notebook per learner within the notebook's own time estimate
+BEGIN, END = "<!-- sizing:begin (python tools/measure.py --sizing) -->", "<!-- sizing:end -->"
+
+
+def light_and_heavy(data: dict[str, Any]) -> tuple[str, str]:
+    """The notebooks with the smallest and the largest peak memory (memory is what binds), among
+    those a learner spends a session on (not the guide, a ten-minute index)."""
+    by_peak = sorted((s for s in data["notebooks"] if s != "00-guide"),
+                     key=lambda s: (data["notebooks"][s]["peak_rss_mb"], s))
+    return by_peak[0], by_peak[-1]
+
+
+def minutes_estimate(stem: str) -> int:
+    nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text())
+    for cell in nb["cells"][:4]:
+        found = re.search(r"\*\*Time\*\*:?\s*about (\d+) minutes", "".join(cell["source"]))
+        if found:
+            return int(found.group(1))
+    raise ValueError(f"{stem} states no '**Time**: about N minutes': add it to its first cells.")
+
+
+def learner(data: dict[str, Any], stem: str) -> dict[str, float]:
+    """One active learner on a notebook: jupyter server + the kernel's tree, memory and CPU."""
+    e, server = data["notebooks"][stem], data["jupyter_server"]
+    minutes = minutes_estimate(stem)
+    return {
+        "peak_mb": server["rss_mb"] + e["peak_rss_mb"],         # while Run All runs: the budget
+        "active_mb": server["rss_mb"] + e["active"]["rss_mb"],  # between runs, servers kept
+        "cpu_s": e["cpu_s"],
+        "minutes": minutes,
+        # sustained: RUNS Run Alls spread over the notebook's own time, plus the idle processes
+        "cores": RUNS * e["cpu_s"] / (minutes * 60) + server["idle_cpu_cores"] + e["active"]["idle_cpu_cores"],
+    }
+
+
+def sizing(data: dict[str, Any]) -> str:
+    """The learners-per-host table (Markdown) from the measured file and the assumptions above."""
+    light, heavy = light_and_heavy(data)
+    people = {stem: learner(data, stem) for stem in (light, heavy)}
+    lines = [
+        "| host | light: by memory | light: by CPU | **light: learners** | heavy: by memory | heavy: by CPU "
+        "| **heavy: learners** | heavy, all press Run All at once: CPU-bound finish |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for cpus, gb in HOSTS:
+        row = [f"{cpus} vCPU / {gb} GB"]
+        for stem in (light, heavy):
+            p = people[stem]
+            by_memory = int((gb - RESERVE_GB) * 1024 * HEADROOM // p["peak_mb"])
+            by_cpu = int(cpus * HEADROOM // p["cores"])
+            row += [str(by_memory), str(by_cpu), f"**{min(by_memory, by_cpu)}**"]
+        n = min(int((gb - RESERVE_GB) * 1024 * HEADROOM // people[heavy]["peak_mb"]),
+                int(cpus * HEADROOM // people[heavy]["cores"]))
+        row.append(f"≥ {n * people[heavy]['cpu_s'] / (cpus * HEADROOM):.0f} s")
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "| per learner | notebook | memory budget (peak) | memory between runs | CPU per Run All "
+                  "| sustained CPU |", "|---|---|--:|--:|--:|--:|"]
+    for kind, stem in (("light", light), ("heavy", heavy)):
+        p = people[stem]
+        lines.append(f"| {kind} | {stem} | {p['peak_mb']:.0f} MB | {p['active_mb']:.0f} MB | {p['cpu_s']:.1f} s "
+                     f"| {p['cores']:.3f} cores |")
+    server = data["jupyter_server"]
+    lines += ["", "Raw figures (docs/notebook-costs.json):", ""]
+    for stem in (light, heavy):
+        e = data["notebooks"][stem]
+        lines.append(f"- {stem}, measured {e['measured_at']} under load {e['load_before'][0]:.1f} → "
+                     f"{e['load_after'][0]:.1f}: Run All {e['wall_s']:.0f} s, {e['cpu_s']:.1f} CPU s, peak "
+                     f"{e['peak_rss_mb']:.0f} MB RSS / {e['peak_pss_mb']:.0f} MB PSS over {e['peak_procs']} "
+                     f"processes; kept afterwards: {e['active']['rss_mb']:.0f} MB RSS / {e['active']['pss_mb']:.0f} "
+                     f"MB PSS in {e['active']['procs']} processes using {e['active']['idle_cpu_cores']:.3f} cores.")
+    lines.append(f"- an idle `jupyter lab` server, measured {server['measured_at']} under load "
+                 f"{server['load'][0]:.1f}: {server['rss_mb']:.0f} MB RSS / {server['pss_mb']:.0f} MB PSS in "
+                 f"{server['procs']} processes using {server['idle_cpu_cores']:.3f} cores.")
+    return "\n".join(lines) + "\n"
+
+
+def write_sizing(data: dict[str, Any]) -> None:
+    text = SIZING.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{SIZING.relative_to(ROOT)} has no {BEGIN} … {END} block: put one where the table goes.")
+    head, rest = text.split(BEGIN, 1)
+    SIZING.write_text(head + BEGIN + "\n" + sizing(data) + END + rest.split(END, 1)[1])
+
+
 def read() -> dict[str, Any]:
     if DATA.exists():
         return json.loads(DATA.read_text())
@@ -444,14 +536,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--server", action="store_true", help="also measure an idle jupyter lab server")
     parser.add_argument("--only-server", action="store_true", help="measure only the jupyter lab server")
     parser.add_argument("--markdown", action="store_true", help="only rewrite the table from the data file")
+    parser.add_argument("--sizing", action="store_true", help="only rewrite the table in docs/workshop-sizing.md")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure_one(Path(args.one), args.idle)))
         return 0
     data = read()
-    if args.markdown:
-        write(data)
+    if args.markdown or args.sizing:
+        write_sizing(data) if args.sizing else write(data)
         return 0
     data["machine"] = machine()
     failures = []
