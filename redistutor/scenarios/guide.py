@@ -216,21 +216,47 @@ def _field(nb: dict, label: str) -> str:
     return ""
 
 
+COSTS = ROOT / "docs" / "notebook-costs.json"
+
+
+def measured_costs() -> dict[str, Any]:
+    """What ``./run measure`` (tools/measure.py) recorded: the machine, and each notebook's costs."""
+    if not COSTS.exists():
+        raise FileNotFoundError(f"{COSTS} is missing: run ./run measure to create it.")
+    return json.loads(COSTS.read_text())
+
+
+def run_all_label(seconds: float) -> str:
+    """A measured Run All time, rounded: to 10 s under a minute, to whole minutes from there."""
+    if seconds < 55:
+        return f"about {max(10, 10 * int(seconds / 10 + 0.5))} s"
+    return f"about {int(seconds / 60 + 0.5)} min"
+
+
 def tracks_table() -> Table:
-    """Each notebook's track, prerequisites and time, read from the notebook itself."""
+    """Each notebook's track, prerequisites and time estimate read from the notebook itself, and its
+    Run All time from the measured file (docs/notebook-costs.json), rounded."""
+    costs = measured_costs()
+    measured = costs["notebooks"]
     rows = []
     for track, stems in TRACKS.items():
         for stem in stems:
             path = NOTEBOOKS / _nb(stem)
             if not path.exists():
-                rows.append([track, stem, "(not written yet)", ""])
+                rows.append([track, stem, "(not written yet)", "", ""])
                 continue
             nb = json.loads(path.read_text())
             prerequisites = re.split(r"(?<=[.;])\s", _field(nb, "Prerequisites").lstrip(": "))[0].rstrip(";.")
             minutes = re.search(r"about \d+ minutes", _field(nb, "Time"))
+            run_all = run_all_label(measured[stem]["wall_s"]) if stem in measured else "not measured"
             rows.append([track, stem, re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", prerequisites),
-                         minutes.group(0) if minutes else ""])
-    return Table(["track", "notebook", "prerequisites", "time"], rows, title="Learning tracks, in order")
+                         minutes.group(0) if minutes else "", run_all])
+    m = costs["machine"]
+    note = (f"time: the notebook's own estimate of reading and running it. Run All: its cells top to bottom "
+            f"in a fresh kernel, measured by ./run measure on {m['cores']} shared cores with Redis {m['redis']}, "
+            f"rounded; a faster or idle machine takes less.")
+    return Table(["track", "notebook", "prerequisites", "time", "Run All"], rows,
+                 title="Learning tracks, in order", note=note)
 
 
 def runnable_table(server) -> Table:
