@@ -92,18 +92,25 @@ class LoopbackHub:
 
     Everything it starts dies with it: the hub stops every learner's server on SIGTERM (each server
     its kernels, each kernel its Redis), and if this process is killed the runtime's guardian kills
-    every process whose command line names the hub's dir (the hub, the servers, whose root dir is the
-    learner's home below it, the kernels, whose connection files are there, and the Redis servers,
-    whose temp dirs are there too) and removes the dir.
+    every process whose command line names the hub's dir or its kernels' runtime dir (the hub; the
+    servers, whose root dir is the learner's home below it; the kernels, whose connection files are in
+    the runtime dir; the Redis servers, whose temp dirs are below the hub's dir) and removes both.
     """
 
     def __init__(self, root: Path, *, password: str | None = None, env: Mapping[str, str] | None = None,
-                 start_timeout: int = 240) -> None:
+                 start_timeout: int = 240, kernel_transport: str = "ipc") -> None:
         self.root = Path(root)
         self.password = password or secrets.token_urlsafe(12)
         self.marker = uuid.uuid4().hex  # in every learner process's environment: how they are found
         self.env = {**learner_environment(), **(env or {})}
         self.start_timeout = start_timeout
+        # "ipc": kernels talk to their server over Unix sockets in a short private runtime dir. With
+        # "tcp" (Jupyter's default) every kernel takes 5 loopback ports that its server probed free a
+        # moment before; 20 kernels starting at once on one host lost that race here (ZMQError:
+        # Address already in use) and the kernel hung. A socket path must fit in 107 bytes, hence a
+        # runtime dir of its own instead of the one below the learner's home.
+        self.kernel_transport = kernel_transport
+        self.runtime_dir: str | None = None
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
@@ -124,8 +131,12 @@ class LoopbackHub:
 
     def config_text(self) -> str:
         bin_dir = Path(sys.executable).parent
-        args = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
         env = {**self.env, "TMPDIR": str(self.root / "tmp"), "REDISTUTOR_HUB_MARKER": self.marker}
+        args = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
+        if self.kernel_transport == "ipc":
+            assert self.runtime_dir is not None
+            args += ["--KernelManager.transport=ipc"]
+            env["JUPYTER_RUNTIME_DIR"] = self.runtime_dir
         settings = {
             "JupyterHub.ip": "127.0.0.1", "JupyterHub.port": self.port,
             "JupyterHub.hub_ip": "127.0.0.1", "JupyterHub.hub_port": free_port(),
@@ -152,6 +163,8 @@ class LoopbackHub:
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         (self.root / "home").mkdir(exist_ok=True)
         _guard.watch_dir(str(self.root))
+        if self.kernel_transport == "ipc" and self.runtime_dir is None:
+            self.runtime_dir = _guard.private_dir("rhub-")  # kernels' argv names it: the guardian's too
         self.port = free_port()
         config = self.root / "jupyterhub_config.py"
         config.write_text(self.config_text())
@@ -208,6 +221,10 @@ class LoopbackHub:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         _guard.release_dir(str(self.root))
+        if self.runtime_dir is not None:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            _guard.release_dir(self.runtime_dir)
+            self.runtime_dir = None
 
 
 def marked_processes(marker: str) -> dict[int, str]:
@@ -531,6 +548,8 @@ def loadtest_main(args: list[str]) -> int:
     p.add_argument("--cells", type=int, default=1)
     p.add_argument("--prefix", default="loadtest")
     p.add_argument("--keep", action="store_true", help="leave the learners' servers running")
+    p.add_argument("--kernel-transport", choices=("ipc", "tcp"), default="ipc",
+                   help="--local only: how kernels talk to their server (tcp is Jupyter's default)")
     o = p.parse_args(args)
     if not o.local and not (o.hub and o.password):
         print("redistutor: the load test needs --hub URL --password PASSWORD (the hub's shared password), or "
@@ -550,7 +569,7 @@ def loadtest_main(args: list[str]) -> int:
 
             root = Path(tempfile.mkdtemp(prefix="redistutor-hub-"))
             try:
-                with LoopbackHub(root) as hub:
+                with LoopbackHub(root, kernel_transport=o.kernel_transport) as hub:
                     for n in names:
                         hub.seed(n, [notebook])
                     print(f"[redistutor] loopback hub at {hub.url}; {o.users} learners", file=sys.stderr)

@@ -222,13 +222,26 @@ def load_hub_config(path: Path, monkeypatch) -> dict:
     return PyFileConfigLoader(path.name, path=str(path.parent)).load_config()
 
 
+def learner_settings(c) -> dict:
+    """Spawner.environment with its one per-learner value called as JupyterHub calls it (with the spawner)."""
+    from types import SimpleNamespace
+
+    env = dict(c.Spawner.environment)
+    runtime = env.pop("JUPYTER_RUNTIME_DIR")(SimpleNamespace(user=SimpleNamespace(name="ada")))
+    assert runtime == "/run/jupyter-ada" and len(f"{runtime}/kernel-{'0' * 36}-ipc-4") < 107  # a socket path
+    assert c.Spawner.args == ["--KernelManager.transport=ipc"]
+    assert c.SystemdSpawner.unit_extra_properties == {"RuntimeDirectory": "jupyter-{USERNAME}",
+                                                      "RuntimeDirectoryMode": "0700"}
+    return env
+
+
 def test_single_host_config_sets_limits_culler_and_learner_settings(monkeypatch):
     c = load_hub_config(WORKSHOP / "jupyterhub_config.py", monkeypatch)
     assert c.JupyterHub.authenticator_class == "shared-password"
     assert c.SharedPasswordAuthenticator.user_password == "a-test-password"
     assert c.JupyterHub.spawner_class == "systemdspawner.SystemdSpawner" and c.SystemdSpawner.dynamic_users
     assert (c.SystemdSpawner.mem_limit, c.SystemdSpawner.cpu_limit) == ("1G", 1.0)
-    assert dict(c.Spawner.environment) == LEARNER_ENV
+    assert learner_settings(c) == LEARNER_ENV
     (culler,) = c.JupyterHub.services
     assert culler["command"][1:] == ["-m", "jupyterhub_idle_culler", "--timeout=3600", "--cull-every=300"]
     (role,) = c.JupyterHub.load_roles
@@ -245,7 +258,7 @@ def test_single_host_config_without_a_password_names_the_variable(monkeypatch):
 
 def test_tljh_setup_and_config_agree_with_the_other_hubs(monkeypatch):
     c = load_hub_config(WORKSHOP / "tljh" / "redistutor_config.py", monkeypatch)
-    assert dict(c.Spawner.environment) == LEARNER_ENV
+    assert learner_settings(c) == LEARNER_ENV
     script = (WORKSHOP / "tljh" / "setup.sh").read_text()
     assert subprocess.run(["bash", "-n", str(WORKSHOP / "tljh" / "setup.sh")]).returncode == 0
     settings = dict(line.split()[2:4] for line in script.splitlines() if line.startswith("tljh-config set "))

@@ -43,7 +43,16 @@ c.Spawner.environment = {
     "REDISTUTOR_MAXMEMORY": "256mb",
     # Also a Unix socket in the server's 0700 temp dir, which only the learner's own Unix user can open.
     "REDISTUTOR_UNIXSOCKET": "1",
+    # Kernel sockets in the unit's own runtime dir (below): short enough for a Unix socket's path.
+    "JUPYTER_RUNTIME_DIR": lambda spawner: f"/run/jupyter-{spawner.user.name}",
 }
+# Kernels talk to their server over Unix sockets, not 5 loopback TCP ports each: learners share the
+# host's ports, and with TCP 1 of 20 kernels started at once lost jupyter_client's free-port race here
+# (ZMQError: Address already in use) and hung; over IPC 20 of 20 started (the load test, --local).
+# A socket path must fit in 107 bytes, hence /run/jupyter-NAME, which systemd makes for the unit
+# (0700, the learner's own) and removes when it stops.
+c.Spawner.args = ["--KernelManager.transport=ipc"]
+c.SystemdSpawner.unit_extra_properties = {"RuntimeDirectory": "jupyter-{USERNAME}", "RuntimeDirectoryMode": "0700"}
 
 # Cull a server after 60 minutes without activity (a talk and a break must not cost learners their
 # kernels). A culled notebook reruns from the top: its setup cell starts its server.

@@ -19,5 +19,14 @@ c.Spawner.environment = {
     # of their own (jupyter-NAME), so no other learner can open it; TCP on 127.0.0.1 asks for the
     # server's random password, which only the learner's kernel knows.
     "REDISTUTOR_UNIXSOCKET": "1",
+    # Kernel sockets in the unit's own runtime dir (below): short enough for a Unix socket's path.
+    "JUPYTER_RUNTIME_DIR": lambda spawner: f"/run/jupyter-{spawner.user.name}",
 }
 c.Spawner.default_url = "/lab"
+# Kernels talk to their server over Unix sockets, not 5 loopback TCP ports each: learners share the
+# host's ports, and with TCP 1 of 20 kernels started at once lost jupyter_client's free-port race here
+# (ZMQError: Address already in use) and hung; over IPC 20 of 20 started (the load test, --local).
+# A socket path must fit in 107 bytes, hence /run/jupyter-NAME, which systemd makes for the learner's
+# unit (TLJH's spawner is a SystemdSpawner; 0700, owned by the learner) and removes when it stops.
+c.Spawner.args = ["--KernelManager.transport=ipc"]
+c.SystemdSpawner.unit_extra_properties = {"RuntimeDirectory": "jupyter-{USERNAME}", "RuntimeDirectoryMode": "0700"}
