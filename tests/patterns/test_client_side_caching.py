@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -631,3 +632,25 @@ def test_listener_survives_idle_periods_longer_than_the_socket_timeout(redis_ser
     finally:
         cache.close()
         lis.close()
+
+
+def test_listener_state_before_and_while_it_runs(r):
+    """A fresh listener is not broken (a bool, as printed in the notebook), and its thread is named
+    for what it is (what a thread dump or threading.enumerate() shows)."""
+    lis = InvalidationListener(r)
+    try:
+        assert lis.broken is False and lis.messages == [] and lis.client_id > 0
+        lis.start()
+        assert "invalidation-listener" in {t.name for t in threading.enumerate()}
+    finally:
+        lis.close()
+
+
+def test_a_socket_closed_under_the_client_counts_as_lost(r, tracked, listener):
+    """A data socket closed under redis-py's feet (its file descriptor gone, so select fails) is
+    a lost connection: the cache flushes and reads again rather than serve its copy."""
+    cache = tracked()
+    r.set("a", "1")
+    cache.get("a")
+    cache.r.connection._sock.close()
+    assert cache.get("a") == "1" and cache.stats.misses == 2 and cache.stats.hits == 0
