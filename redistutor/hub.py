@@ -532,8 +532,10 @@ LOADTEST_USAGE = """usage: python -m redistutor workshop loadtest (--hub URL --p
 N simulated learners log in (the login form), start their servers, start a kernel on the notebook
 and run its first K code cells (default: the setup cell) at the same time; per-learner spawn and
 first-cell times, failures, and a go/no-go line. --local starts a loopback hub here first (it needs
-npm for the hub's proxy). The notebook must be in each learner's home (the nbgitpuller link puts it
-there); on --local it is copied in."""
+npm for the hub's proxy). The learners are PREFIX-1..N: the hub must let them log in with PASSWORD
+(a shared-password or dummy authenticator, or TLJH's first-use one with user creation on). The cells
+are sent from this machine; their kernel starts in the learner's home. Their servers are stopped at
+the end unless --keep."""
 
 
 def loadtest_main(args: list[str]) -> int:
