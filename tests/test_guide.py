@@ -47,7 +47,7 @@ def test_the_tracks_show_the_measured_run_all_times():
     table = guide.tracks_table()
     assert [row[1] for row in table.rows] == [s for stems in guide.TRACKS.values() for s in stems]
     for row in table.rows:
-        assert row[4] == guide.run_all_label(measured[row[1]]["wall_s"]), row
+        assert row[4] == guide.run_all_label(measured[row[1]]["run_all_s"]), row
         assert row[3].startswith("about ") and row[3].endswith(" minutes"), row  # the notebook's own estimate
 
 
@@ -82,6 +82,24 @@ def test_the_data_file_and_its_table_are_as_the_tool_writes_them():
         assert entry["peak_rss_mb"] >= entry["active"]["rss_mb"] > 0, stem
         assert entry["processes_seen"].get("redis-server", 0) >= 1, stem  # every notebook starts a server
         assert len(entry["load_before"]) == len(entry["load_after"]) == 3, stem
+        assert entry["run_all_s"] == min(r["wall_s"] for r in entry["runs"]) and len(entry["runs"]) <= 3, stem
+        assert entry["runs"][-1]["measured_at"] == entry["measured_at"], stem  # the latest run is the entry's
+
+
+def _run(wall: float, code: str = "abc") -> dict:
+    return {"wall_s": wall, "cpu_s": 1.0, "peak_rss_mb": 1.0, "peak_pss_mb": 1.0, "load_before": [1.0, 1.0, 1.0],
+            "measured_at": f"run {wall}", "code_sha": code}
+
+
+def test_runs_kept_are_the_last_three_of_the_same_code_and_run_all_is_the_shortest():
+    first = measure.with_history(_run(30.0), None)
+    assert first["runs"] == [_run(30.0)] and first["run_all_s"] == 30.0
+    second = measure.with_history(_run(20.0), first)
+    assert [r["wall_s"] for r in second["runs"]] == [30.0, 20.0] and second["run_all_s"] == 20.0
+    fourth = measure.with_history(_run(50.0), measure.with_history(_run(40.0), second))
+    assert [r["wall_s"] for r in fourth["runs"]] == [20.0, 40.0, 50.0] and fourth["run_all_s"] == 20.0
+    changed = measure.with_history(_run(60.0, code="def"), fourth)  # the notebook changed: older runs go
+    assert [r["wall_s"] for r in changed["runs"]] == [60.0] and changed["run_all_s"] == 60.0
 
 
 def test_an_unknown_notebook_name_is_refused_with_the_fix():

@@ -248,13 +248,13 @@ def tracks_table() -> Table:
             nb = json.loads(path.read_text())
             prerequisites = re.split(r"(?<=[.;])\s", _field(nb, "Prerequisites").lstrip(": "))[0].rstrip(";.")
             minutes = re.search(r"about \d+ minutes", _field(nb, "Time"))
-            run_all = run_all_label(measured[stem]["wall_s"]) if stem in measured else "not measured"
+            run_all = run_all_label(measured[stem]["run_all_s"]) if stem in measured else "not measured"
             rows.append([track, stem, re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", prerequisites),
                          minutes.group(0) if minutes else "", run_all])
     m = costs["machine"]
     note = (f"time: the notebook's own estimate of reading and running it. Run All: its cells top to bottom "
-            f"in a fresh kernel, measured by ./run measure on {m['cores']} shared cores with Redis {m['redis']}, "
-            f"rounded; a faster or idle machine takes less.")
+            f"in a fresh kernel, measured by ./run measure on {m['cores']} shared cores with Redis {m['redis']} "
+            f"(the shortest of its runs), rounded; a faster or idle machine takes less.")
     return Table(["track", "notebook", "prerequisites", "time", "Run All"], rows,
                  title="Learning tracks, in order", note=note)
 
