@@ -384,12 +384,13 @@ class TrackedCache:
             if cur is not None and not isinstance(cur, InFlight):
                 self.stats.hits += 1
                 return cur
+            # Refuse before marking: a refused read leaves no in-flight mark and counts no miss.
+            if self.listener.broken:
+                raise redis.exceptions.ConnectionError("the invalidation listener lost its connection")
             mark = InFlight()
             if self.placeholder:
                 self.local[key] = mark
         self.stats.add("misses")
-        if self.listener.broken:
-            raise redis.exceptions.ConnectionError("the invalidation listener lost its connection")
         value = self.r.get(key)
         call_hook(self.hooks, "after_reply", key, value)
         with self.lock:

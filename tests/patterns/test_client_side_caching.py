@@ -152,8 +152,12 @@ def test_lost_listener_flushes_and_refuses(r, tracked, listener):
             break
         time.sleep(0.01)
     assert listener.broken and cache.cached("a") is None
-    with pytest.raises(redis.exceptions.ConnectionError):
-        cache.get("a")
+    misses = cache.stats.misses
+    for _ in range(2):
+        with pytest.raises(redis.exceptions.ConnectionError, match="lost its connection"):
+            cache.get("a")
+    # a refused read never went to Redis: no miss counted, no in-flight mark left behind
+    assert cache.local == {} and cache.cached("a") is None and cache.stats.misses == misses
 
 
 def test_flushall_sends_a_null_invalidation(r, redis_server, tracked, listener):
@@ -654,3 +658,16 @@ def test_a_socket_closed_under_the_client_counts_as_lost(r, tracked, listener):
     cache.get("a")
     cache.r.connection._sock.close()
     assert cache.get("a") == "1" and cache.stats.misses == 2 and cache.stats.hits == 0
+
+
+def test_listener_from_a_caching_client_is_a_plain_connection(redis_server, r):
+    """Built from a client with redis-py's own cache: only the connection settings are taken (no
+    cache on the listener's connection), and it receives pushes like any other."""
+    lis = InvalidationListener(redis_server.client(cache_config=CacheConfig()))
+    try:
+        lis.tracking("ON")
+        lis.command("GET", "a")
+        r.set("a", "1")
+        assert lis.sync() == 1 and lis.messages == [["a"]]
+    finally:
+        lis.close()
