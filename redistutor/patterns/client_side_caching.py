@@ -83,8 +83,7 @@ class InvalidationListener:
         kwargs = dict(r.connection_pool.connection_kwargs)
         if str(kwargs.get("protocol")) != "3":
             raise ValueError("InvalidationListener needs a RESP3 client: server.client(protocol=3)")
-        for k in ("cache", "cache_config"):
-            kwargs.pop(k, None)
+        # Only plain connection settings: a client's cache or cache_config must not come along.
         self.conn = redis.Connection(**{k: v for k, v in kwargs.items()
                                         if k in _CONNECTION_KWARGS})
         self.conn.connect()
@@ -123,9 +122,7 @@ class InvalidationListener:
 
     def trackinginfo(self) -> dict[str, Any]:
         """``CLIENT TRACKINGINFO`` of this connection: flags, redirect, prefixes (Redis 6.2+)."""
-        info = self.command("CLIENT", "TRACKINGINFO")
-        if isinstance(info, list):  # RESP2-shaped reply: a flat list of name, value
-            info = dict(zip(info[::2], info[1::2]))
+        info = self.command("CLIENT", "TRACKINGINFO")  # a map: this connection is RESP3
         return {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
 
     def invalidated_keys(self) -> int:
