@@ -12,6 +12,8 @@
 * ``workshop link --hub URL --tag TAG --repo URL``: the nbgitpuller link for a JupyterHub, pinned to a
   release tag; ``workshop loadtest (--hub URL --password P | --local) --users N``: the pre-workshop
   load test (redistutor.hub).
+* ``preflight``: what a learner runs before class, one line per item with its fix (Python,
+  packages, Redis 8 at ``$REDIS_URL`` or locally, modules, lab notebooks, the embedding model).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 
 from .provision import main as provision_main
 
-USAGE = "usage: python -m redistutor provision | clean | commands | workshop ..."
+USAGE = "usage: python -m redistutor provision | clean | commands | preflight | workshop ..."
 
 
 def commands() -> int:
@@ -76,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         return clean()
     if args[:1] == ["commands"] and len(args) == 1:
         return commands()
+    if args[:1] == ["preflight"] and len(args) == 1:
+        from .preflight import main as preflight_main
+
+        return preflight_main()
     if args[:2] == ["workshop", "link"]:  # JupyterHub workshops (redistutor.hub): no REDIS_URL needed
         from .hub import link_main
 
