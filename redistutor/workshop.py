@@ -15,8 +15,10 @@ What this does not give, and a facilitator should know:
   of key names;
 * Redis has no per-user memory quota: run the server with ``maxmemory`` and ``noeviction`` and
   watch ``list``'s memory per learner;
-* notebooks that start their own servers (the multi-node lab, kill -9 of the server, clusters)
-  cannot run against a shared server; the pattern guide's last table says which can.
+* notebooks that need servers of their own (labs, clusters, kill -9 of a server, persistence
+  restarts, CONFIG GET/SET) declare it (``requires={"own-servers": [...]}``) and, attached as a
+  learner, stop at their setup cell with one sentence naming the notebooks that run here; the pattern
+  guide's last table and ``python -m redistutor preflight`` say which those are.
 """
 
 from __future__ import annotations
