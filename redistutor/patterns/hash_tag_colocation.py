@@ -116,6 +116,8 @@ def retry_redirects(fn: Callable[[], T], *, attempts: int = 5, backoff: float = 
     on MOVED the client refreshes its slot map and the next attempt goes to the new owner; on
     ASK/TRYAGAIN the slot is half-migrated and the command works again once it has moved.
     """
+    if attempts < 1:
+        raise ValueError(f"attempts={attempts}: pass 1 or more (1 = a single try, no retry)")
     for attempt in range(1, attempts + 1):
         try:
             return fn()
