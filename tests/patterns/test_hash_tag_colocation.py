@@ -326,6 +326,10 @@ def test_retry_defaults_five_tries_and_the_store_three_counted():
 
     once = UserStore(None, attempts=4)
     assert once._retry(moved_once) == 1 and once.retries == 1
+    calls.clear()
+    with pytest.raises(ValueError, match="pass 1 or more"):  # not a silent "unreachable" without a try
+        retry_redirects(moved_once, attempts=0)
+    assert calls == []
 
 
 def test_read_returns_every_part_and_sessions_move_in_order(cluster, masters):
@@ -347,16 +351,17 @@ def test_reserve_of_a_missing_balance_and_a_write_to_either_watched_key(cluster,
     for key, after in [("user:{8}:pending", (70, 55)), ("user:{8}:balance", (120, 5))]:
         rc.set("user:{8}:balance", 100)
         rc.set("user:{8}:pending", 0)
-        first = [True]
+        seen: list[tuple] = []
 
-        def write_once(user_id, balance, key=key, first=first):
-            if first[0]:
-                first[0] = False
+        def write_once(user_id, balance, key=key, seen=seen):
+            seen.append((user_id, balance))
+            if len(seen) == 1:
                 rc.incrby(key, 25)
 
         store = UserStore(cluster.client(), hooks={"after_watch": write_once})
         assert store.reserve(8, 5 if key.endswith("balance") else 30) == after
         assert store.conflicts == 1
+        assert seen == [(8, 100), (8, 125 if key.endswith("balance") else 100)]  # the hook sees each read
 
 
 def test_reserve_gives_up_after_max_tries_of_lost_races(cluster, masters):
