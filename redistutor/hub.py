@@ -98,7 +98,8 @@ class LoopbackHub:
     """
 
     def __init__(self, root: Path, *, password: str | None = None, env: Mapping[str, str] | None = None,
-                 start_timeout: int = 240, kernel_transport: str = "ipc") -> None:
+                 start_timeout: int = 240, kernel_transport: str = "ipc",
+                 extra_config: Mapping[str, Any] | None = None) -> None:
         self.root = Path(root)
         self.password = password or secrets.token_urlsafe(12)
         self.marker = uuid.uuid4().hex  # in every learner process's environment: how they are found
@@ -111,6 +112,7 @@ class LoopbackHub:
         # runtime dir of its own instead of the one below the learner's home.
         self.kernel_transport = kernel_transport
         self.runtime_dir: str | None = None
+        self.extra_config = dict(extra_config or {})  # more "Class.trait": value settings (services, roles)
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
@@ -156,6 +158,7 @@ class LoopbackHub:
             "Spawner.start_timeout": self.start_timeout,
             "Spawner.http_timeout": self.start_timeout,
             "JupyterHub.cleanup_servers": True,
+            **self.extra_config,
         }
         return "c = get_config()  # noqa\n" + "".join(f"c.{k} = {v!r}\n" for k, v in settings.items())
 
@@ -165,6 +168,24 @@ class LoopbackHub:
         _guard.watch_dir(str(self.root))
         if self.kernel_transport == "ipc" and self.runtime_dir is None:
             self.runtime_dir = _guard.private_dir("rhub-")  # kernels' argv names it: the guardian's too
+        # The hub's three ports are probed free, then bound by the hub and its proxy a moment later: on
+        # a busy machine another process can take one in between, so a start that lost that race is
+        # retried on fresh ports.
+        for _ in range(3):
+            if self._start_once():
+                return self
+            self.stop()
+        raise NoServerError("jupyterhub could not bind its ports three times (another process took them "
+                            "each time, see its log below): free some ports or retry.", details=self.log_tail())
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _start_once(self) -> bool:
+        """Start the hub; True once it answers, False if it lost a port race (its log says so)."""
+        import urllib.request
+
         self.port = free_port()
         config = self.root / "jupyterhub_config.py"
         config.write_text(self.config_text())
@@ -177,16 +198,16 @@ class LoopbackHub:
         log.close()
         _guard.watch_pid(self.proc.pid)
         deadline = time.monotonic() + 120
-        import urllib.request
-
         while True:
+            if "EADDRINUSE" in self.log_tail() or "Address already in use" in self.log_tail():
+                return False
             if self.proc.poll() is not None:
                 raise NoServerError(f"jupyterhub exited during start-up (exit {self.proc.returncode}): see its "
                                     "log below.", details=self.log_tail())
             try:
                 with urllib.request.urlopen(f"{self.url}/hub/api", timeout=2) as r:
-                    if r.status == 200:
-                        return self
+                    if r.status == 200 and b"version" in r.read():
+                        return True
             except OSError:
                 pass
             if time.monotonic() > deadline:
@@ -386,10 +407,17 @@ class HubLearner:
             self.token = (await r.json())["token"]
 
     async def spawn(self, timeout: float) -> None:
-        async with self.http.post(f"{self.hub}/hub/api/users/{self.name}/server", headers=self.auth) as r:
-            if r.status not in (201, 202, 400):  # 400: already running
-                raise RuntimeError(f"starting {self.name}'s server answered {r.status}: {await r.text()}")
+        """Start the learner's server and wait until it is ready. A server still stopping (culled or
+        stopped a moment ago) is waited for first, as the hub's spawn page does."""
         async with asyncio.timeout(timeout):
+            while True:
+                async with self.http.post(f"{self.hub}/hub/api/users/{self.name}/server", headers=self.auth) as r:
+                    body = await r.text()
+                if r.status in (201, 202) or (r.status == 400 and "already running" in body):
+                    break
+                if not (r.status == 400 and "pending stop" in body):
+                    raise RuntimeError(f"starting {self.name}'s server answered {r.status}: {body}")
+                await asyncio.sleep(0.5)
             while True:
                 async with self.http.get(f"{self.hub}/hub/api/users/{self.name}", headers=self.auth) as r:
                     model = await r.json()

@@ -7,8 +7,11 @@ the login form at the same time, each starts a server through the hub's REST API
 notebooks/01-cache-aside.ipynb through the proxy and runs it over the kernel's websocket. Then, from
 inside the learners' own kernels: each one's Redis refuses the others (learner B, knowing A's port,
 gets NOAUTH, and WRONGPASS for a guessed password), an exercise check passes with the reference
-answer, and a restarted kernel (as after culling) rebuilds its state from the setup cell. Last, the
-hub is stopped and no process of any learner (server, kernel, Redis, guardian) is left.
+answer, and a restarted kernel rebuilds its state from the setup cell. Then the idle culler
+(jupyterhub-idle-culler, as TLJH and Zero to JupyterHub run it) stops every idle server, which takes
+each learner's kernel and Redis with it, and a learner who comes back spawns again and reruns the
+setup cell. Last, the hub is stopped and no process of any learner (server, kernel, Redis, guardian)
+is left.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -27,6 +32,7 @@ import redis
 
 from redistutor import hub as H
 from redistutor.exceptions import ConfigError
+from redistutor.race import wait_until
 from redistutor.server import RedisServer
 
 from .helpers import wait_gone
@@ -105,8 +111,12 @@ def test_five_learners_run_a_notebook_on_a_real_hub_isolated_and_nothing_outlive
             assert again.status == "ok", again.error
             restart["again"] = last_json(again.text)
 
+    culler_token = secrets.token_hex(16)
+    culler = {"JupyterHub.services": [{"name": "idle-culler", "api_token": culler_token}],
+              "JupyterHub.load_roles": [{"name": "idle-culler", "services": ["idle-culler"], "scopes": [
+                  "list:users", "read:users:activity", "read:servers", "delete:servers"]}]}
     root = tmp_path / "hub"
-    with H.LoopbackHub(root) as hub:
+    with H.LoopbackHub(root, extra_config=culler) as hub:
         for name in LEARNERS:
             hub.seed(name, [NOTEBOOK])
         # every code cell but the last (server.stop()): the learners' servers stay up for the checks
@@ -136,8 +146,34 @@ def test_five_learners_run_a_notebook_on_a_real_hub_isolated_and_nothing_outlive
         assert kinds.count("singleuser") == kinds.count("kernel") == len(LEARNERS), kinds
         assert kinds.count("redis-server") >= len(LEARNERS), kinds
         assert hub.proc is not None
-        hub_family = {p.pid for p in psutil.Process(hub.proc.pid).children(recursive=True)} | {hub.proc.pid}
         print(H.memory_line(hub.marker, len(LEARNERS)))
+
+        # The idle culler (jupyterhub-idle-culler, as TLJH and z2jh run it) stops every idle server;
+        # each learner's kernel and Redis go with it, and the notebook reruns from the top.
+        env = {**os.environ, "JUPYTERHUB_API_TOKEN": culler_token}
+        cull = subprocess.Popen([sys.executable, "-m", "jupyterhub_idle_culler", f"--url={hub.url}/hub/api",
+                                 "--timeout=1", "--cull-every=2"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_until(lambda: not H.marked_processes(hub.marker), timeout=120, step=0.5,
+                       what="the idle culler stopping every learner's server, kernel and Redis")
+        finally:
+            cull.kill()
+            cull.wait()
+        assert not wait_gone(set(learner_procs), timeout=30)
+        reruns: dict[str, dict] = {}
+
+        async def rerun(learner: H.HubLearner, kernel_id: str, channel: H.KernelChannel) -> None:
+            me = await channel.run(WHOAMI)
+            assert me.status == "ok", me.error
+            reruns[learner.name] = last_json(me.text)
+
+        (back,) = asyncio.run(H.run_learners(hub.url, LEARNERS[:1], hub.password, NOTEBOOK, cells=1, after=rerun))
+        assert back.ok, back.failure
+        assert reruns[LEARNERS[0]]["pid"] not in {seen[LEARNERS[0]]["pid"], again["pid"]}
+        assert reruns[LEARNERS[0]]["keys"] == 0
+        hub_family = {p.pid for p in psutil.Process(hub.proc.pid).children(recursive=True)} | {hub.proc.pid}
+        learner_procs.update(H.marked_processes(hub.marker))
     # The hub stopped every learner's server, each server its kernel, each kernel its Redis.
     assert not wait_gone(set(learner_procs) | hub_family, timeout=60)
     assert H.marked_processes(hub.marker) == {}
