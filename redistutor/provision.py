@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import importlib.util
 import json
@@ -362,6 +361,8 @@ def fetch_tarball(sources: Iterable[Source] = SOURCES) -> tuple[Source, Path]:
 @contextlib.contextmanager
 def _lock(path: Path):
     """An exclusive file lock, so two first runs do not build at the same time."""
+    import fcntl  # POSIX only: imported here so that attach mode imports on Windows, which never builds
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)

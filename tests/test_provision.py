@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from redistutor import provision
 
 
@@ -56,3 +59,10 @@ def test_an_older_server_or_fall_back_build_is_named_on_the_card():
     assert note == f"Redis 8.0.1 is older than the newest pinned release, {'.'.join(map(str, newest))}"
     card = Capabilities(older, {}, frozenset(), "local").card()
     assert card.endswith(note) and Capabilities(newest, {}, frozenset(), "local").card().count("older") == 0
+
+
+def test_the_runtime_imports_without_fcntl_as_on_windows():
+    """Attach mode must import where there is no fcntl (Windows): only a build takes the file lock."""
+    code = "import sys; sys.modules['fcntl'] = None; import redistutor, redistutor.provision, redistutor.server"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -130,3 +130,20 @@ def test_launch_buttons_only_for_a_hosted_repository(monkeypatch):
     assert site.repo_url() == "https://github.com/example/redistutor"
     monkeypatch.setenv("REDISTUTOR_REPO_URL", "/work/main")  # a clone of a local checkout (CI)
     assert site.repo_url() is None and "launch_buttons" not in site.theme_options()
+
+
+def test_launch_buttons_open_the_release_tag_the_build_is_at(monkeypatch, tmp_path):
+    """A workshop's links must not change under a class: an explicit ref wins, then the tag HEAD
+    is at, and only an untagged build opens main."""
+    monkeypatch.setenv("REDISTUTOR_REPO_URL", "https://github.com/example/redistutor")
+    monkeypatch.setenv("REDISTUTOR_REF", "v9.9.9")
+    assert site.theme_options()["repository_branch"] == "v9.9.9"
+    monkeypatch.delenv("REDISTUTOR_REF")
+    repo = tmp_path / "repo"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "one"], check=True)
+    monkeypatch.setattr(site, "ROOT", repo)
+    assert site.launch_ref() == "main"
+    subprocess.run([*git, "tag", "v1.2.0"], check=True)
+    assert site.launch_ref() == "v1.2.0"

@@ -185,11 +185,22 @@ html_theme_options = {theme_options!r}
 '''
 
 
+def launch_ref() -> str:
+    """What the launch buttons open: ``$REDISTUTOR_REF``, else the release tag the build is at (a
+    workshop's nbgitpuller link must not change under a class), else ``main``."""
+    ref = os.environ.get("REDISTUTOR_REF")
+    if ref:
+        return ref
+    tag = subprocess.run(["git", "describe", "--tags", "--exact-match", "HEAD"], cwd=ROOT,
+                         capture_output=True, text=True)
+    return tag.stdout.strip() if tag.returncode == 0 and tag.stdout.strip() else "main"
+
+
 def theme_options() -> dict:
     options: dict = {"home_page_in_toc": True, "show_toc_level": 2}
     url = repo_url()
     if url:
-        options.update({"repository_url": url, "repository_branch": "main", "path_to_docs": "",
+        options.update({"repository_url": url, "repository_branch": launch_ref(), "path_to_docs": "",
                         "use_repository_button": True,
                         "launch_buttons": {"binderhub_url": "https://mybinder.org",
                                            "notebook_interface": "jupyterlab"}})
