@@ -435,6 +435,7 @@ def test_a_missing_key_is_not_cached(r, tracked, listener):
     assert listener.wait_for(1) and listener.messages == [["nope"]]
     assert cache.get("nope") == "now" and cache.local == {"nope": "now"}
     assert repr(cache) == "TrackedCache(placeholder, 1 local entries)"
+    assert repr(tracked(placeholder=False)) == "TrackedCache(naive, 0 local entries)"
 
 
 def test_every_invalidation_during_a_read_discards_its_reply(r, redis_server, tracked, listener):
