@@ -40,12 +40,39 @@ from ._base import LabObject, lab_dir, remove_dir
 
 @dataclass
 class Endpoint:
-    """How a worker reaches one node (host, port, password): passed through a pipe, not argv."""
+    """How a worker reaches one node (host, port, user, password, db, TLS): passed through a pipe, not argv.
+
+    ``username``, ``db`` and ``ssl`` come from a server attached by ``REDIS_URL`` (a workshop
+    learner's ACL user, ``rediss://``): without them a worker would log in as the default user.
+    """
 
     host: str
     port: int
     password: str | None = None
     name: str = ""
+    username: str | None = None
+    db: int = 0
+    ssl: bool = False
+
+    @classmethod
+    def of(cls, node: Any) -> Endpoint:
+        """The endpoint of anything with host/port (a server, a lab node, an Endpoint)."""
+        if isinstance(node, Endpoint):
+            return node
+        conn = getattr(node, "_conn_kwargs", None)  # BaseServer: the user name and TLS of REDIS_URL
+        extra: dict[str, Any] = conn() if callable(conn) else {}
+        return cls(node.host, node.port, getattr(node, "password", None), getattr(node, "name", ""),
+                   username=extra.get("username", getattr(node, "username", None)),
+                   db=int(getattr(node, "db", 0) or 0), ssl=bool(extra.get("ssl", getattr(node, "ssl", False))))
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        """``redis.Redis`` keyword arguments reaching this node as the notebook's user."""
+        kw: dict[str, Any] = {"host": self.host, "port": self.port, "password": self.password, "db": self.db}
+        if self.username:
+            kw["username"] = self.username
+        if self.ssl:
+            kw["ssl"] = True
+        return kw
 
 
 @dataclass
@@ -65,8 +92,7 @@ class WorkerContext:
 
             from ..server import fail_fast_options
 
-            self._clients = [redis.Redis(host=e.host, port=e.port, password=e.password, **fail_fast_options())
-                             for e in self.endpoints]
+            self._clients = [redis.Redis(**e.connection_kwargs(), **fail_fast_options()) for e in self.endpoints]
         return self._clients
 
     def client(self, i: int = 0) -> Any:
@@ -171,8 +197,7 @@ class Workers(LabObject):
         self.fn = fn
         self.n = n
         self.names = [f"w{i}" for i in range(1, n + 1)]
-        self.endpoints = [Endpoint(nd.host, nd.port, getattr(nd, "password", None), getattr(nd, "name", ""))
-                          for nd in nodes]
+        self.endpoints = [Endpoint.of(nd) for nd in nodes]
         self.args = args
         self.kwargs = dict(kwargs or {})
         self.context = context
