@@ -8,7 +8,9 @@ is an ipywidgets HTML widget that redraws itself; where widgets cannot render (n
 Notifications: on a private server the watcher turns them on (``CONFIG SET
 notify-keyspace-events KA``, merged with what is set) and restores the old setting when the last
 watcher of that server stops. In attach mode it tries the same; if the server refuses CONFIG SET
-(managed services, ACLs), the watcher says so and updates only when you call ``w.refresh()``.
+(managed services, ACLs), or the user may not subscribe to ``__keyspace@<db>__:*`` (a workshop
+learner, whose channels are ``u:<name>:*``), the watcher says so in one sentence and updates only
+when you call ``w.refresh()``.
 
 ``w.stop()`` ends the thread and closes both connections; watchers still running at interpreter
 exit are stopped by an ``atexit`` hook, and the thread is a daemon, so a dying kernel never waits.
@@ -76,6 +78,10 @@ class Watcher(H.Renderable):
             self.notifications = self._enable_notifications()
             self._pubsub = pubsub = self._r.pubsub(ignore_subscribe_messages=True)
             pubsub.psubscribe(f"__keyspace@{self._db}__:{self.namespace}{self.pattern}")
+            try:
+                pubsub.get_message(timeout=1.0)  # the subscription's reply, or the ACL's refusal
+            except redis.exceptions.NoPermissionError:
+                self._without_events()
             self.refresh()
             self._stop.clear()
             self._thread_ended = False
@@ -149,6 +155,18 @@ class Watcher(H.Renderable):
             self._config_taken = True
             return True
 
+    def _without_events(self) -> None:
+        """The user may not subscribe to keyspace channels: no events, the view updates on refresh()."""
+        self.notifications = False
+        self.note = ("this user may not receive keyspace notifications on this server (its ACL channels "
+                     "exclude __keyspace@*): the view updates only when you call refresh()")
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:
+                pass
+
     def _release_notifications(self) -> None:
         if not self._config_taken:
             return
@@ -170,7 +188,15 @@ class Watcher(H.Renderable):
         dirty, last = False, 0.0
         while not self._stop.is_set():
             try:
-                msg = self._pubsub.get_message(timeout=0.1) if self._pubsub else None
+                pubsub = self._pubsub
+                if pubsub is None:  # no events for this user: nothing to do until stop()
+                    self._stop.wait(0.1)
+                    continue
+                msg = pubsub.get_message(timeout=0.1)
+            except redis.exceptions.NoPermissionError:  # the refusal arrived after start() stopped waiting
+                self._without_events()
+                self._redraw()
+                continue
             except (redis.exceptions.ConnectionError, ValueError, AttributeError):
                 break  # closed under us by stop(), or the server died
             if msg and msg.get("type") == "pmessage":
