@@ -18,8 +18,6 @@
 
 from __future__ import annotations
 
-import ast
-import json
 import os
 import time
 from pathlib import Path
@@ -27,31 +25,13 @@ from typing import Any
 
 import pytest
 
+# One reading of a notebook's requires= for the gate, the guide and preflight: a notebook that never calls
+# start_server (a lab fleet of its own) reads as needing servers of its own, so a learner's run skips it.
+from .capabilities import notebook_requirements as notebook_requirements
+
 _requires_cache: dict[str, Any] = {}
 _caps = None
 _config: pytest.Config | None = None
-
-
-def notebook_requirements(path: str | os.PathLike) -> dict | None:
-    """The ``requires=`` literal of the notebook's ``start_server`` call, if any."""
-    nb = json.loads(Path(path).read_text())
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") != "code":
-            continue
-        src = "".join(cell.get("source", []))
-        if "start_server(" not in src:
-            continue
-        # Drop IPython magics and shell escapes, which are not Python.
-        lines = [ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!"))]
-        for node in ast.walk(ast.parse("\n".join(lines))):
-            if not isinstance(node, ast.Call):
-                continue
-            if getattr(node.func, "id", getattr(node.func, "attr", None)) == "start_server":
-                for kw in node.keywords:
-                    if kw.arg == "requires":
-                        return ast.literal_eval(kw.value)
-                return None
-    return None
 
 
 def _capabilities():

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 from ..check import Exercise, expect
@@ -73,15 +74,17 @@ def needing_exercise() -> Exercise:
 
 # -- Try it: a bound on a HyperLogLog's size --------------------------------------------------------
 
-def hll_bound_exercise(r, sizes: tuple[int, ...] = (1_000, 20_000, 200_000)) -> Exercise:
-    """The learner's upper bound, in bytes, on a HyperLogLog's MEMORY USAGE for any number of ids."""
-    from ..scenarios.guide import set_vs_hll
+def hll_bound_exercise(r, sizes: tuple[int, ...] = (1_000, 20_000, 200_000), *,
+                       key: Callable[..., str] | None = None) -> Exercise:
+    """The learner's upper bound, in bytes, on a HyperLogLog's MEMORY USAGE for any number of ids
+    (measured on keys named by ``key``, e.g. ``server.key``: under the notebook's namespace)."""
+    from ..scenarios.guide import plain_key, set_vs_hll
 
     def checker(answer) -> None:
         expect(isinstance(answer, int) and answer > 0, "the bound is a positive whole number of bytes",
                expected="an int", actual=answer)
         for n in sizes:
-            m = set_vs_hll(r, n)
+            m = set_vs_hll(r, n, key=key or plain_key)
             expect(m["hll_bytes"] <= answer, f"the HyperLogLog of {n:,} ids fits in your bound",
                    expected=f"<= {answer:,}", actual=m["hll_bytes"])
             expect(answer < m["set_bytes"] or n < 20_000,

@@ -26,9 +26,17 @@ def _nb(stem: str) -> str:
     return f"{stem}.ipynb"
 
 
+def plain_key(*parts: Any) -> str:
+    """Key names as given: a private server's whole db is the guide's (``server.key`` does the same there)."""
+    return ":".join(str(p) for p in parts)
+
+
+KeyFn = Callable[..., str]
+
+
 # -- one measurement per row --------------------------------------------------------------------
 
-def cache_aside_queries(r, reads: int = 200, users: int = 20) -> tuple[str, Any]:
+def cache_aside_queries(r, reads: int = 200, users: int = 20, *, key: KeyFn = plain_key) -> tuple[str, Any]:
     from ..patterns.cache_aside import read_user
 
     with Database() as db:
@@ -36,28 +44,28 @@ def cache_aside_queries(r, reads: int = 200, users: int = 20) -> tuple[str, Any]
         db.reset_counts()
         rnd = random.Random(1)
         for _ in range(reads):
-            read_user(r, db, rnd.randint(1, users), prefix="guide:user")
+            read_user(r, db, rnd.randint(1, users), prefix=key("guide:user"))
         return f"{reads} reads of {users} users cost {db.counts['read']} database queries", db.counts["read"]
 
 
-def write_through_stale(r, writes: int = 50) -> tuple[str, Any]:
+def write_through_stale(r, writes: int = 50, *, key: KeyFn = plain_key) -> tuple[str, Any]:
     from ..patterns.write_through import write_through
 
     with Database() as db:
         db.seed_users(10)
         for i in range(writes):
-            write_through(r, db, 1 + i % 10, f"name-{i}", prefix="guide:wt")
-        stale = sum(json.loads(r.get(f"guide:wt:{u}") or "{}").get("name") != db.get_user(u)["name"]
+            write_through(r, db, 1 + i % 10, f"name-{i}", prefix=key("guide:wt"))
+        stale = sum(json.loads(r.get(key("guide:wt", u)) or "{}").get("name") != db.get_user(u)["name"]
                     for u in range(1, 11))
         return f"after {writes} writes, {stale} of 10 cached rows differ from the database", stale
 
 
-def write_behind_coalescing(r, increments: int = 1000, pages: int = 5) -> tuple[str, Any]:
+def write_behind_coalescing(r, increments: int = 1000, pages: int = 5, *, key: KeyFn = plain_key) -> tuple[str, Any]:
     from ..patterns.write_behind import WriteBehind, create_table
 
     with Database() as db:
         create_table(db)
-        wb = WriteBehind(r, db, prefix="guide:views")
+        wb = WriteBehind(r, db, prefix=key("guide:views"))
         for i in range(increments):
             wb.incr(f"page-{i % pages}")
         db.reset_counts()
@@ -65,28 +73,29 @@ def write_behind_coalescing(r, increments: int = 1000, pages: int = 5) -> tuple[
         return f"{increments} increments reached the database as {db.counts['write']} writes", db.counts["write"]
 
 
-def list_pop_loses(r) -> tuple[str, Any]:
-    r.delete("guide:fifo")
-    r.lpush("guide:fifo", "job-1")
-    r.rpop("guide:fifo")  # the consumer dies here, before doing the work
-    left = r.llen("guide:fifo")
+def list_pop_loses(r, *, key: KeyFn = plain_key) -> tuple[str, Any]:
+    fifo = key("guide:fifo")
+    r.delete(fifo)
+    r.lpush(fifo, "job-1")
+    r.rpop(fifo)  # the consumer dies here, before doing the work
+    left = r.llen(fifo)
     return f"a consumer killed after RPOP: {left} copies of its job left anywhere", left
 
 
-def reliable_queue_recovers(r) -> tuple[str, Any]:
+def reliable_queue_recovers(r, *, key: KeyFn = plain_key) -> tuple[str, Any]:
     from ..patterns.reliable_queue import ReliableQueue, reap
 
-    q = ReliableQueue(r, "guide:rq", lease_ms=1)
+    q = ReliableQueue(r, key("guide:rq"), lease_ms=1)
     q.push("job-1")
     q.take("worker-a", timeout=1.0)  # worker-a dies holding it; its 1 ms lease runs out
     back = reap(q, ["worker-a"], now_ms=int(r.time()[0]) * 1000 + 60_000)
     return f"a worker killed after taking a job: the reaper put {len(back)} job back", len(back)
 
 
-def delayed_queue_claims(r) -> tuple[str, Any]:
+def delayed_queue_claims(r, *, key: KeyFn = plain_key) -> tuple[str, Any]:
     from ..patterns.delayed_queue import DelayedQueue, now_ms
 
-    q = DelayedQueue(r, "guide:dq")
+    q = DelayedQueue(r, key("guide:dq"))
     now = now_ms(r)
     for job, due in (("due-1", now - 1000), ("due-2", now - 10), ("later", now + 3_600_000)):
         q.schedule(job, due)
@@ -94,36 +103,38 @@ def delayed_queue_claims(r) -> tuple[str, Any]:
     return f"of 3 scheduled jobs, a claim took {claimed}: the one due in an hour stayed", claimed
 
 
-def streams_groups(r, entries: int = 10) -> tuple[str, Any]:
-    r.delete("guide:events")
+def streams_groups(r, entries: int = 10, *, key: KeyFn = plain_key) -> tuple[str, Any]:
+    events = key("guide:events")
+    r.delete(events)
     for i in range(entries):
-        r.xadd("guide:events", {"n": i})
+        r.xadd(events, {"n": i})
     seen = []
     for group in ("billing", "emails"):
-        r.xgroup_create("guide:events", group, id="0")
-        got = r.xreadgroup(group, "c1", {"guide:events": ">"}, count=entries * 2)
-        seen.append(len(dict(got)["guide:events"][0]) if isinstance(got, dict) else len(got[0][1]))
+        r.xgroup_create(events, group, id="0")
+        got = r.xreadgroup(group, "c1", {events: ">"}, count=entries * 2)
+        seen.append(len(dict(got)[events][0]) if isinstance(got, dict) else len(got[0][1]))
     return f"{entries} events: each of 2 consumer groups read {min(seen)}", min(seen)
 
 
-def set_vs_hll(r, n: int = 20_000) -> dict[str, Any]:
+def set_vs_hll(r, n: int = 20_000, *, key: KeyFn = plain_key) -> dict[str, Any]:
     ids = [f"u{i}" for i in range(n)]
-    r.delete("guide:set", "guide:hll")
+    exact, hll = key("guide:set"), key("guide:hll")
+    r.delete(exact, hll)
     for i in range(0, n, 2000):
-        r.sadd("guide:set", *ids[i:i + 2000])
-        r.pfadd("guide:hll", *ids[i:i + 2000])
-    set_bytes, hll_bytes = r.memory_usage("guide:set"), r.memory_usage("guide:hll")
-    error = abs(r.pfcount("guide:hll") - n) / n
+        r.sadd(exact, *ids[i:i + 2000])
+        r.pfadd(hll, *ids[i:i + 2000])
+    set_bytes, hll_bytes = r.memory_usage(exact), r.memory_usage(hll)
+    error = abs(r.pfcount(hll) - n) / n
     return {"set": f"{n:,} ids: {set_bytes:,} bytes (exact)", "set_bytes": set_bytes,
             "hll": f"{n:,} ids: {hll_bytes:,} bytes, {100 * error:.2f} % off", "hll_bytes": hll_bytes,
             "hll_error": error}
 
 
-def bloom_false_positives(r, n: int = 5_000) -> tuple[str, Any]:
+def bloom_false_positives(r, n: int = 5_000, *, key: KeyFn = plain_key) -> tuple[str, Any]:
     from ..patterns.probabilistic_data_structures import SeenFilter
 
-    r.delete("guide:bloom")
-    f = SeenFilter(r, "guide:bloom", capacity=n, error=0.01)
+    r.delete(key("guide:bloom"))
+    f = SeenFilter(r, key("guide:bloom"), capacity=n, error=0.01)
     for i in range(0, n, 1000):
         f.add(*[f"in{i + j}" for j in range(1000)])
     fp = sum(sum(f.seen(*[f"out{i + j}" for j in range(1000)])) for i in range(0, n, 1000))
@@ -132,21 +143,22 @@ def bloom_false_positives(r, n: int = 5_000) -> tuple[str, Any]:
             f"{negatives} false negatives"), (fp / n, negatives)
 
 
-def tdigest_p99(r, n: int = 20_000) -> tuple[str, Any]:
+def tdigest_p99(r, n: int = 20_000, *, key: KeyFn = plain_key) -> tuple[str, Any]:
     rnd = random.Random(7)
     values = [rnd.expovariate(1 / 50) for _ in range(n)]
-    r.delete("guide:td")
-    r.tdigest().create("guide:td")
+    td = key("guide:td")
+    r.delete(td)
+    r.tdigest().create(td)
     for i in range(0, n, 2000):
-        r.tdigest().add("guide:td", values[i:i + 2000])
-    estimate = float(r.tdigest().quantile("guide:td", 0.99)[0])
+        r.tdigest().add(td, values[i:i + 2000])
+    estimate = float(r.tdigest().quantile(td, 0.99)[0])
     exact = sorted(values)[int(0.99 * n) - 1]
     return f"p99 of {n:,} latencies: {estimate:.1f} ms estimated vs {exact:.1f} ms exact", abs(estimate - exact) / exact
 
 
 # -- the three decision tables -------------------------------------------------------------------
 
-Row = tuple[str, str, str, str, Callable[[Any], tuple[str, Any]]]
+Row = tuple[str, str, str, str, Callable[..., tuple[str, Any]]]  # measure(r, *, key=...)
 CACHING: list[Row] = [
     ("read-heavy, stale OK for a TTL", "cache-aside", "GET, SET … EX", "01-cache-aside", cache_aside_queries),
     ("reads must see the last write", "write-through", "SET after the DB write", "02-write-through",
@@ -172,15 +184,16 @@ def decision_table(server, rows: list[Row], title: str) -> tuple[Table, dict[str
     r = server.client()
     out, figures = [], {}
     for use, pattern, commands, stem, measure in rows:
-        text, figures[pattern] = measure(r)
+        text, figures[pattern] = measure(r, key=server.key)  # under the notebook's namespace, if attached
         out.append([use, pattern, commands, text, f"notebooks/{_nb(stem)}"])
     return Table(COLUMNS, out, title=title), figures
 
 
 def counting_table(server) -> tuple[Table, dict[str, Any]]:
     r = server.client()
-    sizes = set_vs_hll(r)
-    (bloom, (fp_rate, negatives)), (p99, p99_error) = bloom_false_positives(r), tdigest_p99(r)
+    sizes = set_vs_hll(r, key=server.key)
+    bloom, (fp_rate, negatives) = bloom_false_positives(r, key=server.key)
+    p99, p99_error = tdigest_p99(r, key=server.key)
     nb = "notebooks/20-probabilistic-data-structures.ipynb"
     rows = [["exact unique count", "a set", "SADD, SCARD", sizes["set"], nb],
             ["approximate uniques", "HyperLogLog", "PFADD, PFCOUNT", sizes["hll"], nb],
@@ -261,7 +274,7 @@ def tracks_table() -> Table:
 
 def runnable_table(server) -> Table:
     """Which notebooks this server can run: each notebook's own requires= against the server."""
-    from ..pytest_plugin import notebook_requirements
+    from ..capabilities import notebook_requirements  # a fleet-only notebook (17, 30) needs servers of its own
 
     rows = []
     for path in sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb")):
