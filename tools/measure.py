@@ -28,7 +28,10 @@ marker in their environment, so a process that was reparented still counts. Reco
 The results go to ``docs/notebook-costs.json`` (sorted keys, fixed rounding: a rerun changes only
 the figures) and ``docs/notebook-costs.md`` (a table rendered from the JSON). The machine may be
 shared: CPU seconds and memory hardly change with load, wall time grows with it, so each entry
-keeps the load average it was measured under.
+keeps the load average it was measured under, and up to three runs of the notebook's current code
+(``runs``); ``run_all_s``, the shortest of their wall times, is what the pattern guide shows
+(redistutor/scenarios/guide.py). ``--sizing`` turns the data into the learners-per-host table of
+``docs/workshop-sizing.md`` (its assumptions are the constants ``HOSTS``, ``RESERVE_GB``, ``HEADROOM`` and ``RUNS``).
 """
 
 from __future__ import annotations
