@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import nbformat
@@ -18,11 +19,14 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from redistutor import lab, workshop
+from redistutor import lab, watch, workshop
 from redistutor.capabilities import OWN_SERVERS, notebook_requirements, own_server_needs, shared_server_notebooks
 from redistutor.check import CORRECT
 from redistutor.exceptions import MissingCapability
+from redistutor.exercises import guide as guide_ex
 from redistutor.exercises import lexicographic_sorted_sets as lex
+from redistutor.lab.workers import Endpoint
+from redistutor.scenarios import guide
 from redistutor.server import AttachedServer, RedisServer, no_own_servers, start_server
 
 from .helpers import clean_env
@@ -139,5 +143,83 @@ def test_an_attachable_notebook_passes_under_nbval_as_a_learner_and_its_exercise
         assert lex.prefix_removal(r, prefix=server.key("ex2")).evaluate(lex.remove_prefix).outcome == CORRECT
     finally:
         server.stop()
+    admin = shared.client()
+    assert not [k for k in admin.scan_iter(count=1000) if not k.startswith("u:ada:")]  # nothing outside
+
+
+def who_am_i_worker(ctx, key):
+    """A lab worker: records the ACL user its connection logged in as, and writes under the prefix."""
+    r = ctx.client()
+    user = r.client_info()["user"]
+    r.rpush(key, f"{ctx.name}:{user}")
+    ctx.record("logged-in", user)
+
+
+def test_lab_workers_log_in_as_the_learner_under_their_prefix(shared, learner):
+    """Workers get the URL's user name (and db, TLS): as the default user they were refused
+    ("invalid username-password pair") and every notebook with lab workers failed for a learner."""
+    server = AttachedServer(learner.url, name="workers").start()
+    try:
+        log = lab.EventLog()
+        workers = lab.Workers(who_am_i_worker, 2, nodes=[server], args=(server.key("who"),), log=log).start()
+        workers.join(60)
+        assert workers.exitcodes == {"w1": 0, "w2": 0}
+        assert sorted(e.detail for e in log.events if e.kind == "logged-in") == ["ada", "ada"]
+        assert sorted(server.client().lrange(server.key("who"), 0, -1)) == ["w1:ada", "w2:ada"]
+    finally:
+        server.stop()
+    tls = Endpoint.of(AttachedServer("rediss://ada:pw@127.0.0.1:6390/2", name="tls"))
+    assert (tls.username, tls.password, tls.db, tls.ssl) == ("ada", "pw", 2, True)
+    assert tls.connection_kwargs() == {"host": "127.0.0.1", "port": 6390, "password": "pw", "db": 2,
+                                       "username": "ada", "ssl": True}
+    plain = Endpoint.of(shared)  # a private server: no user name, no TLS, db 0
+    assert plain.connection_kwargs() == {"host": shared.host, "port": shared.port, "password": shared.password, "db": 0}
+
+
+def test_the_watcher_says_one_sentence_and_updates_on_refresh_for_a_learner(shared, learner):
+    server = AttachedServer(learner.url, name="watch").start()
+    try:
+        w = watch(server, "user:*")
+        r = server.client()
+        r.set(server.key("user:1"), "x")
+        assert not w.wait(1, timeout=0.5)  # no keyspace events reach a learner
+        assert w.running and not w.notifications and w.events.maxlen and not w.events
+        assert w.note.endswith("the view updates only when you call refresh()") and ". " not in w.note
+        assert "user:1" in repr(w.refresh())
+        w.stop()
+        assert not w.running
+        assert not [c for c in shared.client().client_list() if c.get("name") == "redistutor-watch"]
+        assert not [t for t in threading.enumerate() if t.name == "redistutor-watch"]
+    finally:
+        server.stop()
+
+
+def test_the_guide_shows_fleet_only_notebooks_as_not_runnable_for_a_learner(learner):
+    server = AttachedServer(learner.url, name="guide").start()
+    try:
+        runs = {row[0]: row[1] for row in guide.runnable_table(server).rows}
+        # The guide's exercise measures under the learner's prefix (it wrote guide:set, refused by the ACL).
+        e = guide_ex.hll_bound_exercise(server.client(), sizes=(1_000,), key=server.key)
+        assert e.evaluate(e.reference).outcome == CORRECT
+    finally:
+        server.stop()
+    assert runs["17-pinterest-task-queue"] == runs["30-uber-resilience"] == runs["08-redlock"] == "✗ no"
+    assert runs["18-lexicographic-sorted-sets"] == runs["00-guide"] == "✓ yes"
+
+
+# Cheap notebooks that together cover the learner fixes: 00-guide (its measurements under the prefix),
+# 00-tour (no CONFIG GET, the watcher's fallback), 13 (lab workers as the learner, SCAN not KEYS).
+# The others fixed the same way (04, 12, 14, 23, 24) were run by hand as a learner (CI time).
+AS_A_LEARNER = ("00-guide", "00-tour", "13-reliable-queue")
+
+
+def test_notebooks_with_the_learner_fixes_pass_under_nbval_as_a_learner(shared, learner):
+    env = {**os.environ, "REDIS_URL": learner.url, "REDISTUTOR_STRICT_CAPABILITIES": "1"}
+    run = subprocess.run([sys.executable, "-m", "pytest", *(f"notebooks/{n}.ipynb" for n in AS_A_LEARNER),
+                          "-p", "no:cacheprovider", "-q"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:]
+    summary = run.stdout.strip().splitlines()[-1]
+    assert re.search(r"\d+ passed", summary) and "skipped" not in summary and "failed" not in summary
     admin = shared.client()
     assert not [k for k in admin.scan_iter(count=1000) if not k.startswith("u:ada:")]  # nothing outside
