@@ -182,3 +182,12 @@ def test_sizing_arithmetic_memory_bound_and_cpu_bound():
     # light: 3 GB x 0.8 / 200 MB = 12 by memory; 2 x 3000 s over 25 minutes = 4 cores -> 0 by CPU
     assert rows["2 vCPU / 4 GB"][1:4] == ["12", "0", "**0**"]
     assert rows["16 vCPU / 64 GB"][1:4] == ["258", "3", "**3**"]  # 63 x 1024 x 0.8 / 200; 12.8 / 4
+
+
+def test_stale_lists_the_notebooks_whose_code_changed_since_measured():
+    paths = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+    data = {"notebooks": {p.stem: {"code_sha": measure.notebook_digest(p)} for p in paths}}
+    assert measure.stale(data) == []
+    data["notebooks"]["01-cache-aside"]["code_sha"] = "000000000000"
+    del data["notebooks"]["02-write-through"]
+    assert measure.stale(data) == ["01-cache-aside", "02-write-through"]

@@ -6,6 +6,7 @@
     python tools/measure.py --server                 # also an idle ``jupyter lab`` server's memory
     python tools/measure.py --markdown               # only rewrite the table from the data file
     python tools/measure.py --sizing                 # only rewrite docs/workshop-sizing.md's table
+    python tools/measure.py --stale                  # which notebooks changed since measured
 
 Each notebook runs top to bottom in a fresh kernel (nbclient, text display mode as the tests run
 it), alone, in its own process session with a hard timeout (``--timeout``). While it runs, the
@@ -31,7 +32,9 @@ shared: CPU seconds and memory hardly change with load, wall time grows with it,
 keeps the load average it was measured under, and up to three runs of the notebook's current code
 (``runs``); ``run_all_s``, the shortest of their wall times, is what the pattern guide shows
 (redistutor/scenarios/guide.py). ``--sizing`` turns the data into the learners-per-host table of
-``docs/workshop-sizing.md`` (its assumptions are the constants ``HOSTS``, ``RESERVE_GB``, ``HEADROOM`` and ``RUNS``).
+``docs/workshop-sizing.md`` (its assumptions are the constants ``HOSTS``, ``RESERVE_GB``,
+``HEADROOM`` and ``RUNS``). ``--stale`` lists the notebooks whose code changed since they were
+measured (measure them again by name).
 """
 
 from __future__ import annotations
@@ -536,6 +539,12 @@ def write(data: dict[str, Any]) -> None:
     TABLE.write_text(render(json.loads(DATA.read_text())))
 
 
+def stale(data: dict[str, Any]) -> list[str]:
+    """Notebooks whose code changed since their measurement (or that have none)."""
+    return [path.stem for path in sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+            if data["notebooks"].get(path.stem, {}).get("code_sha") != notebook_digest(path)]
+
+
 def _select(names: list[str]) -> list[Path]:
     # the guide last: it checks that every other notebook has its measurement
     everything = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"), key=lambda p: (p.stem == "00-guide", p.stem))
@@ -560,12 +569,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only-server", action="store_true", help="measure only the jupyter lab server")
     parser.add_argument("--markdown", action="store_true", help="only rewrite the table from the data file")
     parser.add_argument("--sizing", action="store_true", help="only rewrite the table in docs/workshop-sizing.md")
+    parser.add_argument("--stale", action="store_true", help="list the notebooks whose code changed since measured")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure_one(Path(args.one), args.idle)))
         return 0
     data = read()
+    if args.stale:
+        print(" ".join(stale(data)))
+        return 0
     if args.markdown or args.sizing:
         write_sizing(data) if args.sizing else write(data)
         return 0
