@@ -5,7 +5,7 @@
     python tools/measure.py 01-cache-aside 13-reliable-queue   # only these (merged into the file)
     python tools/measure.py --server                 # also an idle ``jupyter lab`` server's memory
     python tools/measure.py --markdown               # only rewrite the table from the data file
-    python tools/measure.py --sizing                 # only rewrite docs/workshop-sizing.md's table
+    python tools/measure.py --sizing                 # only rewrite the sizing tables (docs/, workshop/README.md)
     python tools/measure.py --stale                  # which notebooks changed since measured
 
 Each notebook runs top to bottom in a fresh kernel (nbclient, text display mode as the tests run
@@ -424,6 +424,7 @@ def render(data: dict[str, Any]) -> str:
 # -- workshop sizing (docs/workshop-sizing.md) --------------------------------------------------
 
 SIZING = ROOT / "docs" / "workshop-sizing.md"
+SIZING_FILES = (SIZING, ROOT / "workshop" / "README.md")  # the same generated table in both
 HOSTS = [(2, 4), (4, 16), (8, 32), (16, 64)]  # (vCPU, GB)
 RESERVE_GB = 1.0      # the OS, JupyterHub and its proxy: once per host, not per learner
 HEADROOM = 0.8        # plan to 80 % of the host's memory and CPU
@@ -504,11 +505,13 @@ def sizing(data: dict[str, Any]) -> str:
 
 
 def write_sizing(data: dict[str, Any]) -> None:
-    text = SIZING.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{SIZING.relative_to(ROOT)} has no {BEGIN} … {END} block: put one where the table goes.")
-    head, rest = text.split(BEGIN, 1)
-    SIZING.write_text(head + BEGIN + "\n" + sizing(data) + END + rest.split(END, 1)[1])
+    """The table into docs/workshop-sizing.md and the facilitators' workshop/README.md."""
+    for path in SIZING_FILES:
+        text = path.read_text()
+        if BEGIN not in text or END not in text:
+            raise SystemExit(f"{path.relative_to(ROOT)} has no {BEGIN} … {END} block: put one where the table goes.")
+        head, rest = text.split(BEGIN, 1)
+        path.write_text(head + BEGIN + "\n" + sizing(data) + END + rest.split(END, 1)[1])
 
 
 RUN_KEYS = ("wall_s", "cpu_s", "peak_rss_mb", "peak_pss_mb", "load_before", "measured_at", "code_sha")
