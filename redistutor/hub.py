@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -115,6 +116,7 @@ class LoopbackHub:
         self.extra_config = dict(extra_config or {})  # more "Class.trait": value settings (services, roles)
         self.port = 0
         self.proc: subprocess.Popen | None = None
+        self.left_behind: dict[int, str] = {}  # learner processes stop() had to kill (should be none)
 
     @property
     def url(self) -> str:
@@ -222,8 +224,10 @@ class LoopbackHub:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 90) -> None:
-        """SIGTERM: the hub stops every learner's server and its proxy, then exits."""
+    def stop(self, timeout: float = 90, grace: float = 30) -> None:
+        """SIGTERM: the hub stops every learner's server and its proxy, then exits. Learner processes
+        still alive ``grace`` seconds later (a kernel that hung while starting is one the hub never
+        knew of) are killed, and listed in :attr:`left_behind`: nothing outlives the hub."""
         proc = self.proc
         if proc is not None:
             if proc.poll() is None:
@@ -235,6 +239,13 @@ class LoopbackHub:
                     proc.wait()
             _guard.release_pid(proc.pid)
             self.proc = None
+            deadline = time.monotonic() + grace
+            while marked_processes(self.marker) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            self.left_behind = marked_processes(self.marker)
+            for pid in self.left_behind:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
     def __enter__(self) -> LoopbackHub:
         return self.start()

@@ -174,13 +174,31 @@ def test_five_learners_run_a_notebook_on_a_real_hub_isolated_and_nothing_outlive
         assert reruns[LEARNERS[0]]["keys"] == 0
         hub_family = {p.pid for p in psutil.Process(hub.proc.pid).children(recursive=True)} | {hub.proc.pid}
         learner_procs.update(H.marked_processes(hub.marker))
-    # The hub stopped every learner's server, each server its kernel, each kernel its Redis.
+    # The hub stopped every learner's server, each server its kernel, each kernel its Redis, by
+    # itself: stop()'s safety net had nothing to kill.
+    assert hub.left_behind == {}
     assert not wait_gone(set(learner_procs) | hub_family, timeout=60)
     assert H.marked_processes(hub.marker) == {}
 
 
 # ---------------------------------------------------------------------------------------------
 # The hub's settings for each learner's private server (read by redistutor.server.RedisServer)
+
+
+def test_stop_kills_and_names_learner_processes_the_hub_left(tmp_path):
+    """The safety net under the hub: a learner process still alive after the hub exited (as a
+    kernel that hung while starting was, once, in a 20-learner load test) is killed and listed."""
+    hub = H.LoopbackHub(tmp_path)
+    hub.proc = subprocess.Popen([sys.executable, "-c", "pass"])          # the hub, already exiting
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                             env={**os.environ, "REDISTUTOR_HUB_MARKER": hub.marker})
+    try:
+        wait_until(lambda: stray.pid in H.marked_processes(hub.marker), timeout=10)
+        hub.stop(grace=0.5)
+        assert hub.left_behind == {stray.pid: "other"}
+        assert stray.wait(timeout=10) == -9
+    finally:
+        stray.kill()
 
 
 def test_hub_settings_cap_memory_and_add_a_private_unix_socket(monkeypatch):
