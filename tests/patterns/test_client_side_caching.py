@@ -646,7 +646,8 @@ def test_listener_state_before_and_while_it_runs(r):
     try:
         assert lis.broken is False and lis.messages == [] and lis.client_id > 0
         lis.start()
-        assert "invalidation-listener" in {t.name for t in threading.enumerate()}
+        threads = {t.name: t for t in threading.enumerate()}
+        assert threads["invalidation-listener"].daemon  # a forgotten close() cannot block exit
     finally:
         lis.close()
 
