@@ -179,14 +179,14 @@ def watch_dir(path: str) -> None:
         _send(f"+d {path}")
 
 
-def private_dir(prefix: str) -> str:
-    """A new private (0700) temp dir, registered *before* it exists.
+def private_dir(prefix: str, root: str | None = None) -> str:
+    """A new private (0700) temp dir (in ``root``, default the temp dir), registered *before* it exists.
 
     ``tempfile.mkdtemp()`` followed by :func:`watch_dir` leaves a dir behind if this process is
     killed between the two; here the name is registered first and then created (``mkdir`` fails
     if the name exists, exactly as mkdtemp does, and another name is tried).
     """
-    root = tempfile.gettempdir()
+    root = root or tempfile.gettempdir()
     for _ in range(100):
         path = os.path.join(root, f"{prefix}{secrets.token_hex(5)}")
         watch_dir(path)

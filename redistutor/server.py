@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -391,6 +392,15 @@ class RedisServer(BaseServer):
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def _socket_root(self) -> str | None:
+        """Where the private dir goes: the temp dir, unless a Unix socket in it would not fit the
+        kernel's limit on socket paths (104-108 bytes; a deep TMPDIR such as a hub learner's or a
+        test's), then /tmp, where the 0700 dir is just as private."""
+        if not self._unixsocket:
+            return None
+        longest = os.path.join(tempfile.gettempdir(), "redistutor-0123456789", "redis.sock")
+        return "/tmp" if len(longest.encode()) > 100 else None
+
     @property
     def unix_socket(self) -> Path | None:
         """The server's Unix socket when ``$REDISTUTOR_UNIXSOCKET=1`` was set at construction: in its
@@ -484,7 +494,7 @@ class RedisServer(BaseServer):
                 self.binary = self._resolve_binary()
                 self.modules = self._pick_modules()
             if self._tmp is None:
-                self._tmp = Path(_guard.private_dir("redistutor-"))
+                self._tmp = Path(_guard.private_dir("redistutor-", root=self._socket_root()))
                 # The password lives in a 0600 file, not on the command line (ps shows argv).
                 conf = self._tmp / "secret.conf"
                 conf.touch(mode=0o600)

@@ -24,6 +24,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -218,6 +219,24 @@ def test_hub_settings_cap_memory_and_add_a_private_unix_socket(monkeypatch):
             redis.Redis(unix_socket_path=str(sock)).ping()  # the socket does not skip the password
         tmp = capped._tmp
     assert tmp is not None and not tmp.exists()  # stop() removes the socket's dir
+
+
+def test_a_deep_temp_dir_still_gets_a_private_socket(monkeypatch, tmp_path):
+    """A socket path must fit in 104-108 bytes: under a deep TMPDIR (a hub learner's, a test's) the
+    server's private dir moves to /tmp, still 0700, and the socket works."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(deep))
+    monkeypatch.setattr(tempfile, "tempdir", None)        # re-read TMPDIR
+    monkeypatch.setenv("REDISTUTOR_UNIXSOCKET", "1")
+    with RedisServer(modules=()) as server:
+        sock = server.unix_socket
+        assert sock is not None and sock.parent.parent == Path("/tmp") and len(str(sock)) <= 100
+        assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+        assert redis.Redis(unix_socket_path=str(sock), password=server.password).ping()
+    monkeypatch.delenv("REDISTUTOR_UNIXSOCKET")
+    with RedisServer(modules=()) as plain:             # without a socket the temp dir is kept
+        assert plain._tmp is not None and plain._tmp.parent == deep
 
 
 def test_without_the_hub_settings_no_socket_and_no_cap(monkeypatch):
