@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -73,3 +74,13 @@ def test_readme_links_every_notebook():
     readme = (ROOT / "README.md").read_text()
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         assert f"](notebooks/{nb.name})" in readme, f"README's notebook table does not link {nb.name}"
+
+
+def test_a_release_tag_names_the_packaged_version():
+    """Releases are tags vX.Y.Z (workshop links pin them): a tagged commit's pyproject says X.Y.Z."""
+    tag = subprocess.run(["git", "describe", "--tags", "--exact-match", "HEAD"], cwd=ROOT,
+                         capture_output=True, text=True).stdout.strip()
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    if tag:
+        assert tag == f"v{version}", f"HEAD is tagged {tag} but pyproject.toml says version {version}"
