@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -87,3 +88,19 @@ def env_without_redis_url() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("REDIS_URL", None)
     return env
+
+
+class RecordingStop(threading.Event):
+    """A stop event for loops that wait on it between rounds: records each wait the loop asks for
+    and returns at once (no sleeping, so a test asserts the waits as values, never as time), and
+    ends the loop after ``limit`` waits, should a broken loop never return."""
+
+    def __init__(self, limit: int = 100) -> None:
+        super().__init__()
+        self.limit, self.waits = limit, []
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        if len(self.waits) >= self.limit:
+            self.set()
+        return self.is_set()

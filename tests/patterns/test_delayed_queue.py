@@ -15,6 +15,8 @@ from redistutor.scenarios import delayed_queue as sc
 from redistutor.sink import Sink
 from redistutor.timeline import run_threads
 
+from ..helpers import RecordingStop
+
 
 def test_schedule_keeps_identical_jobs_apart(r):
     q = DelayedQueue(r, "q")
@@ -238,38 +240,24 @@ class FakeQueue:
         return self.head
 
 
-class CountingStop(threading.Event):
-    """A stop event that records each wait and stops the loop after ``limit`` waits."""
-
-    def __init__(self, limit):
-        super().__init__()
-        self.limit, self.waits = limit, []
-
-    def wait(self, timeout=None):
-        self.waits.append(timeout)
-        if len(self.waits) >= self.limit:
-            self.set()
-        return self.is_set()
-
-
 def test_poll_loop_waits_only_when_nothing_was_due():
-    q, stop, ran = FakeQueue([["a"], [], ["b"], []]), CountingStop(2), []
+    q, stop, ran = FakeQueue([["a"], [], ["b"], []]), RecordingStop(2), []
     poll_loop(q, ran.append, stop)
     assert ran == q.acked == ["a", "b"] and stop.waits == [0.01, 0.01] and q.claims == 4
 
 
 def test_sleep_loop_sleeps_the_cap_on_an_empty_schedule():
-    q, stop = FakeQueue([["a"], []]), CountingStop(1)
+    q, stop = FakeQueue([["a"], []]), RecordingStop(1)
     sleep_loop(q, lambda task: None, stop)
     assert stop.waits == [1.0] and q.zranges == [(("k", 0, 0), {"withscores": True})] and q.acked == ["a"]
 
 
 def test_sleep_loop_does_not_sleep_for_an_overdue_head_and_caps_a_far_one():
-    overdue = CountingStop(1)
+    overdue = RecordingStop(1)
     sleep_loop(FakeQueue([], head=[("t", 0.0)]), lambda task: None, overdue)
-    far = CountingStop(1)
+    far = RecordingStop(1)
     sleep_loop(FakeQueue([], head=[("t", time.time() * 1000 + 1e9)]), lambda task: None, far, max_sleep_ms=250)
-    soon = CountingStop(1)
+    soon = RecordingStop(1)
     sleep_loop(FakeQueue([], head=[("t", time.time() * 1000 + 600)]), lambda task: None, soon)
     assert overdue.waits == [0] and far.waits == [0.25] and 0 < soon.waits[0] <= 0.6
 

@@ -15,6 +15,8 @@ from redistutor.race import PausePoint, run_in_thread
 from redistutor.scenarios.write_behind import NaiveQueue, SyncWorker, kill_mid_batch, run_until_idle
 from redistutor.server import RedisServer
 
+from ..helpers import RecordingStop
+
 
 def test_incr_writes_redis_only_and_marks_dirty(r, db):
     wb = WriteBehind(r, db)
@@ -153,7 +155,6 @@ def test_backoff_doubles_and_is_capped():
 
 
 def test_sync_forever_retries_with_backoff_and_loses_nothing(r, db):
-    import threading
 
     from redistutor.patterns.write_behind import sync_forever
     wb = WriteBehind(r, db)
@@ -286,7 +287,6 @@ def _setup_unfixable(kind, r, db):
 def test_worker_does_not_retry_what_cannot_succeed(r, db, kind):
     """Waiting fixes a locked or unreachable database, not a bad row: the loop raises at once
     (the batch stays in syncing), instead of backing off forever in silence."""
-    import threading
 
     from redistutor.patterns.write_behind import sync_forever
     wb, error = _setup_unfixable(kind, r, db)
@@ -324,7 +324,6 @@ def test_sync_forever_defaults(r, db):
     """Without ``once`` the loop keeps running while idle until ``stop``; with ``once`` and no
     ``stop`` it returns when nothing is pending (at once if nothing ever was); the first retry
     waits the default interval, 50 ms, and on_error gets the exception itself."""
-    import threading
 
     from redistutor.patterns.write_behind import sync_forever
     wb = WriteBehind(r, db)
@@ -345,21 +344,6 @@ def test_sync_forever_defaults(r, db):
     errors = []
     sync_forever(wb, once=True, on_error=lambda exc, n, delay: errors.append((type(exc), n, delay)))
     assert errors == [(DatabaseError, 1, 0.05)] and db_views(db) == {"a": 1, "b": 1}
-
-
-class RecordingStop(threading.Event):
-    """A stop event that records each wait the loop asks for and returns at once (no sleeping),
-    and ends the loop after ``limit`` waits, should a broken loop never return."""
-
-    def __init__(self, limit=100):
-        super().__init__()
-        self.limit, self.waits = limit, []
-
-    def wait(self, timeout=None):
-        self.waits.append(timeout)
-        if len(self.waits) >= self.limit:
-            self.set()
-        return self.is_set()
 
 
 def test_creating_the_table_is_not_a_counted_write(r, db):
