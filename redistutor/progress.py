@@ -34,7 +34,6 @@ import itertools
 import json
 import os
 import re
-import sys
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
@@ -579,44 +578,34 @@ def add_reporters(admin: redis.Redis, admin_url: str, names: Iterable[str]) -> l
     return out
 
 
-def main(args: list[str], admin_url: str) -> int:
-    """``workshop board [--csv FILE]``, ``workshop solutions [hold|release] [NOTEBOOK]`` and
-    ``workshop add --progress|--report-only LEARNERS.csv`` (the sheet with REDISTUTOR_PROGRESS_URL)."""
+def usage_ok(args: list[str]) -> bool:
+    """Whether ``args`` is one of :func:`main`'s commands, well formed."""
     board_ok = args[0] == "board" and (len(args) == 1 or (len(args) == 3 and args[1] == "--csv"))
     sol_ok = args[0] == "solutions" and (len(args) == 1 or (args[1] in ("hold", "release") and len(args) <= 3))
     add_ok = args[0] == "add" and len(args) == 3 and args[1] in ("--progress", "--report-only")
-    if not (board_ok or sol_ok or add_ok):
-        print(USAGE, file=sys.stderr)
-        return 2
-    from .exceptions import ConfigError
+    return board_ok or sol_ok or add_ok
+
+
+def main(args: list[str], admin: redis.Redis, admin_url: str) -> None:
+    """``workshop board [--csv FILE]``, ``workshop solutions [hold|release] [NOTEBOOK]`` and
+    ``workshop add --progress|--report-only LEARNERS.csv`` (the sheet with REDISTUTOR_PROGRESS_URL).
+    ``redistutor.workshop.main`` checks the usage, connects, and turns errors into one sentence."""
     from .workshop import add, read_names
 
-    admin = redis.Redis.from_url(admin_url, decode_responses=True, socket_timeout=5)
-    try:
-        if args[0] == "add":
-            names = read_names(Path(args[2]))
-            if args[1] == "--progress":  # shared server: one URL for the notebooks and the reports
-                print("name,REDIS_URL," + ENV_URL)
-                print("\n".join(f"{x.name},{x.url},{x.url}" for x in add(admin, admin_url, names)))
-            else:  # hub: notebooks on private servers, only the reports come here
-                print("name," + ENV_URL)
-                print("\n".join(f"{x.name},{x.url}" for x in add_reporters(admin, admin_url, names)))
-        elif args[0] == "board":
-            board = Board(admin)
-            print(repr(board))
-            if len(args) == 3:
-                print(f"[redistutor] wrote {board.to_csv(args[2])}")
-        else:
-            if len(args) > 1:
-                (hold if args[1] == "hold" else release)(admin, args[2] if len(args) == 3 else None)
-            print(describe_holds(holds(admin)))
-        return 0
-    except ConfigError as exc:
-        print(f"redistutor: {exc.message}", file=sys.stderr)
-        return 1
-    except redis.exceptions.RedisError as exc:
-        print(f"redistutor: the workshop server refused ({exc}): REDIS_URL must name the facilitator's admin "
-              "user (allowed to read every u:* key, ACL LIST and ACL SETUSER).", file=sys.stderr)
-        return 1
-    finally:
-        admin.close()
+    if args[0] == "add":
+        names = read_names(Path(args[2]))
+        if args[1] == "--progress":  # shared server: one URL for the notebooks and the reports
+            print("name,REDIS_URL," + ENV_URL)
+            print("\n".join(f"{x.name},{x.url},{x.url}" for x in add(admin, admin_url, names)))
+        else:  # hub: notebooks on private servers, only the reports come here
+            print("name," + ENV_URL)
+            print("\n".join(f"{x.name},{x.url}" for x in add_reporters(admin, admin_url, names)))
+    elif args[0] == "board":
+        board = Board(admin)
+        print(repr(board))
+        if len(args) == 3:
+            print(f"[redistutor] wrote {board.to_csv(args[2])}")
+    else:
+        if len(args) > 1:
+            (hold if args[1] == "hold" else release)(admin, args[2] if len(args) == 3 else None)
+        print(describe_holds(holds(admin)))

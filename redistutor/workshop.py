@@ -173,16 +173,18 @@ def main(args: list[str], admin_url: str | None) -> int:
         print("redistutor: the workshop commands work on the server named by REDIS_URL: set it to the "
               "shared server's URL with an admin user.", file=sys.stderr)
         return 2
-    if args[:1] in (["board"], ["solutions"]) or args[1:2] in (["--progress"], ["--report-only"]):
-        from .progress import main as progress_main  # the progress board, held-back solutions
+    from . import progress  # the progress board, held-back solutions, report-only users
 
-        return progress_main(args, admin_url)
-    if not args or args[0] not in ("add", "list", "reset", "remove") or (args[0] != "list" and len(args) != 2):
-        print(USAGE, file=sys.stderr)
+    board = args[:1] in (["board"], ["solutions"]) or args[1:2] in (["--progress"], ["--report-only"])
+    if not args or not (progress.usage_ok(args) if board else
+                        args[0] in ("add", "list", "reset", "remove") and (args[0] == "list" or len(args) == 2)):
+        print(progress.USAGE if board else USAGE, file=sys.stderr)
         return 2
     admin = redis.Redis.from_url(admin_url, decode_responses=True, socket_timeout=5)
     try:
-        if args[0] == "add":
+        if board:
+            progress.main(args, admin, admin_url)
+        elif args[0] == "add":
             print(sheet(add(admin, admin_url, read_names(Path(args[1])))))
         elif args[0] == "list":
             print("learner,keys,bytes")
@@ -196,8 +198,8 @@ def main(args: list[str], admin_url: str | None) -> int:
         print(f"redistutor: {exc.message}", file=sys.stderr)
         return 1
     except redis.exceptions.RedisError as exc:
-        print(f"redistutor: the shared server refused ({exc}): REDIS_URL must name a user allowed to run "
-              "ACL SETUSER, ACL LIST and SCAN.", file=sys.stderr)
+        print(f"redistutor: the shared server refused ({exc}): REDIS_URL must name the facilitator's admin user, "
+              "allowed to run ACL SETUSER and ACL LIST and to read every key.", file=sys.stderr)
         return 1
     finally:
         admin.close()
